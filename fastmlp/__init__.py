@@ -1,0 +1,6 @@
+"""fastmlp: scikit-learn's multilayer perceptrons, trained by Numba-compiled kernels."""
+
+from .estimators import MLPClassifier, MLPRegressor
+
+__version__ = "0.1.0"
+__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]

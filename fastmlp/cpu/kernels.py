@@ -1,0 +1,421 @@
+"""Compiled CPU kernels: forward pass, losses, backpropagation and fused optimizer updates.
+
+`train_epoch` runs every mini-batch of an epoch in one call; `loss_and_gradient` serves L-BFGS and
+`predict` serves inference, both in bounded chunks. Kernels never call back into Python.
+Everything compiled lives in this one module because numba's on-disk cache does not notice when a
+callee in another module changes.
+
+Shape legend: B rows in a batch or chunk, N rows in the data set, F input features, I fan-in,
+O fan-out, K outputs, P parameters (length of every flat buffer), L weight layers.
+Argument order: outputs first, then inputs, then sizes/codes; gradients carry a ``d`` prefix.
+"""
+
+import math
+
+import numpy as np
+
+from ..config import njit
+
+# Activation codes (hidden layers use the first four; output layers use identity, logistic,
+# softmax or exp).
+IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
+ACTIVATION_CODES = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH, "relu": RELU,
+                    "softmax": SOFTMAX, "exp": EXP}
+
+# Loss codes. Each is paired with the output activation that makes it "canonical", so that the
+# derivative of the loss with respect to the output pre-activation is just (p - y).
+SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = 0, 1, 2, 3
+LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
+              "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
+
+SGD, ADAM = 0, 1
+OPTIMIZER_CODES = {"sgd": SGD, "adam": ADAM}
+
+
+# ---------------------------------------------------------------------------------------------
+# Views into flat buffers. `layers` is Layout.table: rows (fan_in, fan_out, w_offset, b_offset).
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def weights(flat, layers, i):
+    """(I, O) view of layer i's weight matrix inside a flat buffer (parameters or gradients)."""
+    fan_in, fan_out, w_off = layers[i, 0], layers[i, 1], layers[i, 2]
+    return flat[w_off:w_off + fan_in * fan_out].reshape((fan_in, fan_out))
+
+
+@njit
+def biases(flat, layers, i):
+    """(O,) view of layer i's bias vector inside a flat buffer."""
+    return flat[layers[i, 3]:layers[i, 3] + layers[i, 1]]
+
+
+@njit
+def layer_rows(work, layers, i, n):
+    """(n, O) view of layer i's slot in a work buffer that holds every layer's rows back to back."""
+    offset = 0
+    for j in range(i):
+        offset += layers[j, 1]
+    offset *= n
+    return work[offset:offset + n * layers[i, 1]].reshape((n, layers[i, 1]))
+
+
+@njit
+def batch_rows(buffer, n, width):
+    """(n, width) view of the first n rows of a flat staging buffer."""
+    return buffer[:n * width].reshape((n, width))
+
+
+@njit
+def gather_rows(Xb, X, X_data, X_indices, X_indptr, rows):
+    """Copy the input rows listed in `rows` into the dense batch Xb.
+
+    Xb (B, F) out; X (N, F) dense input, or CSR input given as X_data, X_indices, X_indptr
+    (X_indptr has N + 1 entries when the input is sparse and none when it is dense); rows (B,).
+    """
+    if X_indptr.shape[0] > 0:
+        Xb[:] = 0
+        for r in range(rows.shape[0]):
+            i = rows[r]
+            for k in range(X_indptr[i], X_indptr[i + 1]):
+                Xb[r, X_indices[k]] += X_data[k]  # += : duplicate CSR entries add up, as in scipy
+    else:
+        for r in range(rows.shape[0]):
+            Xb[r, :] = X[rows[r], :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def activate(Z, kind):
+    """Apply activation `kind` in place. Z (B, O): pre-activations in, activations out."""
+    n, m = Z.shape
+    one = Z.dtype.type(1)
+    if kind == LOGISTIC:
+        for i in range(n):
+            for j in range(m):
+                Z[i, j] = one / (one + np.exp(-Z[i, j]))
+    elif kind == TANH:
+        for i in range(n):
+            for j in range(m):
+                Z[i, j] = np.tanh(Z[i, j])
+    elif kind == RELU:
+        for i in range(n):
+            for j in range(m):
+                if Z[i, j] < 0:
+                    Z[i, j] = 0
+    elif kind == EXP:
+        for i in range(n):
+            for j in range(m):
+                Z[i, j] = np.exp(Z[i, j])
+    elif kind == SOFTMAX:
+        # Subtracting the row maximum keeps exp() from overflowing; the result is unchanged.
+        for i in range(n):
+            top = Z[i, 0]
+            for j in range(1, m):
+                top = max(top, Z[i, j])
+            total = Z.dtype.type(0)
+            for j in range(m):
+                Z[i, j] = np.exp(Z[i, j] - top)
+                total += Z[i, j]
+            for j in range(m):
+                Z[i, j] /= total
+
+
+@njit
+def activation_backward(dZ, A, kind):
+    """Multiply the incoming gradient dZ (B, O) in place by f'(z), written in terms of the
+    activation's output A = f(z) (B, O), which the forward pass kept."""
+    n, m = dZ.shape
+    one = dZ.dtype.type(1)
+    if kind == LOGISTIC:
+        for i in range(n):
+            for j in range(m):
+                dZ[i, j] = dZ[i, j] * A[i, j] * (one - A[i, j])
+    elif kind == TANH:
+        for i in range(n):
+            for j in range(m):
+                dZ[i, j] *= one - A[i, j] * A[i, j]
+    elif kind == RELU:
+        for i in range(n):
+            for j in range(m):
+                if A[i, j] == 0:
+                    dZ[i, j] = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and output delta
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def xlogy(x, y):
+    """x * log(y), defined as 0 where x == 0 (as scipy.special.xlogy)."""
+    if x == 0:
+        return 0.0
+    return x * np.log(y)
+
+
+@njit
+def output_delta_and_loss(dZ, P, Y, sw, loss):
+    """Output-layer gradient and the weighted sum of per-sample losses.
+
+    dZ (B, K) out: sw * (P - Y), the derivative of sw * loss with respect to the output
+    pre-activation (softmax + log loss, logistic + binary log loss, identity + squared error and
+    exp + Poisson deviance all reduce to p - y); P (B, K) output activations; Y (B, K) targets;
+    sw (B,) sample weights. Returns sum_i sw_i * loss_i as float64.
+    """
+    n, k = P.shape
+    eps = np.finfo(P.dtype).eps  # probabilities are clipped to [eps, 1 - eps] inside logs
+    total = 0.0
+    for i in range(n):
+        sample = 0.0
+        for j in range(k):
+            p = P[i, j]
+            y = Y[i, j]
+            dZ[i, j] = (p - y) * sw[i]
+            if loss == SQUARED_ERROR:
+                sample += (y - p) * (y - p)
+            elif loss == LOG_LOSS:
+                sample -= xlogy(y, min(max(p, eps), 1 - eps))
+            elif loss == BINARY_LOG_LOSS:
+                pc = min(max(p, eps), 1 - eps)
+                sample -= xlogy(y, pc) + xlogy(1 - y, 1 - pc)
+            else:  # POISSON: half deviance, y log(y / p) - y + p
+                sample += xlogy(y, y / p) - y + p
+        if loss == SQUARED_ERROR:
+            sample = 0.5 * sample / k  # scikit-learn averages squared error over outputs
+        total += sw[i] * sample
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense layers, forward and backward through the whole network
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def dense_forward(Z, A, W, b):
+    """Z (B, O) = A (B, I) @ W (I, O) + b (O,)."""
+    np.dot(A, W, Z)
+    n, m = Z.shape
+    for i in range(n):
+        for j in range(m):
+            Z[i, j] += b[j]
+
+
+@njit
+def dense_backward(dW, db, dZ, A):
+    """Unnormalised parameter gradients of one layer: dW (I, O) = A.T @ dZ, db (O,) = column
+    sums of dZ (B, O). A (B, I) is the layer's input."""
+    np.dot(A.T, dZ, dW)
+    db[:] = 0
+    for i in range(dZ.shape[0]):
+        for j in range(dZ.shape[1]):
+            db[j] += dZ[i, j]
+
+
+@njit
+def forward(acts, params, Xb, layers, hidden, output):
+    """Run the network on Xb (B, F); every layer's activations are written to `acts` (layer
+    slots, see layer_rows). Returns the (B, K) output activations."""
+    n = Xb.shape[0]
+    last = layers.shape[0] - 1
+    A = Xb
+    for i in range(last + 1):
+        Z = layer_rows(acts, layers, i, n)
+        dense_forward(Z, A, weights(params, layers, i), biases(params, layers, i))
+        activate(Z, output if i == last else hidden)
+        A = Z
+    return A
+
+
+@njit
+def backprop(dparams, acts, deltas, params, Xb, Yb, sw, net):
+    """Forward and backward pass over one batch.
+
+    dparams (P,) out: sum_i sw_i * d loss_i / d params, NOT yet divided by sum(sw) and without the
+    L2 term (see finish_gradient), so chunks of a large data set can be summed. acts, deltas:
+    work buffers with room for B rows of every layer. Xb (B, F), Yb (B, K), sw (B,).
+    Returns sum_i sw_i * loss_i.
+    """
+    layers, hidden, output, loss = net[0], net[1], net[2], net[3]
+    n = Xb.shape[0]
+    last = layers.shape[0] - 1
+    P = forward(acts, params, Xb, layers, hidden, output)
+    loss_sum = output_delta_and_loss(layer_rows(deltas, layers, last, n), P, Yb, sw, loss)
+    for i in range(last, -1, -1):
+        dZ = layer_rows(deltas, layers, i, n)
+        A_in = Xb if i == 0 else layer_rows(acts, layers, i - 1, n)
+        dense_backward(weights(dparams, layers, i), biases(dparams, layers, i), dZ, A_in)
+        if i > 0:
+            dA = layer_rows(deltas, layers, i - 1, n)
+            np.dot(dZ, weights(params, layers, i).T, dA)
+            activation_backward(dA, A_in, hidden)
+    return loss_sum
+
+
+@njit
+def finish_gradient(dparams, params, layers, alpha, sw_sum):
+    """Add the L2 penalty's gradient alpha * W to the weight part and divide everything by
+    sum(sw), in place. Returns ||W||^2 (biases are not penalised)."""
+    n_weights = layers[0, 3]  # weights come first in the flat buffer, then biases
+    alpha_ = params.dtype.type(alpha)
+    norm_ = params.dtype.type(sw_sum)
+    squares = 0.0
+    for k in range(n_weights):
+        w = params[k]
+        squares += w * w
+        dparams[k] = (dparams[k] + alpha_ * w) / norm_
+    for k in range(n_weights, params.shape[0]):
+        dparams[k] /= norm_
+    return squares
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused optimizer updates: one pass over the flat buffers
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def sgd_update(params, velocity, dparams, learning_rate, momentum, nesterov):
+    """params (P,), velocity (P,) updated in place from the gradient dparams (P,)."""
+    lr = params.dtype.type(learning_rate)
+    mu = params.dtype.type(momentum)
+    for k in range(params.shape[0]):
+        step = mu * velocity[k] - lr * dparams[k]
+        velocity[k] = step
+        if nesterov:  # look ahead along the new velocity
+            step = mu * step - lr * dparams[k]
+        params[k] += step
+
+
+@njit
+def adam_update(params, m, v, dparams, step_size, beta_1, beta_2, epsilon):
+    """params, first moment m and second moment v (P,) updated in place from dparams (P,).
+    step_size already contains Adam's bias correction for this step."""
+    lr = params.dtype.type(step_size)
+    b1 = params.dtype.type(beta_1)
+    b2 = params.dtype.type(beta_2)
+    eps = params.dtype.type(epsilon)
+    one = params.dtype.type(1)
+    for k in range(params.shape[0]):
+        g = dparams[k]
+        m[k] = b1 * m[k] + (one - b1) * g
+        v[k] = b2 * v[k] + (one - b2) * (g * g)
+        params[k] += -lr * m[k] / (np.sqrt(v[k]) + eps)
+
+
+@njit
+def adam_step_size(learning_rate, beta_1, beta_2, step):
+    """Adam's bias-corrected step size for update number `step` (counted from 1)."""
+    t = float(step)  # float exponent: the same pow() Python uses for beta ** t
+    return learning_rate * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-epoch, whole-data-set and inference drivers: one compiled call each
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def _work_buffers(dtype_like, layers, n_rows, n_features, n_outputs):
+    units = 0
+    for i in range(layers.shape[0]):
+        units += layers[i, 1]
+    acts = np.empty(n_rows * units, dtype_like.dtype)
+    deltas = np.empty(n_rows * units, dtype_like.dtype)
+    xbuf = np.empty(n_rows * n_features, dtype_like.dtype)
+    ybuf = np.empty(n_rows * n_outputs, dtype_like.dtype)
+    swbuf = np.empty(n_rows, dtype_like.dtype)
+    return acts, deltas, xbuf, ybuf, swbuf
+
+
+@njit
+def _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows):
+    """Gather the listed rows of inputs, targets and weights into the staging buffers; returns
+    (B, F), (B, K) and (B,) views."""
+    X, X_data, X_indices, X_indptr = features
+    n = rows.shape[0]
+    Xb = batch_rows(xbuf, n, X.shape[1])
+    Yb = batch_rows(ybuf, n, Y.shape[1])
+    swb = swbuf[:n]
+    gather_rows(Xb, X, X_data, X_indices, X_indptr, rows)
+    for r in range(n):
+        Yb[r, :] = Y[rows[r], :]
+        swb[r] = sw[rows[r]]
+    return Xb, Yb, swb
+
+
+@njit
+def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
+    """One epoch of mini-batch training, every batch in this one call.
+
+    state: (params, dparams, slot_1, slot_2), flat (P,) buffers updated in place; slot_1 is the
+    SGD velocity or Adam's first moment, slot_2 Adam's second moment.
+    features: (X, X_data, X_indices, X_indptr), dense or CSR input (see gather_rows).
+    Y (N, K) targets; sw (N,) sample weights; order (n,) the rows to visit, in visiting order.
+    net: (layers, hidden, output, loss, alpha).
+    opt: (kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, step); step is Adam's
+    update counter before this epoch.
+    Returns (sum over batches of batch loss * batch rows, Adam's step counter after the epoch).
+    """
+    params, dparams, slot_1, slot_2 = state
+    layers, alpha = net[0], net[4]
+    kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, step = opt
+    X = features[0]
+    acts, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, batch_size, X.shape[1],
+                                                    Y.shape[1])
+    total = 0.0
+    for start in range(0, order.shape[0], batch_size):
+        rows = order[start:start + batch_size]
+        Xb, Yb, swb = _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows)
+        loss_sum = backprop(dparams, acts, deltas, params, Xb, Yb, swb, net)
+        sw_sum = swb.sum()
+        if sw_sum == 0:
+            continue  # every sample in this batch has zero weight: nothing to learn from it
+        squares = finish_gradient(dparams, params, layers, alpha, sw_sum)
+        total += (loss_sum / sw_sum + 0.5 * alpha * squares / sw_sum) * rows.shape[0]
+        if kind == SGD:
+            sgd_update(params, slot_1, dparams, learning_rate, momentum, nesterov)
+        else:
+            step += 1
+            adam_update(params, slot_1, slot_2, dparams,
+                        adam_step_size(learning_rate, beta_1, beta_2, step),
+                        beta_1, beta_2, epsilon)
+    return total, step
+
+
+@njit
+def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
+    """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, computed in
+    chunks of at most chunk_rows rows so that memory stays bounded. Used by L-BFGS."""
+    layers, alpha = net[0], net[4]
+    X = features[0]
+    n = Y.shape[0]
+    chunk_rows = min(chunk_rows, n)
+    acts, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, chunk_rows, X.shape[1],
+                                                    Y.shape[1])
+    chunk_grad = np.empty_like(dparams)
+    dparams[:] = 0
+    loss_sum = 0.0
+    sw_sum = 0.0
+    for start in range(0, n, chunk_rows):
+        rows = np.arange(start, min(start + chunk_rows, n))
+        Xb, Yb, swb = _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows)
+        loss_sum += backprop(chunk_grad, acts, deltas, params, Xb, Yb, swb, net)
+        dparams += chunk_grad
+        sw_sum += swb.sum()
+    squares = finish_gradient(dparams, params, layers, alpha, sw_sum)
+    return loss_sum / sw_sum + 0.5 * alpha * squares / sw_sum
+
+
+@njit
+def predict(out, params, features, rows, layers, hidden, output, chunk_rows):
+    """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk."""
+    X, X_data, X_indices, X_indptr = features
+    n = rows.shape[0]
+    chunk_rows = min(chunk_rows, n)
+    acts, _, xbuf, _, _ = _work_buffers(params, layers, chunk_rows, X.shape[1], 0)
+    for start in range(0, n, chunk_rows):
+        chunk = rows[start:start + chunk_rows]
+        Xb = batch_rows(xbuf, chunk.shape[0], X.shape[1])
+        gather_rows(Xb, X, X_data, X_indices, X_indptr, chunk)
+        out[start:start + chunk.shape[0], :] = forward(acts, params, Xb, layers, hidden, output)

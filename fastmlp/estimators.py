@@ -1,0 +1,644 @@
+"""scikit-learn shells: parameters, input validation, labels, fitted attributes.
+
+No arithmetic happens here: the training driver (training.py) runs the compiled kernels. Every
+public name, parameter, default and fitted attribute follows scikit-learn's MLPClassifier and
+MLPRegressor, so that changing the import is all a user has to do.
+"""
+
+import copy
+import functools
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from .layout import Layout
+from .training import TrainingData, predict_rows, run_lbfgs, run_stochastic
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_INT_INDEX = np.int64  # sparse indices are normalised to one type: one compiled specialisation
+
+
+def _keeps_state_on_error(method):
+    """Make a fitting method all-or-nothing: if it raises, the estimator's fitted state is put back
+    exactly as it was (unfitted, or the earlier fit), never left half-written."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        params = self.get_params(deep=False)
+        saved = {key: copy.deepcopy(value) for key, value in vars(self).items()
+                 if key not in params}
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            for key in [key for key in vars(self) if key not in params]:
+                delattr(self, key)
+            vars(self).update(saved)
+            raise
+
+    return wrapper
+
+
+def _as_features(X):
+    """The (X, X_data, X_indices, X_indptr) tuple the kernels take, for dense or sparse X."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        return (np.empty((0, X.shape[1]), dtype=X.dtype), np.ascontiguousarray(X.data),
+                X.indices.astype(_INT_INDEX), X.indptr.astype(_INT_INDEX))
+    return (X, np.empty(0, dtype=X.dtype), np.empty(0, dtype=_INT_INDEX),
+            np.empty(0, dtype=_INT_INDEX))
+
+
+def _check_sample_weight(sample_weight, n_samples, dtype):
+    """Validated weights (ones when none are given): finite, non-negative, one per sample."""
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=dtype)
+    if np.ndim(sample_weight) == 0:
+        sample_weight = np.full(n_samples, sample_weight)
+    sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
+                     input_name="sample_weight")
+    if sw.ndim != 1 or sw.shape[0] != n_samples:
+        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
+    if (sw < 0).any():
+        raise ValueError("Negative values in data passed to sample_weight: weights must be >= 0.")
+    if not sw.any():
+        raise ValueError("sample_weight is zero for every sample: there is nothing to learn from.")
+    return sw
+
+
+class BaseMultilayerPerceptron(BaseEstimator):
+    """Shared parameters, fitting and prediction of MLPClassifier and MLPRegressor."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions({"float32", "float64"})],
+    }
+
+    # ------------------------------------------------------------------ fitted parameters
+    @property
+    def coefs_(self):
+        """Weight matrices, one per layer: views into the flat parameter buffer."""
+        return self._parameter_views().coefs(self._params)
+
+    @coefs_.setter
+    def coefs_(self, values):
+        self._params[:] = self._layout.pack(values, self.intercepts_, self._params.dtype)
+
+    @property
+    def intercepts_(self):
+        """Bias vectors, one per layer: views into the flat parameter buffer."""
+        return self._parameter_views().intercepts(self._params)
+
+    @intercepts_.setter
+    def intercepts_(self, values):
+        self._params[:] = self._layout.pack(self.coefs_, values, self._params.dtype)
+
+    def _parameter_views(self):
+        if "_params" not in vars(self):
+            raise AttributeError(f"This {type(self).__name__} instance is not fitted yet.")
+        return self._layout
+
+    # ------------------------------------------------------------------ fitting
+    def _hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if not hasattr(sizes, "__iter__"):
+            sizes = [sizes]
+        sizes = list(sizes)
+        if np.any(np.array(sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        return sizes
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._validate_params()
+        hidden_sizes = self._hidden_layer_sizes()
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first_pass = "_params" not in vars(self) or (not self.warm_start and not incremental)
+        if not first_pass and self._params.dtype != np.dtype(self.dtype):
+            raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted model "
+                             f"({self._params.dtype}); refit from scratch to change it.")
+
+        X, Y, Y_stratify = self._validate_input(X, y, incremental, reset=first_pass)
+        sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        layer_units = [X.shape[1]] + hidden_sizes + [Y.shape[1]]
+        if not first_pass and self._layout.layer_units != tuple(layer_units):
+            raise ValueError(f"The network shape {layer_units} differs from the fitted one "
+                             f"{list(self._layout.layer_units)}; warm_start and partial_fit "
+                             "need the same hidden_layer_sizes and number of outputs.")
+
+        random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(Y.shape[1], layer_units, X.dtype, random_state)
+
+        data = TrainingData(_as_features(X), Y, sw, sample_weight is not None, Y_stratify)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            run_stochastic(self, data, incremental, random_state,
+                           lambda rows: self._validation_score(data, rows))
+        else:
+            run_lbfgs(self, data)
+
+        if not np.isfinite(self._params).all():
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.")
+        return self
+
+    def _initialize(self, n_outputs, layer_units, dtype, random_state):
+        """Fresh fitted state. Weights are drawn exactly as scikit-learn draws them (Glorot
+        uniform, layer by layer, weights before biases), in float64, then cast."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._output_activation()
+        self._layout = Layout(layer_units)
+        params = self._layout.empty(dtype)
+        for W, b in zip(self._layout.coefs(params), self._layout.intercepts(params)):
+            fan_in, fan_out = W.shape
+            factor = 2.0 if self.activation == "logistic" else 6.0
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            W[...] = random_state.uniform(-bound, bound, (fan_in, fan_out))
+            b[...] = random_state.uniform(-bound, bound, fan_out)
+        self._params = params
+        self._best_params = params.copy()
+        self._optimizer = None
+        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
+            vars(self).pop(name, None)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _check_X_y(self, X, y, reset, **kwargs):
+        return validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=self.dtype, order="C", reset=reset, **kwargs)
+
+    # ------------------------------------------------------------------ prediction
+    def _forward(self, X):
+        """Output activations (n_samples, n_outputs) for validated input X."""
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._params.dtype,
+                          order="C", reset=False)
+        return predict_rows(self, _as_features(X), np.arange(X.shape[0]))
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                                 "%s is not stochastic." % self.solver)
+        return True
+
+    @_keeps_state_on_error
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data. Sparse input is used in CSR form (CSC is converted once).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (classification) or real-valued targets (regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample in the loss; None weighs all samples equally.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+_SHARED_PARAMETERS = """
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        Width of each hidden layer, in order: ``(64, 32)`` means two hidden layers.
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Non-linearity applied after every hidden layer: ``z``, ``1 / (1 + exp(-z))``,
+        ``tanh(z)`` or ``max(z, 0)``.
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        Optimiser: scipy's L-BFGS-B on the whole data set, mini-batch SGD with momentum, or Adam.
+        Adam suits large data sets; L-BFGS converges faster on small ones.
+    alpha : float, default=0.0001
+        Strength of the L2 penalty on the weights (biases are not penalised), added to the loss
+        as ``alpha / 2 * ||W||^2 / sum(sample_weight)`` per mini-batch.
+    batch_size : int or 'auto', default='auto'
+        Rows per mini-batch for sgd and adam; 'auto' means ``min(200, n_samples)``. Ignored by
+        lbfgs.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning-rate schedule for sgd: constant; ``learning_rate_init / (t + 1) ** power_t`` after
+        each epoch with t the samples seen so far; or divide by 5 whenever ``n_iter_no_change``
+        epochs fail to improve by ``tol``.
+    learning_rate_init : float, default=0.001
+        Initial step size for sgd and adam.
+    power_t : float, default=0.5
+        Exponent of the 'invscaling' schedule (sgd only).
+    max_iter : int, default=200
+        Maximum number of epochs for sgd and adam; maximum number of iterations for lbfgs.
+    shuffle : bool, default=True
+        Reshuffle the samples before every epoch (sgd and adam).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, the validation split and shuffling. An int gives the same
+        numbers as scikit-learn with the same int.
+    tol : float, default=1e-4
+        Improvement that counts: training stops (or, with 'adaptive', the rate drops) when the
+        loss or validation score fails to improve by ``tol`` for ``n_iter_no_change`` epochs.
+    verbose : bool, default=False
+        Print the loss after every epoch.
+    warm_start : bool, default=False
+        Start the next ``fit`` from the current weights instead of new random ones.
+    momentum : float, default=0.9
+        Momentum of sgd, in [0, 1].
+    nesterovs_momentum : bool, default=True
+        Use Nesterov's look-ahead momentum (sgd with momentum > 0).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified for single-output
+        classification) and stop when its score stops improving; the best weights seen are kept.
+        sgd and adam only.
+    validation_fraction : float, default=0.1
+        Share of the training data held out for early stopping.
+    beta_1 : float, default=0.9
+        Adam's decay rate for the first-moment estimate, in [0, 1).
+    beta_2 : float, default=0.999
+        Adam's decay rate for the second-moment estimate, in [0, 1).
+    epsilon : float, default=1e-8
+        Adam's numerical-stability term.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` that end training (sgd and adam).
+    max_fun : int, default=15000
+        Maximum number of loss evaluations for lbfgs.
+    dtype : {'float32', 'float64'}, default='float32'
+        Floating-point type of the weights and of the arithmetic. 'float32' is about twice as
+        fast; 'float64' reproduces scikit-learn's numbers for the same random_state.
+"""
+
+_SHARED_ATTRIBUTES = """
+    loss_ : float
+        Loss at the end of training (mean over the last epoch for sgd and adam).
+    best_loss_ : float or None
+        Lowest training loss seen (sgd and adam); None when early stopping is on.
+    loss_curve_ : list of float
+        Training loss after each epoch (sgd and adam).
+    validation_scores_ : list of float or None
+        Score on the held-out set after each epoch, when early stopping is on.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``, when early stopping is on.
+    t_ : int
+        Number of training samples seen by the solver (sgd and adam).
+    coefs_ : list of ndarray
+        Weight matrices; ``coefs_[i]`` has shape (units in layer i, units in layer i + 1). These
+        are views into one flat parameter buffer: writing into them changes the model.
+    intercepts_ : list of ndarray
+        Bias vectors; ``intercepts_[i]`` has the size of layer i + 1. Views, like ``coefs_``.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names seen during fit, when X had string column names.
+    n_iter_ : int
+        Number of epochs (sgd, adam) or iterations (lbfgs) run by the last fit.
+    n_layers_ : int
+        Number of layers, input and output included.
+    n_outputs_ : int
+        Number of output units.
+    out_activation_ : str
+        Output activation.
+"""
+
+
+class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
+    __doc__ = f"""Multi-layer perceptron classifier trained by compiled kernels.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`: same parameters,
+    attributes and, with ``dtype="float64"`` and the same ``random_state``, the same numbers.
+    The output layer is softmax for multiclass targets and logistic for binary and multilabel
+    targets; the loss is the matching log loss.
+
+    Parameters
+    ----------{_SHARED_PARAMETERS}
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray
+        Class labels (for multilabel targets, one array of label indices).{_SHARED_ATTRIBUTES}
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from fastmlp import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=500, random_state=0).fit(X, y)
+    >>> clf.score(X, y) > 0.9
+    True
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype="float32"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+
+    loss = "log_loss"
+
+    def _output_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _validate_input(self, X, y, incremental, reset):
+        """(X, Y, stratify): Y is the one-hot / indicator target matrix in the model's dtype."""
+        X, y = self._check_X_y(X, y, reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        # A new label encoding on a fresh fit; otherwise the labels must fit the old one.
+        if "classes_" not in vars(self) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the "
+                        f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        Y_bool = self._label_binarizer.transform(y).astype(bool)
+        Y = np.ascontiguousarray(Y_bool, dtype=X.dtype)
+        stratify = Y_bool if Y.shape[1] == 1 else None  # scikit-learn stratifies binary only
+        return X, Y, stratify
+
+    def _validation_score(self, data, rows):
+        lb = self._label_binarizer
+        P = predict_rows(self, data.features, rows)
+        y_pred = lb.inverse_transform(P.ravel() if self.n_outputs_ == 1 else P)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        y_true = lb.inverse_transform(data.Y[rows])
+        sw = data.sw[rows] if data.weighted_by_user else None
+        return accuracy_score(y_true, y_pred, sample_weight=sw)
+
+    def predict(self, X):
+        """Predict class labels (or, for multilabel models, label indicator rows) for X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        P = self._forward(X)
+        return self._label_binarizer.inverse_transform(P.ravel() if self.n_outputs_ == 1 else P)
+
+    def predict_proba(self, X):
+        """Probability of each class, columns ordered as ``classes_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        P = self._forward(X)
+        if self.n_outputs_ == 1:
+            return np.hstack([1 - P, P])
+        return P
+
+    def predict_log_proba(self, X):
+        """Logarithm of ``predict_proba(X)``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        proba = self.predict_proba(X)
+        return np.log(proba, out=proba)
+
+    @available_if(lambda est: est._check_solver())
+    @_keeps_state_on_error
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Train for one epoch over (X, y), continuing from the current weights.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class that can appear in any call; required on the first call, and must be
+            the same whenever given again.
+
+        Returns
+        -------
+        self : object
+        """
+        if self._first_partial_fit(classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _first_partial_fit(self, classes):
+        """True on the first partial_fit call; checks `classes` as scikit-learn does."""
+        previous = vars(self).get("classes_")
+        if previous is None and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is None:
+            return False
+        if previous is not None:
+            if not np.array_equal(previous, unique_labels(classes)):
+                raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                                 f"partial_fit, was: {previous!r}")
+            return False
+        self.classes_ = unique_labels(classes)
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
+    __doc__ = f"""Multi-layer perceptron regressor trained by compiled kernels.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor`: same parameters,
+    attributes and, with ``dtype="float64"`` and the same ``random_state``, the same numbers.
+
+    Parameters
+    ----------
+    loss : {{'squared_error', 'poisson'}}, default='squared_error'
+        Half squared error with an identity output, or half Poisson deviance with an exponential
+        output (targets must be non-negative). As in scikit-learn, the squared error is averaged
+        over outputs while its gradient is not (scikit-learn issue 8349; see the README).{_SHARED_PARAMETERS}
+    Attributes
+    ----------{_SHARED_ATTRIBUTES}
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from fastmlp import MLPRegressor
+    >>> X, y = make_regression(n_samples=200, n_features=5, noise=0.1, random_state=0)
+    >>> reg = MLPRegressor(hidden_layer_sizes=(32,), solver="lbfgs", random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.9
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype="float32"):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+
+    def _output_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = self._check_X_y(X, y, reset, y_numeric=True)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and (y < 0).any():
+            raise ValueError("loss='poisson' needs non-negative targets y; got a minimum of "
+                             f"{y.min()}.")
+        Y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=X.dtype)
+        return X, Y, None
+
+    def _validation_score(self, data, rows):
+        y_pred = predict_rows(self, data.features, rows)
+        if not np.isfinite(y_pred).all():
+            return np.nan
+        sw = data.sw[rows] if data.weighted_by_user else None
+        return r2_score(data.Y[rows], y_pred, sample_weight=sw)
+
+    def predict(self, X):
+        """Predict targets for X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        y_pred = self._forward(X)
+        return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+
+    @available_if(lambda est: est._check_solver())
+    @_keeps_state_on_error
+    def partial_fit(self, X, y, sample_weight=None):
+        """Train for one epoch over (X, y), continuing from the current weights.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)

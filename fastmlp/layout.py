@@ -1,0 +1,80 @@
+"""Where each layer's weights and biases live inside one flat parameter buffer.
+
+The order is scikit-learn's packing order (every weight matrix, then every bias vector), so the flat
+vector handed to L-BFGS is the same vector scikit-learn optimises. No arithmetic happens here.
+"""
+
+import numpy as np
+
+
+class Layout:
+    """Offsets of every layer inside a flat buffer, computed once.
+
+    Parameters
+    ----------
+    layer_units : sequence of int
+        Units per layer, input first: ``[n_features, *hidden_layer_sizes, n_outputs]``.
+
+    Attributes
+    ----------
+    table : ndarray of shape (n_layers - 1, 4), int64
+        One row per weight layer: ``fan_in, fan_out, weight_offset, bias_offset``. This is the form
+        the compiled kernels take.
+    n_params : int
+        Length of every flat buffer (parameters, gradients, optimizer state).
+    """
+
+    def __init__(self, layer_units):
+        self.layer_units = tuple(int(u) for u in layer_units)
+        fans = list(zip(self.layer_units[:-1], self.layer_units[1:]))
+        weight_sizes = [fan_in * fan_out for fan_in, fan_out in fans]
+        weight_offsets = np.cumsum([0] + weight_sizes)
+        bias_offsets = weight_offsets[-1] + np.cumsum([0] + [fan_out for _, fan_out in fans])
+        self.table = np.array(
+            [
+                (fan_in, fan_out, weight_offsets[i], bias_offsets[i])
+                for i, (fan_in, fan_out) in enumerate(fans)
+            ],
+            dtype=np.int64,
+        ).reshape(-1, 4)
+        self.n_params = int(bias_offsets[-1])
+
+    def __eq__(self, other):
+        return isinstance(other, Layout) and self.layer_units == other.layer_units
+
+    def __hash__(self):
+        return hash(self.layer_units)
+
+    @property
+    def n_layers(self):
+        return len(self.layer_units)
+
+    @property
+    def n_weights(self):
+        """Number of weights (biases excluded): the FLOP count of a forward pass per sample."""
+        return int(self.table[0, 3])
+
+    def empty(self, dtype):
+        return np.empty(self.n_params, dtype=dtype)
+
+    def coefs(self, flat):
+        """Views of the weight matrices, shape (fan_in, fan_out) each, into ``flat``."""
+        return [
+            flat[w_off : w_off + fan_in * fan_out].reshape(fan_in, fan_out)
+            for fan_in, fan_out, w_off, _ in self.table
+        ]
+
+    def intercepts(self, flat):
+        """Views of the bias vectors into ``flat``."""
+        return [flat[b_off : b_off + fan_out] for _, fan_out, _, b_off in self.table]
+
+    def pack(self, coefs, intercepts, dtype):
+        """A new flat buffer holding copies of the given arrays."""
+        flat = self.empty(dtype)
+        for view, value in zip(self.coefs(flat) + self.intercepts(flat), list(coefs) + list(intercepts)):
+            if np.shape(value) != view.shape:
+                raise ValueError(
+                    f"expected an array of shape {view.shape}, got one of shape {np.shape(value)}"
+                )
+            view[...] = value
+        return flat

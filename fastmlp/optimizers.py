@@ -1,0 +1,95 @@
+"""Optimizer specs: hyper-parameters, flat state slots and the per-epoch learning-rate logic.
+
+The arithmetic of an update lives in the compiled kernels; these objects only own the state buffers
+and decide, once per epoch, what scalars the kernel gets. Behaviour follows scikit-learn's
+SGDOptimizer and AdamOptimizer, so that schedules and stopping match step for step.
+"""
+
+import numpy as np
+
+from .cpu.kernels import ADAM, SGD
+
+
+class SGDOptimizer:
+    """Mini-batch SGD with momentum (optionally Nesterov's) and a learning-rate schedule.
+
+    Schedules: ``"constant"``; ``"invscaling"``, ``lr = learning_rate_init / (t + 1) ** power_t`` with
+    t the number of samples seen, updated after each epoch; ``"adaptive"``, divide by 5 each time
+    training stops improving, until the rate falls below 1e-6.
+    """
+
+    def __init__(self, n_params, dtype, learning_rate_init, lr_schedule, momentum, nesterov,
+                 power_t):
+        self.learning_rate_init = float(learning_rate_init)
+        self.learning_rate = float(learning_rate_init)
+        self.lr_schedule = lr_schedule
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.power_t = float(power_t)
+        self.velocity = np.zeros(n_params, dtype=dtype)
+
+    def kernel_args(self):
+        """(state slots, opt tuple) in the form train_epoch takes."""
+        opt = (SGD, self.learning_rate, self.momentum, self.nesterov, 0.0, 0.0, 0.0, 0)
+        return (self.velocity, self.velocity), opt
+
+    def epoch_done(self, step):
+        """Record the kernel's update counter (unused by SGD)."""
+
+    def iteration_ends(self, time_step):
+        if self.lr_schedule == "invscaling":
+            self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        """Called when training stops improving: True to stop, False to go on at a lower rate."""
+        if self.lr_schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+
+class AdamOptimizer:
+    """Adam (Kingma and Ba, 2014) with bias-corrected step sizes; the step counter persists across
+    epochs and partial_fit calls."""
+
+    def __init__(self, n_params, dtype, learning_rate_init, beta_1, beta_2, epsilon):
+        self.learning_rate_init = float(learning_rate_init)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.step = 0
+        self.m = np.zeros(n_params, dtype=dtype)
+        self.v = np.zeros(n_params, dtype=dtype)
+
+    def kernel_args(self):
+        opt = (ADAM, self.learning_rate_init, 0.0, False, self.beta_1, self.beta_2, self.epsilon,
+               self.step)
+        return (self.m, self.v), opt
+
+    def epoch_done(self, step):
+        self.step = int(step)
+
+    def iteration_ends(self, time_step):
+        pass
+
+    def trigger_stopping(self, msg, verbose):
+        if verbose:
+            print(msg + " Stopping.")
+        return True
+
+
+def make_optimizer(est, n_params, dtype):
+    """The optimizer an estimator's parameters ask for, with zeroed state."""
+    if est.solver == "sgd":
+        return SGDOptimizer(n_params, dtype, est.learning_rate_init, est.learning_rate,
+                            est.momentum, est.nesterovs_momentum, est.power_t)
+    return AdamOptimizer(n_params, dtype, est.learning_rate_init, est.beta_1, est.beta_2,
+                         est.epsilon)

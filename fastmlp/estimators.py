@@ -61,7 +61,7 @@ def _check_sample_weight(sample_weight, n_samples, dtype):
     """Validated weights (ones when none are given): finite, non-negative, one per sample."""
     if sample_weight is None:
         return np.ones(n_samples, dtype=dtype)
-    if np.ndim(sample_weight) == 0:
+    if isinstance(sample_weight, Real):
         sample_weight = np.full(n_samples, sample_weight)
     sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
                      input_name="sample_weight")

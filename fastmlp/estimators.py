@@ -34,8 +34,10 @@ def _keeps_state_on_error(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         params = self.get_params(deep=False)
-        saved = {key: copy.deepcopy(value) for key, value in vars(self).items()
-                 if key not in params}
+        # One deepcopy of the whole dict keeps shared objects shared (classes_ is the label
+        # binarizer's array, for instance).
+        saved = copy.deepcopy({key: value for key, value in vars(self).items()
+                               if key not in params})
         try:
             return method(self, *args, **kwargs)
         except BaseException:

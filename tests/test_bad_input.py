@@ -1,0 +1,147 @@
+"""Layer 6: each rejected input gets a clear error of scikit-learn's class, raised before any
+compiled code runs, and a failed fit leaves the estimator exactly as it was."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from fastmlp import MLPClassifier, MLPRegressor
+
+X = np.random.RandomState(0).normal(size=(40, 4))
+y_class = np.arange(40) % 3
+y_reg = X[:, 0] * 2.0
+
+
+def _fitted_state(est):
+    return pickle.dumps({k: v for k, v in vars(est).items() if k.endswith("_") or
+                         k.startswith("_")})
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.nan, "Input X contains NaN"),
+    (np.inf, "Input X contains infinity"),
+])
+def test_non_finite_X(bad, message):
+    Xb = X.copy()
+    Xb[3, 1] = bad
+    with pytest.raises(ValueError, match=message):
+        MLPRegressor(max_iter=2).fit(Xb, y_reg)
+
+
+def test_non_finite_y():
+    yb = y_reg.copy()
+    yb[0] = np.nan
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        MLPRegressor(max_iter=2).fit(X, yb)
+
+
+def test_mismatched_lengths_and_empty_input():
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        MLPClassifier(max_iter=2).fit(X, y_class[:-1])
+    with pytest.raises(ValueError, match="0 sample"):
+        MLPClassifier(max_iter=2).fit(X[:0], y_class[:0])
+    with pytest.raises(ValueError, match="0 feature"):
+        MLPClassifier(max_iter=2).fit(X[:, :0], y_class)
+
+
+def test_wrong_number_of_features_at_predict():
+    clf = MLPClassifier(max_iter=2).fit(X, y_class)
+    with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4"):
+        clf.predict(X[:, :3])
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(X)
+    with pytest.raises(AttributeError, match="not fitted"):
+        MLPClassifier().coefs_
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(hidden_layer_sizes=(4, 0)), "hidden_layer_sizes must be > 0"),
+    (dict(activation="softplus"), "'activation' parameter"),
+    (dict(solver="rmsprop"), "'solver' parameter"),
+    (dict(alpha=-1.0), "'alpha' parameter"),
+    (dict(learning_rate_init=0.0), "'learning_rate_init' parameter"),
+    (dict(momentum=1.5), "'momentum' parameter"),
+    (dict(validation_fraction=1.0), "'validation_fraction' parameter"),
+    (dict(beta_1=1.0), "'beta_1' parameter"),
+    (dict(batch_size=0), "'batch_size' parameter"),
+    (dict(max_iter=0), "'max_iter' parameter"),
+    (dict(dtype="float16"), "'dtype' parameter"),
+])
+def test_invalid_parameters(params, message):
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(**params).fit(X, y_class)
+
+
+def test_partial_fit_label_checks():
+    clf = MLPClassifier()
+    with pytest.raises(ValueError, match="classes must be passed on the first call"):
+        clf.partial_fit(X, y_class)
+    clf.partial_fit(X, y_class, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="has classes not in"):
+        clf.partial_fit(X, y_class + 1)
+    with pytest.raises(ValueError, match="is not the same as on last call"):
+        clf.partial_fit(X, y_class, classes=[0, 1, 2, 3])
+
+
+def test_partial_fit_refuses_early_stopping_and_lbfgs():
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
+        MLPRegressor(early_stopping=True).partial_fit(X, y_reg)
+    assert not hasattr(MLPRegressor(solver="lbfgs"), "partial_fit")
+
+
+@pytest.mark.parametrize("weights, message", [
+    (-np.ones(40), "Negative values in data passed to sample_weight"),
+    (np.zeros(40), "zero for every sample"),
+    (np.ones(39), r"sample_weight.shape == \(39,\), expected \(40,\)"),
+    (np.full(40, np.nan), "Input sample_weight contains NaN"),
+])
+def test_bad_sample_weight(weights, message):
+    with pytest.raises(ValueError, match=message):
+        MLPRegressor(max_iter=2).fit(X, y_reg, sample_weight=weights)
+
+
+def test_poisson_needs_non_negative_targets():
+    with pytest.raises(ValueError, match="non-negative targets"):
+        MLPRegressor(loss="poisson", max_iter=2).fit(X, y_reg)
+
+
+def test_failed_fit_leaves_a_fresh_estimator_unfitted():
+    est = MLPRegressor(max_iter=2)
+    with pytest.raises(ValueError):
+        est.fit(X, np.full(40, np.nan))
+    assert not any(k.endswith("_") for k in vars(est))
+    assert "_params" not in vars(est)
+
+
+def test_failed_fit_keeps_the_earlier_fit():
+    clf = MLPClassifier(max_iter=3, random_state=0).fit(X, y_class)
+    before = _fitted_state(clf)
+    proba = clf.predict_proba(X)
+    with pytest.raises(ValueError):
+        clf.fit(X, np.where(y_class == 0, "a", "b")[:-1])
+    with pytest.raises(ValueError):
+        clf.partial_fit(X, y_class + 5)  # unseen labels: detected after labels were encoded
+    with pytest.raises(ValueError):
+        clf.set_params(warm_start=True, hidden_layer_sizes=(3,)).fit(X, y_class)
+    assert _fitted_state(clf) == before
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_divergence_raises_and_restores_previous_state():
+    reg = MLPRegressor(max_iter=2, random_state=0).fit(X, y_reg)
+    before = _fitted_state(reg)
+    huge = np.full_like(y_reg, 1e30)
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        reg.set_params(warm_start=True, solver="sgd", learning_rate_init=1e10).fit(X * 1e3, huge)
+    assert _fitted_state(reg) == before
+
+
+def test_warm_start_rejects_a_dtype_change():
+    clf = MLPClassifier(max_iter=2, warm_start=True).fit(X, y_class)
+    with pytest.raises(ValueError, match="refit from scratch to change it"):
+        clf.set_params(dtype="float64").fit(X, y_class)

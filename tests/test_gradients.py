@@ -1,0 +1,66 @@
+"""Layer 2: central finite differences of the compiled loss against the compiled gradient, on
+the flat parameter vector, in float64, for every hidden activation with every output loss."""
+
+import numpy as np
+import pytest
+
+from fastmlp.cpu import kernels
+from fastmlp.estimators import _as_features
+from fastmlp.layout import Layout
+
+HEADS = [("softmax", "log_loss", 3), ("logistic", "binary_log_loss", 2),
+         ("identity", "squared_error", 1), ("exp", "poisson", 2)]
+
+
+def _setup(activation, head, n_outputs, alpha, seed=0):
+    rng = np.random.RandomState(seed)
+    layout = Layout((4, 5, 3, n_outputs))
+    params = rng.uniform(-0.7, 0.7, layout.n_params)
+    X = rng.normal(size=(9, 4))
+    if head[1] == "log_loss":
+        Y = np.eye(n_outputs)[rng.randint(0, n_outputs, 9)]
+    elif head[1] == "poisson":
+        Y = rng.poisson(1.0, (9, n_outputs)).astype(float)
+    elif head[1] == "binary_log_loss":
+        Y = rng.randint(0, 2, (9, n_outputs)).astype(float)
+    else:
+        Y = rng.normal(size=(9, n_outputs))
+    sw = rng.uniform(0.5, 2.0, 9)
+    net = (layout.table, kernels.ACTIVATION_CODES[activation],
+           kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha)
+    features = _as_features(X)
+
+    def loss_and_grad(p):
+        grad = np.empty_like(p)
+        return kernels.loss_and_gradient(grad, p.copy(), features, Y, sw, net, 4), grad
+
+    return params, loss_and_grad
+
+
+def _finite_differences(loss_and_grad, params, h=1e-6):
+    fd = np.empty_like(params)
+    for k in range(params.size):
+        step = np.zeros_like(params)
+        step[k] = h
+        fd[k] = (loss_and_grad(params + step)[0] - loss_and_grad(params - step)[0]) / (2 * h)
+    return fd
+
+
+@pytest.mark.parametrize("head", HEADS, ids=[h[1] for h in HEADS])
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+def test_gradient_matches_finite_differences(activation, head):
+    params, loss_and_grad = _setup(activation, head, head[2], alpha=0.1)
+    _, grad = loss_and_grad(params)
+    fd = _finite_differences(loss_and_grad, params)
+    error = np.linalg.norm(fd - grad) / max(np.linalg.norm(fd), np.linalg.norm(grad))
+    assert error < 1e-6
+
+
+def test_multi_output_squared_error_keeps_sklearn_scaling():
+    """scikit-learn averages squared error over the K outputs in the loss but not in its gradient
+    (scikit-learn issue 8349); fastmlp matches scikit-learn, so the data part of the gradient is
+    exactly K times the derivative of the reported loss."""
+    params, loss_and_grad = _setup("tanh", HEADS[2], 3, alpha=0.0)
+    _, grad = loss_and_grad(params)
+    fd = _finite_differences(loss_and_grad, params)
+    np.testing.assert_allclose(grad, 3 * fd, rtol=1e-6, atol=1e-9)

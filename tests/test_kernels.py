@@ -1,0 +1,198 @@
+"""Layer 1: every compiled CPU kernel against the plain NumPy reference (fastmlp.reference)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+
+from fastmlp import reference
+from fastmlp.cpu import kernels
+from fastmlp.estimators import _as_features
+from fastmlp.layout import Layout
+
+HIDDEN = ["identity", "logistic", "tanh", "relu"]
+# (output activation, loss) pairs the estimators use.
+HEADS = [("softmax", "log_loss"), ("logistic", "binary_log_loss"),
+         ("identity", "squared_error"), ("exp", "poisson")]
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=2e-5)}
+
+
+def _net(units, activation, head, alpha=0.0):
+    layout = Layout(units)
+    return layout, (layout.table, kernels.ACTIVATION_CODES[activation],
+                    kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha)
+
+
+def _problem(units, head, dtype, n=13, seed=0):
+    rng = np.random.RandomState(seed)
+    layout = Layout(units)
+    params = rng.uniform(-0.6, 0.6, layout.n_params).astype(dtype)
+    X = rng.normal(size=(n, units[0])).astype(dtype)
+    k = units[-1]
+    if head[1] == "log_loss":
+        Y = np.eye(k, dtype=dtype)[rng.randint(0, k, n)]
+    elif head[1] == "binary_log_loss":
+        Y = rng.randint(0, 2, (n, k)).astype(dtype)
+    elif head[1] == "poisson":
+        Y = rng.poisson(1.5, (n, k)).astype(dtype)
+    else:
+        Y = rng.normal(size=(n, k)).astype(dtype)
+    sw = rng.uniform(0.2, 2.0, n).astype(dtype)
+    return layout, params, X, Y, sw
+
+
+def kernels_features(X):
+    return _as_features(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", HIDDEN + ["softmax", "exp"])
+def test_activate_and_its_derivative(name, dtype):
+    Z = np.random.RandomState(1).normal(scale=3, size=(9, 5)).astype(dtype)
+    Z[0, 0] = 0.0
+    A = Z.copy()
+    kernels.activate(A, kernels.ACTIVATION_CODES[name])
+    assert_allclose(A, reference.activate(name, Z), **TOL[dtype])
+    if name in HIDDEN:
+        dZ = np.ones_like(Z) * 0.5
+        kernels.activation_backward(dZ, A, kernels.ACTIVATION_CODES[name])
+        assert_allclose(dZ, 0.5 * reference.activation_derivative(name, A), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("head", HEADS)
+def test_output_delta_and_loss(head, dtype):
+    _, _, _, Y, sw = _problem((3, 4), head, dtype)
+    P = np.random.RandomState(2).uniform(0.05, 0.95, Y.shape).astype(dtype)
+    if head[0] == "softmax":
+        P /= P.sum(axis=1, keepdims=True)
+    dZ = np.empty_like(P)
+    total = kernels.output_delta_and_loss(dZ, P, Y, sw, kernels.LOSS_CODES[head[1]])
+    assert_allclose(total / sw.sum(), reference.loss(head[1], Y, P, sw), **TOL[dtype])
+    assert_allclose(dZ, (P - Y) * sw[:, None], **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_loss_and_gradient_against_reference(activation, head, dtype):
+    units = (6, 5, 4, 3)
+    alpha = 0.3
+    layout, params, X, Y, sw = _problem(units, head, dtype)
+    _, net = _net(units, activation, head, alpha)
+    grad = np.empty_like(params)
+    # chunk_rows=4 splits the 13 rows into uneven chunks whose sums must add up exactly.
+    loss = kernels.loss_and_gradient(grad, params, kernels_features(X), Y, sw, net, 4)
+    ref_loss, coef_grads, intercept_grads = reference.loss_and_gradients(
+        layout.coefs(params), layout.intercepts(params), X, Y, activation, head[0], head[1],
+        alpha, sw)
+    assert_allclose(loss, ref_loss, **TOL[dtype])
+    for got, want in zip(layout.coefs(grad) + layout.intercepts(grad), coef_grads + intercept_grads):
+        assert_allclose(got, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_predict_against_reference_dense_and_sparse(dtype):
+    units = (7, 6, 3)
+    layout, params, X, _, _ = _problem(units, HEADS[0], dtype, n=23)
+    X[X < 0.3] = 0
+    _, (table, hidden, output, _, _) = _net(units, "tanh", HEADS[0])
+    want = reference.forward(layout.coefs(params), layout.intercepts(params), X, "tanh",
+                             "softmax")[-1]
+    rows = np.arange(23)[::-1].copy()
+    for features in (kernels_features(X), kernels_features(sp.csr_matrix(X))):
+        out = np.empty((23, 3), dtype)
+        kernels.predict(out, params, features, rows, table, hidden, output, 5)
+        assert_allclose(out, want[rows], **TOL[dtype])
+
+
+def test_gather_rows_sums_duplicate_sparse_entries():
+    X = sp.csr_matrix((np.array([1.0, 2.0, 5.0]), np.array([1, 1, 0]), np.array([0, 2, 3])),
+                      shape=(2, 3))
+    features = kernels_features(X)
+    Xb = np.full((2, 3), 9.0)
+    kernels.gather_rows(Xb, *features, np.array([1, 0]))
+    assert_allclose(Xb, [[5.0, 0, 0], [0, 3.0, 0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_update_against_reference(nesterov, dtype):
+    rng = np.random.RandomState(4)
+    p, v, g = (rng.normal(size=50).astype(dtype) for _ in range(3))
+    p_ref, v_ref = p.copy(), v.copy()
+    kernels.sgd_update(p, v, g, 0.1, 0.9, nesterov)
+    reference.sgd_step([p_ref], [v_ref], [g], 0.1, 0.9, nesterov)
+    assert_allclose(p, p_ref, **TOL[dtype])
+    assert_allclose(v, v_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adam_update_against_reference(dtype):
+    rng = np.random.RandomState(5)
+    p, g = rng.normal(size=50).astype(dtype), rng.normal(size=50).astype(dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    p_ref, m_ref, v_ref = p.copy(), m.copy(), v.copy()
+    for step in (1, 2, 3):
+        size = kernels.adam_step_size(0.01, 0.9, 0.999, step)
+        kernels.adam_update(p, m, v, g, size, 0.9, 0.999, 1e-8)
+        reference.adam_step([p_ref], [m_ref], [v_ref], [g], step, 0.01, 0.9, 0.999, 1e-8)
+    assert_allclose(p, p_ref, **TOL[dtype])
+    assert_allclose(m, m_ref, **TOL[dtype])
+    assert_allclose(v, v_ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_train_epoch_against_a_reference_loop(solver, dtype):
+    """One compiled epoch equals the reference's batch-by-batch loop in the given row order."""
+    units = (5, 4, 3)
+    head = HEADS[0]
+    alpha = 0.01
+    layout, params, X, Y, sw = _problem(units, head, dtype, n=11)
+    _, net = _net(units, "relu", head, alpha)
+    order = np.random.RandomState(6).permutation(11)
+    batch = 4
+    slot_1, slot_2 = np.zeros_like(params), np.zeros_like(params)
+    if solver == "sgd":
+        opt = (kernels.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0)
+    else:
+        opt = (kernels.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0)
+    start = params.copy()
+    total, step = kernels.train_epoch((params, np.empty_like(params), slot_1, slot_2),
+                                      kernels_features(X), Y, sw, order, batch, net, opt)
+
+    p_ref = [a.copy() for a in layout.coefs(start) + layout.intercepts(start)]
+    s1 = [np.zeros_like(a) for a in p_ref]
+    s2 = [np.zeros_like(a) for a in p_ref]
+    ref_total = 0.0
+    for k, first in enumerate(range(0, 11, batch)):
+        rows = order[first:first + batch]
+        n_layers = len(p_ref) // 2
+        loss, cg, ig = reference.loss_and_gradients(p_ref[:n_layers], p_ref[n_layers:], X[rows],
+                                                    Y[rows], "relu", head[0], head[1], alpha,
+                                                    sw[rows])
+        ref_total += loss * len(rows)
+        if solver == "sgd":
+            reference.sgd_step(p_ref, s1, cg + ig, 0.1, 0.9, True)
+        else:
+            reference.adam_step(p_ref, s1, s2, cg + ig, k + 1, 0.01, 0.9, 0.999, 1e-8)
+    assert_allclose(total, ref_total, **TOL[dtype])
+    assert step == (3 if solver == "adam" else 0)
+    for got, want in zip(layout.coefs(params) + layout.intercepts(params), p_ref):
+        assert_allclose(got, want, **TOL[dtype])
+
+
+def test_train_epoch_skips_batches_with_zero_total_weight():
+    units = (3, 2)
+    layout, params, X, Y, sw = _problem(units, HEADS[2], np.float64, n=6)
+    sw[:3] = 0.0
+    _, net = _net(units, "relu", HEADS[2])
+    before = params.copy()
+    opt = (kernels.SGD, 0.1, 0.0, False, 0.0, 0.0, 0.0, 0)
+    velocity = np.zeros_like(params)
+    total, _ = kernels.train_epoch((params, np.empty_like(params), velocity, velocity),
+                                   kernels_features(X), Y, sw, np.arange(3), 3, net, opt)
+    assert total == 0.0
+    assert_allclose(params, before)
+    assert np.isfinite(params).all()

@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .layout import Layout
-from .training import TrainingData, predict_rows, run_lbfgs, run_stochastic
+from .training import TrainingData, backend, predict_rows, run_lbfgs, run_stochastic
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _INT_INDEX = np.int64  # sparse indices are normalised to one type: one compiled specialisation
@@ -47,6 +47,28 @@ def _keeps_state_on_error(method):
             raise
 
     return wrapper
+
+
+def resolve_device(device):
+    """"cpu" or "cuda" for a `device` parameter; "cuda" is checked to be usable.
+
+    Raises RuntimeError saying what is missing when device="cuda" cannot run.
+    """
+    if device == "cpu":
+        return "cpu"
+    try:
+        backend("cuda").check_available()
+    except ImportError as exc:
+        if device == "auto":
+            return "cpu"
+        raise RuntimeError(
+            f"device='cuda' needs the CUDA backend, which could not be imported ({exc}). "
+            "Install it with: pip install 'fastmlp[cuda]'") from exc
+    except RuntimeError:
+        if device == "auto":
+            return "cpu"
+        raise
+    return "cuda"
 
 
 def _as_features(X):
@@ -104,6 +126,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "dtype": [StrOptions({"float32", "float64"})],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
     }
 
     # ------------------------------------------------------------------ fitted parameters
@@ -145,6 +168,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         hidden_sizes = self._hidden_layer_sizes()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        device = resolve_device(self.device)
         first_pass = "_params" not in vars(self) or (not self.warm_start and not incremental)
         if not first_pass and self._params.dtype != np.dtype(self.dtype):
             raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted model "
@@ -162,12 +186,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if first_pass:
             self._initialize(Y.shape[1], layer_units, X.dtype, random_state)
 
-        data = TrainingData(_as_features(X), Y, sw, sample_weight is not None, Y_stratify)
+        data = TrainingData(_as_features(X), Y, sw, sample_weight is not None,
+                            Y_stratify).on(device)
         if self.solver in _STOCHASTIC_SOLVERS:
-            run_stochastic(self, data, incremental, random_state,
-                           lambda rows: self._validation_score(data, rows))
+            run_stochastic(self, data, incremental, random_state, device)
         else:
-            run_lbfgs(self, data)
+            run_lbfgs(self, data, device)
 
         if not np.isfinite(self._params).all():
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
@@ -217,7 +241,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._params.dtype,
                           order="C", reset=False)
-        return predict_rows(self, _as_features(X), np.arange(X.shape[0]))
+        device = resolve_device(self.device)
+        features = tuple(backend(device).to_device(a) for a in _as_features(X))
+        return predict_rows(self, features, np.arange(X.shape[0]), device)
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -311,6 +337,10 @@ _SHARED_PARAMETERS = """
     dtype : {'float32', 'float64'}, default='float32'
         Floating-point type of the weights and of the arithmetic. 'float32' is about twice as
         fast; 'float64' reproduces scikit-learn's numbers for the same random_state.
+    device : {'cpu', 'cuda', 'auto'}, default='cpu'
+        Where training and prediction run. 'cuda' trains on an NVIDIA GPU (needs the ``cuda``
+        extra and a working driver; a clear error says what is missing); 'auto' uses the GPU when
+        one is usable, else the CPU. Fitted attributes are host NumPy arrays either way.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -376,7 +406,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype="float32"):
+                 dtype="float32", device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -401,6 +431,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.dtype = dtype
+        self.device = device
 
     loss = "log_loss"
 
@@ -431,15 +462,13 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         stratify = Y_bool if Y.shape[1] == 1 else None  # scikit-learn stratifies binary only
         return X, Y, stratify
 
-    def _validation_score(self, data, rows):
+    def _score_outputs(self, P, Y, sample_weight):
+        """Accuracy of output activations P against one-hot / indicator targets Y."""
         lb = self._label_binarizer
-        P = predict_rows(self, data.features, rows)
         y_pred = lb.inverse_transform(P.ravel() if self.n_outputs_ == 1 else P)
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
-        y_true = lb.inverse_transform(data.Y[rows])
-        sw = data.sw[rows] if data.weighted_by_user else None
-        return accuracy_score(y_true, y_pred, sample_weight=sw)
+        return accuracy_score(lb.inverse_transform(Y), y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predict class labels (or, for multilabel models, label indicator rows) for X.
@@ -567,7 +596,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype="float32"):
+                 dtype="float32", device="cpu"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -593,6 +622,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.dtype = dtype
+        self.device = device
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"
@@ -607,12 +637,11 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         Y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=X.dtype)
         return X, Y, None
 
-    def _validation_score(self, data, rows):
-        y_pred = predict_rows(self, data.features, rows)
+    def _score_outputs(self, y_pred, Y, sample_weight):
+        """R^2 of predictions against targets Y (n, K)."""
         if not np.isfinite(y_pred).all():
             return np.nan
-        sw = data.sw[rows] if data.weighted_by_user else None
-        return r2_score(data.Y[rows], y_pred, sample_weight=sw)
+        return r2_score(Y, y_pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predict targets for X.

@@ -6,8 +6,9 @@ the same random_state reproduces scikit-learn's. It reads and writes the estimat
 but never validates user input; the estimator has done that.
 """
 
+import importlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.optimize
@@ -17,6 +18,15 @@ from sklearn.utils import shuffle as shuffle_indices
 
 from .cpu import kernels
 from .optimizers import make_optimizer
+
+# Each backend is a module with the same functions (see fastmlp/cpu/__init__.py); the driver below
+# reads the same whichever runs the kernels.
+_BACKENDS = {"cpu": "fastmlp.cpu", "cuda": "fastmlp.cuda"}
+
+
+def backend(device):
+    """The backend module for a resolved device name ("cpu" or "cuda")."""
+    return importlib.import_module(_BACKENDS[device])
 
 # Rows per chunk when a whole data set is pushed through the network (L-BFGS, predict): bounds
 # the work buffers to chunk x widest-layers instead of the data set's size.
@@ -38,10 +48,17 @@ class TrainingData:
     sw: np.ndarray
     weighted_by_user: bool
     Y_stratify: object = None
+    host: object = None  # the host-side TrainingData this was moved from, if moved
 
     @property
     def n_samples(self):
         return self.Y.shape[0]
+
+    def on(self, device):
+        """The same data with its arrays moved to `device` once, for a whole fit."""
+        move = backend(device).to_device
+        return replace(self, features=tuple(move(a) for a in self.features), Y=move(self.Y),
+                       sw=move(self.sw), host=self)
 
 
 def network(est):
@@ -54,13 +71,17 @@ def network(est):
             float(est.alpha))
 
 
-def predict_rows(est, features, rows):
-    """Output activations (len(rows), K) for the listed rows of the input."""
+def predict_rows(est, features, rows, device="cpu", params=None):
+    """Output activations (len(rows), K) on the host for the listed rows of the input.
+
+    features must already live on `device`; params defaults to the fitted parameters."""
+    be = backend(device)
     layers, hidden, output, _, _ = network(est)
-    out = np.empty((len(rows), est.n_outputs_), dtype=est._params.dtype)
-    kernels.predict(out, est._params, features, np.asarray(rows, dtype=np.int64), layers,
-                    hidden, output, CHUNK_ROWS)
-    return out
+    params = be.to_device(est._params) if params is None else params
+    out = be.to_device(np.empty((len(rows), est.n_outputs_), dtype=est._params.dtype))
+    be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)),
+               be.to_device(layers), hidden, output, CHUNK_ROWS)
+    return be.to_host(out)
 
 
 def _batch_size(est, n_samples):
@@ -89,20 +110,26 @@ def _validation_split(est, data, rs):
     return train, val
 
 
-def run_stochastic(est, data, incremental, rs, score_rows):
+def run_stochastic(est, data, incremental, rs, device="cpu"):
     """Mini-batch training with sgd or adam, as scikit-learn's ``_fit_stochastic``.
 
-    score_rows(rows) -> validation score of the current parameters on those rows of the data.
+    `data` lives on `device` (see TrainingData.on); parameters and optimizer state move there
+    for the fit and come back once at the end.
     """
-    params, dparams = est._params, np.empty_like(est._params)
+    be = backend(device)
     if not incremental or getattr(est, "_optimizer", None) is None:
-        est._optimizer = make_optimizer(est, params.shape[0], params.dtype)
+        est._optimizer = make_optimizer(est, est._params.shape[0], est._params.dtype)
     optimizer = est._optimizer
+    host_slots, _ = optimizer.kernel_args()
+    params = be.to_device(est._params)
+    dparams = be.to_device(np.empty_like(est._params))
+    slots = tuple(be.to_device(slot) for slot in host_slots)
 
     train_rows, val_rows = _validation_split(est, data, rs)
     n_train = train_rows.shape[0]
     batch_size = _batch_size(est, n_train)
-    net = network(est)
+    layers, *rest = network(est)
+    net = (be.to_device(layers), *rest)
     sample_idx = np.arange(n_train)
 
     try:
@@ -111,10 +138,10 @@ def run_stochastic(est, data, incremental, rs, score_rows):
             if est.shuffle:
                 # scikit-learn shuffles the previous epoch's order again, so we do too.
                 sample_idx = shuffle_indices(sample_idx, random_state=rs)
-            order = train_rows[sample_idx]
-            slots, opt = optimizer.kernel_args()
-            total, step = kernels.train_epoch((params, dparams) + slots, data.features, data.Y,
-                                              data.sw, order, batch_size, net, opt)
+            order = be.to_device(train_rows[sample_idx])
+            total, step = be.train_epoch((params, dparams) + slots, data.features, data.Y,
+                                         data.sw, order, batch_size, net,
+                                         optimizer.kernel_args()[1])
             optimizer.epoch_done(step)
 
             est.n_iter_ += 1
@@ -124,7 +151,9 @@ def run_stochastic(est, data, incremental, rs, score_rows):
             if est.verbose:
                 print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
-            _update_no_improvement_count(est, val_rows, score_rows)
+            _update_no_improvement_count(
+                est, lambda: _validation_score(est, data, val_rows, device, params),
+                lambda: be.to_host(params).copy())
             optimizer.iteration_ends(est.t_)
 
             if est._no_improvement_count > est.n_iter_no_change:
@@ -146,14 +175,27 @@ def run_stochastic(est, data, incremental, rs, score_rows):
                               ConvergenceWarning)
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
+    finally:
+        # Bring parameters and optimizer state home (no-ops on the CPU backend).
+        est._params[:] = be.to_host(params)
+        for host, on_device in zip(host_slots, slots):
+            host[:] = be.to_host(on_device)
 
     if est.early_stopping:
-        params[:] = est._best_params
+        est._params[:] = est._best_params
 
 
-def _update_no_improvement_count(est, val_rows, score_rows):
+def _validation_score(est, data, rows, device, params):
+    """The estimator's score (accuracy or R^2) of the current parameters on held-out rows."""
+    outputs = predict_rows(est, data.features, rows, device, params)
+    host = data.host or data
+    sw = host.sw[rows] if host.weighted_by_user else None
+    return est._score_outputs(outputs, host.Y[rows], sw)
+
+
+def _update_no_improvement_count(est, validation_score, snapshot):
     if est.early_stopping:
-        score = score_rows(val_rows)
+        score = validation_score()
         est.validation_scores_.append(score)
         if est.verbose:
             print("Validation score: %f" % score)
@@ -163,7 +205,7 @@ def _update_no_improvement_count(est, val_rows, score_rows):
             est._no_improvement_count = 0
         if score > est.best_validation_score_:
             est.best_validation_score_ = score
-            est._best_params = est._params.copy()
+            est._best_params = snapshot()
     else:
         if est.loss_curve_[-1] > est.best_loss_ - est.tol:
             est._no_improvement_count += 1
@@ -173,24 +215,28 @@ def _update_no_improvement_count(est, val_rows, score_rows):
             est.best_loss_ = est.loss_curve_[-1]
 
 
-def run_lbfgs(est, data):
-    """Full-batch training with scipy's L-BFGS-B on the flat parameter vector."""
-    params, dparams = est._params, np.empty_like(est._params)
-    net = network(est)
+def run_lbfgs(est, data, device="cpu"):
+    """Full-batch training with scipy's L-BFGS-B on the flat parameter vector. scipy runs on the
+    host; each loss-and-gradient evaluation runs on `device`, where `data` lives."""
+    be = backend(device)
+    params = be.to_device(est._params)
+    dparams = be.to_device(np.empty_like(est._params))
+    layers, *rest = network(est)
+    net = (be.to_device(layers), *rest)
 
     def loss_and_gradient(x):
-        params[:] = x
-        loss = kernels.loss_and_gradient(dparams, params, data.features, data.Y, data.sw, net,
-                                         CHUNK_ROWS)
-        return loss, dparams.astype(np.float64)  # a fresh array: scipy keeps references
+        be.copy_to(params, x.astype(est._params.dtype, copy=False))
+        loss = be.loss_and_gradient(dparams, params, data.features, data.Y, data.sw, net,
+                                    CHUNK_ROWS)
+        return loss, be.to_host(dparams).astype(np.float64)  # a fresh array: scipy keeps it
 
     result = scipy.optimize.minimize(
-        loss_and_gradient, params.astype(np.float64), method="L-BFGS-B", jac=True,
+        loss_and_gradient, est._params.astype(np.float64), method="L-BFGS-B", jac=True,
         options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol},
     )
     est.n_iter_ = _lbfgs_iterations(result, est.max_iter)
     est.loss_ = float(result.fun)
-    params[:] = result.x
+    est._params[:] = result.x
 
 
 def _lbfgs_iterations(result, max_iter):

@@ -1,1 +1,26 @@
-"""The CPU backend: Numba @njit kernels (see kernels.py)."""
+"""The CPU backend: Numba @njit kernels (kernels.py), used in place on host arrays.
+
+A backend module offers train_epoch, loss_and_gradient and predict (signatures in kernels.py),
+plus to_device / to_host for moving arrays; here the moves are no-ops.
+"""
+
+from .kernels import loss_and_gradient, predict, train_epoch  # noqa: F401
+
+NAME = "cpu"
+
+
+def to_device(array):
+    return array
+
+
+def to_host(array):
+    return array
+
+
+def check_available():
+    """The CPU is always usable."""
+
+
+def copy_to(destination, host_array):
+    """Overwrite a backend array in place with the contents of a host array."""
+    destination[:] = host_array

@@ -1,6 +1,7 @@
 """fastmlp: scikit-learn's multilayer perceptrons, trained by Numba-compiled kernels."""
 
 from .estimators import MLPClassifier, MLPRegressor
+from .training import DivergenceError
 
 __version__ = "0.1.0"
-__all__ = ["MLPClassifier", "MLPRegressor", "__version__"]
+__all__ = ["DivergenceError", "MLPClassifier", "MLPRegressor", "__version__"]

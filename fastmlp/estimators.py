@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .layout import Layout
-from .training import TrainingData, backend, predict_rows, run_lbfgs, run_stochastic
+from .training import DivergenceError, TrainingData, backend, predict_rows, run_lbfgs, run_stochastic
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _INT_INDEX = np.int64  # sparse indices are normalised to one type: one compiled specialisation
@@ -194,8 +194,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
             run_lbfgs(self, data, device)
 
         if not np.isfinite(self._params).all():
-            raise ValueError("Solver produced non-finite parameter weights. The input data may "
-                             "contain large values and need to be preprocessed.")
+            raise DivergenceError("Solver produced non-finite parameter weights. The input data "
+                                  "may contain large values and need to be preprocessed. The "
+                                  "estimator was left as it was before this call.")
         return self
 
     def _initialize(self, n_outputs, layer_units, dtype, random_state):

@@ -33,6 +33,10 @@ def backend(device):
 CHUNK_ROWS = 4096
 
 
+class DivergenceError(ValueError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+
 @dataclass
 class TrainingData:
     """Validated training data in the form the kernels take.
@@ -143,6 +147,13 @@ def run_stochastic(est, data, incremental, rs, device="cpu"):
                                          data.sw, order, batch_size, net,
                                          optimizer.kernel_args()[1])
             optimizer.epoch_done(step)
+            if not np.isfinite(total):
+                raise DivergenceError(
+                    f"Training diverged: the loss became {total / n_train} in epoch "
+                    f"{est.n_iter_ + 1}. The learning rate (learning_rate_init="
+                    f"{est.learning_rate_init}) is probably too large, or the input has large "
+                    "values and needs scaling (e.g. StandardScaler). The estimator was left as "
+                    "it was before this call.")
 
             est.n_iter_ += 1
             est.loss_ = total / n_train

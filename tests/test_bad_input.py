@@ -136,7 +136,7 @@ def test_divergence_raises_and_restores_previous_state():
     reg = MLPRegressor(max_iter=2, random_state=0).fit(X, y_reg)
     before = _fitted_state(reg)
     huge = np.full_like(y_reg, 1e30)
-    with pytest.raises(ValueError, match="non-finite parameter weights"):
+    with pytest.raises(ValueError, match="diverged|non-finite"):
         reg.set_params(warm_start=True, solver="sgd", learning_rate_init=1e10).fit(X * 1e3, huge)
     assert _fitted_state(reg) == before
 

@@ -20,6 +20,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from . import persistence
 from .layout import Layout
 from .training import DivergenceError, TrainingData, backend, predict_rows, run_lbfgs, run_stochastic
 
@@ -272,11 +273,76 @@ class BaseMultilayerPerceptron(BaseEstimator):
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
+    def save(self, path):
+        """Write the fitted model to `path` in fastmlp's model format.
+
+        The file is a zip of JSON metadata and a .npy parameter buffer (no pickle), readable by
+        :func:`fastmlp.load`; see ``fastmlp/persistence.py`` for the layout.
+        """
+        check_is_fitted(self)
+        persistence.save(self, path)
+
+    def to_sklearn(self):
+        """A fitted scikit-learn estimator with this model's weights and identical predictions.
+
+        For tools that take scikit-learn models (converters, inspection). fastmlp-only parameters
+        (``dtype``, ``device``) are dropped; weights are copied in the model's dtype.
+        """
+        from sklearn import neural_network
+
+        check_is_fitted(self)
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in ("dtype", "device")}
+        est = getattr(neural_network, type(self).__name__)(**params)
+        for name in _FITTED_ATTRIBUTES:
+            if name in vars(self):
+                setattr(est, name, copy.deepcopy(vars(self)[name]))
+        est.coefs_ = [c.copy() for c in self.coefs_]
+        est.intercepts_ = [b.copy() for b in self.intercepts_]
+        if "_label_binarizer" in vars(self):
+            est._label_binarizer = copy.deepcopy(self._label_binarizer)
+            est.classes_ = est._label_binarizer.classes_
+        return est
+
+    @classmethod
+    def from_sklearn(cls, est):
+        """A fastmlp estimator holding the weights of a fitted scikit-learn MLP of the same kind.
+
+        The dtype follows the scikit-learn model's weights (float32 or float64).
+        """
+        from sklearn import neural_network
+
+        expected = getattr(neural_network, cls.__name__)
+        if not isinstance(est, expected):
+            raise TypeError(f"from_sklearn expects a fitted {expected.__name__}, got "
+                            f"{type(est).__name__}")
+        check_is_fitted(est)
+        dtype = np.result_type(*est.coefs_).name
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"unsupported weight dtype {dtype}")
+        ours = cls(**est.get_params(deep=False), dtype=dtype)
+        for name in _FITTED_ATTRIBUTES:
+            if name in vars(est):
+                setattr(ours, name, copy.deepcopy(vars(est)[name]))
+        ours._layout = Layout([c.shape[0] for c in est.coefs_] + [est.coefs_[-1].shape[1]])
+        ours._params = ours._layout.pack(est.coefs_, est.intercepts_, dtype)
+        ours._best_params = ours._params.copy()
+        ours._optimizer = None
+        ours._no_improvement_count = 0
+        if hasattr(est, "_label_binarizer"):
+            ours._label_binarizer = copy.deepcopy(est._label_binarizer)
+            ours.classes_ = ours._label_binarizer.classes_
+        return ours
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
 
+
+_FITTED_ATTRIBUTES = ("n_iter_", "t_", "n_features_in_", "feature_names_in_", "n_outputs_",
+                      "n_layers_", "out_activation_", "loss_", "best_loss_", "loss_curve_",
+                      "validation_scores_", "best_validation_score_")
 
 _SHARED_PARAMETERS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)

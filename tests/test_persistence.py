@@ -1,0 +1,197 @@
+"""Saving and loading models, hostile model files, and conversion to and from scikit-learn."""
+
+import io
+import json
+import pickle
+import zipfile
+
+import joblib
+import numpy as np
+import pytest
+from sklearn import neural_network as sk
+from sklearn.datasets import load_iris
+
+import fastmlp
+from fastmlp import MLPClassifier, MLPRegressor, ModelFileError
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+X, y = load_iris(return_X_y=True)
+LABELS = np.array(["setosa", "versicolor", "virginica"])[y]
+
+
+def _models():
+    yield MLPClassifier(max_iter=30, random_state=0).fit(X, LABELS)
+    yield MLPClassifier(max_iter=30, random_state=0, dtype="float64").fit(X, y == 1)
+    yield MLPClassifier(max_iter=30, random_state=0).fit(X, np.column_stack([y == 1, y == 2]))
+    yield MLPRegressor(max_iter=30, random_state=0, dtype="float64").fit(X, X[:, :2])
+    yield MLPRegressor(loss="poisson", max_iter=30, random_state=0).fit(X, y)
+    yield MLPRegressor(solver="lbfgs", max_iter=30, random_state=0).fit(X, X[:, 0])
+
+
+@pytest.mark.parametrize("model", list(_models()), ids=lambda m: type(m).__name__)
+def test_save_and_load_round_trip(model, tmp_path):
+    path = tmp_path / "model.fmlp"
+    model.save(path)
+    loaded = fastmlp.load(path)
+    assert type(loaded) is type(model)
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded._params, model._params)
+    for name in ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "loss_"):
+        assert getattr(loaded, name) == getattr(model, name)
+    if hasattr(model, "classes_"):
+        np.testing.assert_array_equal(loaded.classes_, model.classes_)
+        np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+def test_the_format_is_a_zip_of_json_and_a_pickle_free_npy(tmp_path):
+    path = tmp_path / "model.fmlp"
+    model = next(_models())
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["metadata.json", "params.npy"]
+        meta = json.loads(archive.read("metadata.json"))
+        params = np.load(io.BytesIO(archive.read("params.npy")), allow_pickle=False)
+    assert meta["fastmlp_version"] == fastmlp.__version__ and meta["format_version"] == 1
+    assert meta["layer_units"] == [4, 100, 3]
+    np.testing.assert_array_equal(params, model._params)
+
+
+def test_loaded_model_keeps_training(tmp_path):
+    model = MLPClassifier(solver="sgd", max_iter=5, random_state=0).fit(X, y)
+    model.save(tmp_path / "m.fmlp")
+    loaded = fastmlp.load(tmp_path / "m.fmlp")
+    loaded.partial_fit(X, y)
+    assert loaded.n_iter_ == 1 and np.isfinite(loaded._params).all()
+
+
+def test_feature_names_survive(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = MLPRegressor(max_iter=3).fit(frame, y)
+    model.save(tmp_path / "m.fmlp")
+    np.testing.assert_array_equal(fastmlp.load(tmp_path / "m.fmlp").feature_names_in_,
+                                  ["a", "b", "c", "d"])
+
+
+# ----------------------------------------------------------------------------- hostile files
+def _saved(tmp_path):
+    path = tmp_path / "model.fmlp"
+    next(_models()).save(path)
+    return path
+
+
+def _rewrite(path, meta_change=None, params_bytes=None, extra=None):
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("metadata.json"))
+        params = archive.read("params.npy")
+    if meta_change:
+        meta_change(meta)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps(meta))
+        archive.writestr("params.npy", params if params_bytes is None else params_bytes)
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_truncated_file(tmp_path):
+    path = _saved(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="not a readable fastmlp model"):
+        fastmlp.load(path)
+
+
+def test_corrupted_file(tmp_path):
+    path = _saved(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError):
+        fastmlp.load(path)
+
+
+def test_not_a_model_file(tmp_path):
+    (tmp_path / "x.fmlp").write_bytes(b"definitely not a zip")
+    with pytest.raises(ModelFileError, match="not a readable"):
+        fastmlp.load(tmp_path / "x.fmlp")
+    with pytest.raises(FileNotFoundError):
+        fastmlp.load(tmp_path / "missing.fmlp")
+
+
+def test_incompatible_version(tmp_path):
+    path = _rewrite(_saved(tmp_path), lambda m: m.update(format_version=99,
+                                                          fastmlp_version="9.0"))
+    with pytest.raises(ModelFileError, match="version 99 .* fastmlp '9.0'.* reads version 1"):
+        fastmlp.load(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.update(layer_units=[4, 50, 3]), "params.npy holds"),
+    (lambda m: m.update(layer_units=[2**30, 2**30, 3]), "more than any model"),
+    (lambda m: m.update(layer_units=[4, -1, 3]), "do not describe a network"),
+    (lambda m: m.update(estimator="os.system"), "unknown estimator"),
+    (lambda m: m.update(dtype="object"), "unsupported dtype"),
+    (lambda m: m["params"].update(hidden_layer_sizes="__import__('os').system('touch PWNED')"),
+     "invalid estimator parameters"),
+    (lambda m: m["params"].update(evil="__import__('os')"), "invalid estimator parameters"),
+    (lambda m: m["attributes"].update(__class__="x"), "unknown attributes"),
+    (lambda m: m["attributes"].update(out_activation_="eval"), "output activation"),
+    (lambda m: m["attributes"].update(n_features_in_=7), "disagree with layer_units"),
+    (lambda m: m["labels"].update(classes=[1, 2, 3, 4, 5]), "do not fit"),
+])
+def test_hostile_metadata_is_refused(tmp_path, monkeypatch, change, message):
+    monkeypatch.chdir(tmp_path)
+    path = _rewrite(_saved(tmp_path), change)
+    with pytest.raises(ModelFileError, match=message):
+        fastmlp.load(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_hostile_parameter_payloads_are_refused(tmp_path):
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for payload, message in [(pickled.getvalue(), "params.npy holds"),
+                             (b"\x93NUMPY\x01\x00" + b"x" * 50, ""),
+                             (b"junk", "")]:
+        path = _rewrite(_saved(tmp_path), params_bytes=payload)
+        with pytest.raises(ModelFileError, match=message):
+            fastmlp.load(path)
+    path = _rewrite(_saved(tmp_path), extra={"payload.pkl": pickle.dumps(print)})
+    with pytest.raises(ModelFileError, match="unexpected archive members"):
+        fastmlp.load(path)
+
+
+# ----------------------------------------------------------------------------- pickle, sklearn
+def test_pickle_and_joblib_keep_working(tmp_path):
+    model = next(_models())
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(X), model.predict(X))
+    joblib.dump(model, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize("model", list(_models()), ids=lambda m: type(m).__name__)
+def test_to_sklearn_predicts_identically(model):
+    """Bit for bit in float64. A float32 model's weights go to scikit-learn as float32, which it
+    multiplies with float64 input in float64, so values then agree to float32 precision."""
+    theirs = model.to_sklearn()
+    assert type(theirs).__module__.startswith("sklearn.")
+    exact = model.dtype == "float64"
+    check = np.testing.assert_array_equal if exact else (
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6))
+    if hasattr(model, "predict_proba"):
+        np.testing.assert_array_equal(theirs.predict(X), model.predict(X))
+        check(theirs.predict_proba(X), model.predict_proba(X))
+    else:
+        check(theirs.predict(X), model.predict(X))
+
+
+def test_from_sklearn_predicts_identically():
+    theirs = sk.MLPClassifier(hidden_layer_sizes=(8,), max_iter=50, random_state=0).fit(X, LABELS)
+    ours = MLPClassifier.from_sklearn(theirs)
+    assert ours.dtype == "float64"
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-12)
+    with pytest.raises(TypeError, match="expects a fitted MLPRegressor"):
+        MLPRegressor.from_sklearn(theirs)

@@ -9,7 +9,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_readme_python_examples_run(capsys):
+def test_readme_python_examples_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples may write files
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 2
     namespace = {}

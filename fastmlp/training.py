@@ -14,7 +14,6 @@ import numpy as np
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle as shuffle_indices
 
 from .cpu import kernels
 from .optimizers import make_optimizer
@@ -140,9 +139,12 @@ def run_stochastic(est, data, incremental, rs, device="cpu"):
         est.n_iter_ = 0
         for _ in range(est.max_iter):
             if est.shuffle:
-                # scikit-learn shuffles the previous epoch's order again, so we do too.
-                sample_idx = shuffle_indices(sample_idx, random_state=rs)
-            order = be.to_device(train_rows[sample_idx])
+                # scikit-learn permutes the previous epoch's order again (sklearn.utils.shuffle:
+                # shuffle an arange, then index), so we draw the same numbers the same way.
+                permutation = np.arange(n_train)
+                rs.shuffle(permutation)
+                sample_idx = sample_idx[permutation]
+            order = be.to_device(sample_idx if val_rows is None else train_rows[sample_idx])
             total, step = be.train_epoch((params, dparams) + slots, data.features, data.Y,
                                          data.sw, order, batch_size, net,
                                          optimizer.kernel_args()[1])

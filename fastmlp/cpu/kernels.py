@@ -416,6 +416,18 @@ def predict(out, params, features, rows, layers, hidden, output, chunk_rows):
     acts, _, xbuf, _, _ = _work_buffers(params, layers, chunk_rows, X.shape[1], 0)
     for start in range(0, n, chunk_rows):
         chunk = rows[start:start + chunk_rows]
-        Xb = batch_rows(xbuf, chunk.shape[0], X.shape[1])
-        gather_rows(Xb, X, X_data, X_indices, X_indptr, chunk)
+        if X_indptr.shape[0] == 0 and _consecutive(chunk):
+            Xb = X[chunk[0]:chunk[0] + chunk.shape[0]]  # already a contiguous block: no copy
+        else:
+            Xb = batch_rows(xbuf, chunk.shape[0], X.shape[1])
+            gather_rows(Xb, X, X_data, X_indices, X_indptr, chunk)
         out[start:start + chunk.shape[0], :] = forward(acts, params, Xb, layers, hidden, output)
+
+
+@njit
+def _consecutive(rows):
+    """True when rows (R,) is an increasing run r, r + 1, r + 2, ..."""
+    for r in range(1, rows.shape[0]):
+        if rows[r] != rows[r - 1] + 1:
+            return False
+    return True

@@ -24,7 +24,7 @@ from . import persistence
 from .layout import Layout
 from .training import DivergenceError, TrainingData, backend, predict_rows, run_lbfgs, run_stochastic
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_STOCHASTIC_SOLVERS = ("sgd", "adam", "adagrad", "rmsprop", "adamw")
 _INT_INDEX = np.int64  # sparse indices are normalised to one type: one compiled specialisation
 
 
@@ -104,8 +104,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu", "elu",
+                                   "gelu", "silu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam", "adagrad", "rmsprop", "adamw"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
@@ -126,6 +127,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "rho": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
         "dtype": [StrOptions({"float32", "float64"})],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
     }
@@ -169,6 +173,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         hidden_sizes = self._hidden_layer_sizes()
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if self.dropout > 0 and self.solver == "lbfgs":
+            raise ValueError("dropout needs a mini-batch solver (sgd, adam, adagrad, rmsprop or "
+                             "adamw): L-BFGS assumes a deterministic loss.")
         device = resolve_device(self.device)
         first_pass = "_params" not in vars(self) or (not self.warm_start and not incremental)
         if not first_pass and self._params.dtype != np.dtype(self.dtype):
@@ -285,15 +292,23 @@ class BaseMultilayerPerceptron(BaseEstimator):
     def to_sklearn(self):
         """A fitted scikit-learn estimator with this model's weights and identical predictions.
 
-        For tools that take scikit-learn models (converters, inspection). fastmlp-only parameters
-        (``dtype``, ``device``) are dropped; weights are copied in the model's dtype.
+        For tools that take scikit-learn models (converters, inspection). Parameters scikit-learn
+        does not have (``dtype``, ``dropout``, ...) are dropped, and a solver it does not have
+        becomes 'adam' (the solver does not affect predictions); weights are copied in the
+        model's dtype. Raises ValueError for a hidden activation scikit-learn cannot compute.
         """
         from sklearn import neural_network
 
         check_is_fitted(self)
-        params = {k: v for k, v in self.get_params(deep=False).items()
-                  if k not in ("dtype", "device")}
-        est = getattr(neural_network, type(self).__name__)(**params)
+        sklearn_class = getattr(neural_network, type(self).__name__)
+        if self.activation not in ("identity", "logistic", "tanh", "relu"):
+            raise ValueError(f"scikit-learn's {sklearn_class.__name__} has no "
+                             f"{self.activation!r} activation, so it cannot reproduce this model")
+        known = sklearn_class().get_params(deep=False)
+        params = {k: v for k, v in self.get_params(deep=False).items() if k in known}
+        if params["solver"] not in ("lbfgs", "sgd", "adam"):
+            params["solver"] = "adam"
+        est = sklearn_class(**params)
         for name in _FITTED_ATTRIBUTES:
             if name in vars(self):
                 setattr(est, name, copy.deepcopy(vars(self)[name]))
@@ -347,12 +362,15 @@ _FITTED_ATTRIBUTES = ("n_iter_", "t_", "n_features_in_", "feature_names_in_", "n
 _SHARED_PARAMETERS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         Width of each hidden layer, in order: ``(64, 32)`` means two hidden layers.
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', 'elu', 'gelu', 'silu'}, \
+default='relu'
         Non-linearity applied after every hidden layer: ``z``, ``1 / (1 + exp(-z))``,
-        ``tanh(z)`` or ``max(z, 0)``.
-    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
-        Optimiser: scipy's L-BFGS-B on the whole data set, mini-batch SGD with momentum, or Adam.
-        Adam suits large data sets; L-BFGS converges faster on small ones.
+        ``tanh(z)``, ``max(z, 0)``, ``max(z, 0.01 z)``, ``z if z > 0 else exp(z) - 1``,
+        ``z * Phi(z)`` (Phi the standard normal CDF) or ``z / (1 + exp(-z))``.
+    solver : {'lbfgs', 'sgd', 'adam', 'adagrad', 'rmsprop', 'adamw'}, default='adam'
+        Optimiser: scipy's L-BFGS-B on the whole data set, mini-batch SGD with momentum, Adam,
+        Adagrad, RMSprop or AdamW (Adam with decoupled ``weight_decay``). Adam suits large data
+        sets; L-BFGS converges faster on small ones.
     alpha : float, default=0.0001
         Strength of the L2 penalty on the weights (biases are not penalised), added to the loss
         as ``alpha / 2 * ||W||^2 / sum(sample_weight)`` per mini-batch.
@@ -401,6 +419,15 @@ _SHARED_PARAMETERS = """
         Epochs without an improvement of ``tol`` that end training (sgd and adam).
     max_fun : int, default=15000
         Maximum number of loss evaluations for lbfgs.
+    rho : float, default=0.9
+        Decay rate of RMSprop's running mean of squared gradients (solver='rmsprop'), in [0, 1).
+    weight_decay : float, default=0.01
+        AdamW's decoupled weight decay (solver='adamw'): each step shrinks the weights (not the
+        biases) by ``learning_rate_init * weight_decay``, separately from the gradient.
+    dropout : float, default=0.0
+        Probability of dropping each hidden unit during training (inverted dropout: survivors
+        are scaled by ``1 / (1 - dropout)``, so prediction uses the network as it is). Masks are
+        drawn from ``random_state``, so fits are reproducible. Mini-batch solvers only.
     dtype : {'float32', 'float64'}, default='float32'
         Floating-point type of the weights and of the arithmetic. 'float32' is about twice as
         fast; 'float64' reproduces scikit-learn's numbers for the same random_state.
@@ -473,7 +500,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype="float32", device="cpu"):
+                 rho=0.9, weight_decay=0.01, dropout=0.0, dtype="float32", device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -497,6 +524,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.rho = rho
+        self.weight_decay = weight_decay
+        self.dropout = dropout
         self.dtype = dtype
         self.device = device
 
@@ -663,7 +693,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype="float32", device="cpu"):
+                 rho=0.9, weight_decay=0.01, dropout=0.0, dtype="float32", device="cpu"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -688,6 +718,9 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.rho = rho
+        self.weight_decay = weight_decay
+        self.dropout = dropout
         self.dtype = dtype
         self.device = device
 

@@ -7,7 +7,7 @@ SGDOptimizer and AdamOptimizer, so that schedules and stopping match step for st
 
 import numpy as np
 
-from .cpu.kernels import ADAM, SGD
+from .cpu.kernels import ADAGRAD, ADAM, ADAMW, RMSPROP, SGD
 
 
 class SGDOptimizer:
@@ -30,7 +30,7 @@ class SGDOptimizer:
 
     def kernel_args(self):
         """(state slots, opt tuple) in the form train_epoch takes."""
-        opt = (SGD, self.learning_rate, self.momentum, self.nesterov, 0.0, 0.0, 0.0, 0)
+        opt = (SGD, self.learning_rate, self.momentum, self.nesterov, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
         return (self.velocity, self.velocity), opt
 
     def epoch_done(self, step):
@@ -58,20 +58,24 @@ class SGDOptimizer:
 
 class AdamOptimizer:
     """Adam (Kingma and Ba, 2014) with bias-corrected step sizes; the step counter persists across
-    epochs and partial_fit calls."""
+    epochs and partial_fit calls. With weight_decay > 0 this is AdamW (Loshchilov and Hutter,
+    2019): weights shrink by learning_rate * weight_decay each step, apart from the gradient."""
 
-    def __init__(self, n_params, dtype, learning_rate_init, beta_1, beta_2, epsilon):
+    def __init__(self, n_params, dtype, learning_rate_init, beta_1, beta_2, epsilon,
+                 weight_decay=0.0):
         self.learning_rate_init = float(learning_rate_init)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
+        self.weight_decay = float(weight_decay)
         self.step = 0
         self.m = np.zeros(n_params, dtype=dtype)
         self.v = np.zeros(n_params, dtype=dtype)
 
     def kernel_args(self):
-        opt = (ADAM, self.learning_rate_init, 0.0, False, self.beta_1, self.beta_2, self.epsilon,
-               self.step)
+        kind = ADAMW if self.weight_decay > 0 else ADAM
+        opt = (kind, self.learning_rate_init, 0.0, False, self.beta_1, self.beta_2, self.epsilon,
+               0.0, self.weight_decay, self.step)
         return (self.m, self.v), opt
 
     def epoch_done(self, step):
@@ -86,10 +90,35 @@ class AdamOptimizer:
         return True
 
 
+class SquaredGradientOptimizer(AdamOptimizer):
+    """Adagrad (a running sum of squared gradients) or RMSprop (a decaying mean of them, rate
+    rho); each step is divided by the square root. One state slot."""
+
+    def __init__(self, n_params, dtype, kind, learning_rate_init, epsilon, rho=0.0):
+        self.kind = kind
+        self.learning_rate_init = float(learning_rate_init)
+        self.epsilon = float(epsilon)
+        self.rho = float(rho)
+        self.step = 0
+        self.m = np.zeros(n_params, dtype=dtype)
+
+    def kernel_args(self):
+        opt = (self.kind, self.learning_rate_init, 0.0, False, 0.0, 0.0, self.epsilon, self.rho,
+               0.0, 0)
+        return (self.m, self.m), opt
+
+
 def make_optimizer(est, n_params, dtype):
     """The optimizer an estimator's parameters ask for, with zeroed state."""
-    if est.solver == "sgd":
+    solver = est.solver
+    if solver == "sgd":
         return SGDOptimizer(n_params, dtype, est.learning_rate_init, est.learning_rate,
                             est.momentum, est.nesterovs_momentum, est.power_t)
+    if solver == "adagrad":
+        return SquaredGradientOptimizer(n_params, dtype, ADAGRAD, est.learning_rate_init,
+                                        est.epsilon)
+    if solver == "rmsprop":
+        return SquaredGradientOptimizer(n_params, dtype, RMSPROP, est.learning_rate_init,
+                                        est.epsilon, est.rho)
     return AdamOptimizer(n_params, dtype, est.learning_rate_init, est.beta_1, est.beta_2,
-                         est.epsilon)
+                         est.epsilon, est.weight_decay if solver == "adamw" else 0.0)

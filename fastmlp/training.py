@@ -64,14 +64,14 @@ class TrainingData:
                        sw=move(self.sw), host=self)
 
 
-def network(est):
-    """The (layers, hidden, output, loss, alpha) tuple the kernels take."""
+def network(est, dropout_seed=0):
+    """The (layers, hidden, output, loss, alpha, dropout, seed) tuple the kernels take."""
     loss = est.loss
     if loss == "log_loss" and est.out_activation_ == "logistic":
         loss = "binary_log_loss"
     return (est._layout.table, kernels.ACTIVATION_CODES[est.activation],
             kernels.ACTIVATION_CODES[est.out_activation_], kernels.LOSS_CODES[loss],
-            float(est.alpha))
+            float(est.alpha), float(getattr(est, "dropout", 0.0)), int(dropout_seed))
 
 
 def predict_rows(est, features, rows, device="cpu", params=None):
@@ -79,7 +79,7 @@ def predict_rows(est, features, rows, device="cpu", params=None):
 
     features must already live on `device`; params defaults to the fitted parameters."""
     be = backend(device)
-    layers, hidden, output, _, _ = network(est)
+    layers, hidden, output = network(est)[:3]
     params = be.to_device(est._params) if params is None else params
     out = be.to_device(np.empty((len(rows), est.n_outputs_), dtype=est._params.dtype))
     be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)),
@@ -145,6 +145,8 @@ def run_stochastic(est, data, incremental, rs, device="cpu"):
                 rs.shuffle(permutation)
                 sample_idx = sample_idx[permutation]
             order = be.to_device(sample_idx if val_rows is None else train_rows[sample_idx])
+            if net[5] > 0:  # dropout: fresh masks each epoch, drawn only when dropout is used
+                net = net[:6] + (int(rs.randint(0, 2**62)),)
             total, step = be.train_epoch((params, dparams) + slots, data.features, data.Y,
                                          data.sw, order, batch_size, net,
                                          optimizer.kernel_args()[1])

@@ -62,7 +62,10 @@ def test_predict_before_fit():
 @pytest.mark.parametrize("params, message", [
     (dict(hidden_layer_sizes=(4, 0)), "hidden_layer_sizes must be > 0"),
     (dict(activation="softplus"), "'activation' parameter"),
-    (dict(solver="rmsprop"), "'solver' parameter"),
+    (dict(solver="lion"), "'solver' parameter"),
+    (dict(dropout=1.0), "'dropout' parameter"),
+    (dict(rho=1.0), "'rho' parameter"),
+    (dict(weight_decay=-0.1), "'weight_decay' parameter"),
     (dict(alpha=-1.0), "'alpha' parameter"),
     (dict(learning_rate_init=0.0), "'learning_rate_init' parameter"),
     (dict(momentum=1.5), "'momentum' parameter"),

@@ -12,7 +12,7 @@ HEADS = [("softmax", "log_loss", 3), ("logistic", "binary_log_loss", 2),
          ("identity", "squared_error", 1), ("exp", "poisson", 2)]
 
 
-def _setup(activation, head, n_outputs, alpha, seed=0):
+def _setup(activation, head, n_outputs, alpha, seed=0, dropout=0.0):
     rng = np.random.RandomState(seed)
     layout = Layout((4, 5, 3, n_outputs))
     params = rng.uniform(-0.7, 0.7, layout.n_params)
@@ -27,7 +27,7 @@ def _setup(activation, head, n_outputs, alpha, seed=0):
         Y = rng.normal(size=(9, n_outputs))
     sw = rng.uniform(0.5, 2.0, 9)
     net = (layout.table, kernels.ACTIVATION_CODES[activation],
-           kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha)
+           kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha, dropout, 77)
     features = _as_features(X)
 
     def loss_and_grad(p):
@@ -47,9 +47,23 @@ def _finite_differences(loss_and_grad, params, h=1e-6):
 
 
 @pytest.mark.parametrize("head", HEADS, ids=[h[1] for h in HEADS])
-@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
+@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu", "leaky_relu",
+                                        "elu", "gelu", "silu"])
 def test_gradient_matches_finite_differences(activation, head):
     params, loss_and_grad = _setup(activation, head, head[2], alpha=0.1)
+    _, grad = loss_and_grad(params)
+    fd = _finite_differences(loss_and_grad, params)
+    error = np.linalg.norm(fd - grad) / max(np.linalg.norm(fd), np.linalg.norm(grad))
+    assert error < 1e-6
+
+
+@pytest.mark.parametrize("activation", ["tanh", "gelu"])
+def test_gradient_with_dropout_matches_finite_differences(activation):
+    """Dropout masks depend only on (seed, position), so for a fixed seed the loss is a smooth
+    function of the parameters and its gradient can be checked like any other."""
+    params, loss_and_grad = _setup(activation, HEADS[0], 3, alpha=0.1, dropout=0.4)
+    loss_without, _ = _setup(activation, HEADS[0], 3, alpha=0.1)[1](params)
+    assert loss_and_grad(params)[0] != loss_without  # dropout is really on
     _, grad = loss_and_grad(params)
     fd = _finite_differences(loss_and_grad, params)
     error = np.linalg.norm(fd - grad) / max(np.linalg.norm(fd), np.linalg.norm(grad))

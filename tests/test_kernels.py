@@ -10,17 +10,18 @@ from fastmlp.cpu import kernels
 from fastmlp.estimators import _as_features
 from fastmlp.layout import Layout
 
-HIDDEN = ["identity", "logistic", "tanh", "relu"]
+HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
 # (output activation, loss) pairs the estimators use.
 HEADS = [("softmax", "log_loss"), ("logistic", "binary_log_loss"),
          ("identity", "squared_error"), ("exp", "poisson")]
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=2e-5)}
 
 
-def _net(units, activation, head, alpha=0.0):
+def _net(units, activation, head, alpha=0.0, dropout=0.0, seed=0):
     layout = Layout(units)
     return layout, (layout.table, kernels.ACTIVATION_CODES[activation],
-                    kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha)
+                    kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha,
+                    dropout, seed)
 
 
 def _problem(units, head, dtype, n=13, seed=0):
@@ -55,8 +56,8 @@ def test_activate_and_its_derivative(name, dtype):
     assert_allclose(A, reference.activate(name, Z), **TOL[dtype])
     if name in HIDDEN:
         dZ = np.ones_like(Z) * 0.5
-        kernels.activation_backward(dZ, A, kernels.ACTIVATION_CODES[name])
-        assert_allclose(dZ, 0.5 * reference.activation_derivative(name, A), **TOL[dtype])
+        kernels.activation_backward(dZ, A, Z, kernels.ACTIVATION_CODES[name])
+        assert_allclose(dZ, 0.5 * reference.activation_derivative(name, A, Z), **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -96,7 +97,7 @@ def test_predict_against_reference_dense_and_sparse(dtype):
     units = (7, 6, 3)
     layout, params, X, _, _ = _problem(units, HEADS[0], dtype, n=23)
     X[X < 0.3] = 0
-    _, (table, hidden, output, _, _) = _net(units, "tanh", HEADS[0])
+    table, hidden, output = _net(units, "tanh", HEADS[0])[1][:3]
     want = reference.forward(layout.coefs(params), layout.intercepts(params), X, "tanh",
                              "softmax")[-1]
     rows = np.arange(23)[::-1].copy()
@@ -128,57 +129,127 @@ def test_sgd_update_against_reference(nesterov, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_adam_update_against_reference(dtype):
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adam_and_adamw_update_against_reference(weight_decay, dtype):
     rng = np.random.RandomState(5)
     p, g = rng.normal(size=50).astype(dtype), rng.normal(size=50).astype(dtype)
     m, v = np.zeros_like(p), np.zeros_like(p)
-    p_ref, m_ref, v_ref = p.copy(), m.copy(), v.copy()
+    p_ref = [p[:30].copy(), p[30:].copy()]  # the first 30 play the weights, the rest biases
+    m_ref, v_ref = [np.zeros(30, dtype), np.zeros(20, dtype)], [np.zeros(30, dtype),
+                                                                np.zeros(20, dtype)]
     for step in (1, 2, 3):
         size = kernels.adam_step_size(0.01, 0.9, 0.999, step)
-        kernels.adam_update(p, m, v, g, size, 0.9, 0.999, 1e-8)
-        reference.adam_step([p_ref], [m_ref], [v_ref], [g], step, 0.01, 0.9, 0.999, 1e-8)
-    assert_allclose(p, p_ref, **TOL[dtype])
-    assert_allclose(m, m_ref, **TOL[dtype])
-    assert_allclose(v, v_ref, **TOL[dtype])
+        kernels.adam_update(p, m, v, g, size, 0.9, 0.999, 1e-8, 0.01 * weight_decay, 30)
+        reference.adam_step(p_ref, m_ref, v_ref, [g[:30], g[30:]], step, 0.01, 0.9, 0.999, 1e-8,
+                            weight_decay, [True, False])
+    assert_allclose(p, np.concatenate(p_ref), **TOL[dtype])
+    assert_allclose(m, np.concatenate(m_ref), **TOL[dtype])
+    assert_allclose(v, np.concatenate(v_ref), **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("solver", ["sgd", "adam"])
-def test_train_epoch_against_a_reference_loop(solver, dtype):
+def test_adagrad_and_rmsprop_updates_against_reference(dtype):
+    rng = np.random.RandomState(6)
+    p, g = rng.normal(size=40).astype(dtype), rng.normal(size=40).astype(dtype)
+    for name in ("adagrad", "rmsprop"):
+        q, state = p.copy(), np.full_like(p, 0.5)
+        q_ref, state_ref = q.copy(), state.copy()
+        for _ in range(3):
+            if name == "adagrad":
+                kernels.adagrad_update(q, state, g, 0.05, 1e-8)
+                reference.adagrad_step([q_ref], [state_ref], [g], 0.05, 1e-8)
+            else:
+                kernels.rmsprop_update(q, state, g, 0.05, 0.9, 1e-8)
+                reference.rmsprop_step([q_ref], [state_ref], [g], 0.05, 0.9, 1e-8)
+        assert_allclose(q, q_ref, **TOL[dtype])
+        assert_allclose(state, state_ref, **TOL[dtype])
+
+
+def test_uniform_is_deterministic_and_uniform():
+    draws = np.array([kernels.uniform(12345, k) for k in range(20000)])
+    again = np.array([kernels.uniform(12345, k) for k in range(20000)])
+    np.testing.assert_array_equal(draws, again)
+    assert draws.min() >= 0 and draws.max() < 1
+    assert abs(draws.mean() - 0.5) < 0.01 and abs(draws.var() - 1 / 12) < 0.005
+    assert not np.array_equal(draws[:100], [kernels.uniform(54321, k) for k in range(100)])
+    hist = np.histogram(draws, bins=10, range=(0, 1))[0]
+    assert hist.min() > 1800 and hist.max() < 2200
+
+
+def test_dropout_forward_masks_and_scales():
+    A = np.random.RandomState(7).uniform(0.5, 1.5, (200, 30))
+    D, M = np.empty_like(A), np.empty_like(A)
+    kernels.dropout_forward(D, M, A, 0.25, 99, 0, 30)
+    dropped = M == 0
+    assert abs(dropped.mean() - 0.25) < 0.02
+    assert_allclose(M[~dropped], 1 / 0.75)
+    assert_allclose(D, A * M)
+
+
+def _dropout_masks(units, n_rows, rate, seed, first_row):
+    """The masks dropout_forward draws for rows first_row.. of an epoch, rebuilt from uniform()."""
+    hidden = units[1:-1]
+    total = sum(hidden)
+    masks, offset = [], 0
+    for width in hidden:
+        keep = np.array([[kernels.uniform(seed, (first_row + i) * total + offset + j) >= rate
+                          for j in range(width)] for i in range(n_rows)])
+        masks.append(keep / (1 - rate))
+        offset += width
+    return masks
+
+
+SOLVER_OPTS = {
+    "sgd": (kernels.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+    "adam": (kernels.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 0),
+    "adamw": (kernels.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, 0),
+    "adagrad": (kernels.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
+    "rmsprop": (kernels.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("solver", sorted(SOLVER_OPTS))
+def test_train_epoch_against_a_reference_loop(solver, dropout, dtype):
     """One compiled epoch equals the reference's batch-by-batch loop in the given row order."""
-    units = (5, 4, 3)
+    units = (5, 4, 6, 3)
     head = HEADS[0]
     alpha = 0.01
     layout, params, X, Y, sw = _problem(units, head, dtype, n=11)
-    _, net = _net(units, "relu", head, alpha)
+    _, net = _net(units, "gelu", head, alpha, dropout, seed=1234)
     order = np.random.RandomState(6).permutation(11)
     batch = 4
     slot_1, slot_2 = np.zeros_like(params), np.zeros_like(params)
-    if solver == "sgd":
-        opt = (kernels.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0)
-    else:
-        opt = (kernels.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0)
+    opt = SOLVER_OPTS[solver]
     start = params.copy()
     total, step = kernels.train_epoch((params, np.empty_like(params), slot_1, slot_2),
                                       kernels_features(X), Y, sw, order, batch, net, opt)
 
     p_ref = [a.copy() for a in layout.coefs(start) + layout.intercepts(start)]
+    n_layers = len(p_ref) // 2
     s1 = [np.zeros_like(a) for a in p_ref]
     s2 = [np.zeros_like(a) for a in p_ref]
     ref_total = 0.0
     for k, first in enumerate(range(0, 11, batch)):
         rows = order[first:first + batch]
-        n_layers = len(p_ref) // 2
+        masks = _dropout_masks(units, len(rows), dropout, 1234, first) if dropout else None
         loss, cg, ig = reference.loss_and_gradients(p_ref[:n_layers], p_ref[n_layers:], X[rows],
-                                                    Y[rows], "relu", head[0], head[1], alpha,
-                                                    sw[rows])
+                                                    Y[rows], "gelu", head[0], head[1], alpha,
+                                                    sw[rows], masks)
         ref_total += loss * len(rows)
+        lr = opt[1]
         if solver == "sgd":
-            reference.sgd_step(p_ref, s1, cg + ig, 0.1, 0.9, True)
+            reference.sgd_step(p_ref, s1, cg + ig, lr, 0.9, True)
+        elif solver == "adagrad":
+            reference.adagrad_step(p_ref, s1, cg + ig, lr, 1e-8)
+        elif solver == "rmsprop":
+            reference.rmsprop_step(p_ref, s1, cg + ig, lr, 0.9, 1e-8)
         else:
-            reference.adam_step(p_ref, s1, s2, cg + ig, k + 1, 0.01, 0.9, 0.999, 1e-8)
+            reference.adam_step(p_ref, s1, s2, cg + ig, k + 1, lr, 0.9, 0.999, 1e-8, opt[8],
+                                [True] * n_layers + [False] * n_layers)
     assert_allclose(total, ref_total, **TOL[dtype])
-    assert step == (3 if solver == "adam" else 0)
+    assert step == (3 if solver.startswith("adam") else 0)
     for got, want in zip(layout.coefs(params) + layout.intercepts(params), p_ref):
         assert_allclose(got, want, **TOL[dtype])
 
@@ -189,7 +260,7 @@ def test_train_epoch_skips_batches_with_zero_total_weight():
     sw[:3] = 0.0
     _, net = _net(units, "relu", HEADS[2])
     before = params.copy()
-    opt = (kernels.SGD, 0.1, 0.0, False, 0.0, 0.0, 0.0, 0)
+    opt = (kernels.SGD, 0.1, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     velocity = np.zeros_like(params)
     total, _ = kernels.train_epoch((params, np.empty_like(params), velocity, velocity),
                                    kernels_features(X), Y, sw, np.arange(3), 3, net, opt)

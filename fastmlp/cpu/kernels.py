@@ -16,11 +16,17 @@ import numpy as np
 
 from ..config import njit
 
-# Activation codes (hidden layers use the first four; output layers use identity, logistic,
-# softmax or exp).
+# Activation codes. Hidden layers use identity, logistic, tanh, relu and the four after exp;
+# output layers use identity, logistic, softmax or exp.
 IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
+LEAKY_RELU, ELU, GELU, SILU = 6, 7, 8, 9
 ACTIVATION_CODES = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH, "relu": RELU,
-                    "softmax": SOFTMAX, "exp": EXP}
+                    "softmax": SOFTMAX, "exp": EXP, "leaky_relu": LEAKY_RELU, "elu": ELU,
+                    "gelu": GELU, "silu": SILU}
+LEAKY_SLOPE = 0.01  # leaky_relu's slope for z < 0
+# GELU and SiLU derivatives need the pre-activation z, not only the output; the forward pass keeps
+# z for them (see forward).
+NEEDS_PRE_ACTIVATION = (GELU, SILU)
 
 # Loss codes. Each is paired with the output activation that makes it "canonical", so that the
 # derivative of the loss with respect to the output pre-activation is just (p - y).
@@ -28,8 +34,9 @@ SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = 0, 1, 2, 3
 LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
               "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
 
-SGD, ADAM = 0, 1
-OPTIMIZER_CODES = {"sgd": SGD, "adam": ADAM}
+SGD, ADAM, ADAGRAD, RMSPROP, ADAMW = 0, 1, 2, 3, 4
+OPTIMIZER_CODES = {"sgd": SGD, "adam": ADAM, "adagrad": ADAGRAD, "rmsprop": RMSPROP,
+                   "adamw": ADAMW}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +116,30 @@ def activate(Z, kind):
         for i in range(n):
             for j in range(m):
                 Z[i, j] = np.exp(Z[i, j])
+    elif kind == LEAKY_RELU:
+        slope = Z.dtype.type(LEAKY_SLOPE)
+        for i in range(n):
+            for j in range(m):
+                if Z[i, j] < 0:
+                    Z[i, j] *= slope
+    elif kind == ELU:
+        for i in range(n):
+            for j in range(m):
+                if Z[i, j] < 0:
+                    Z[i, j] = np.expm1(Z[i, j])
+    elif kind == GELU:
+        # Exact GELU, z * Phi(z) with Phi the standard normal CDF.
+        half = Z.dtype.type(0.5)
+        root_half = Z.dtype.type(math.sqrt(0.5))
+        for i in range(n):
+            for j in range(m):
+                z = Z[i, j]
+                Z[i, j] = half * z * (one + math.erf(z * root_half))
+    elif kind == SILU:
+        for i in range(n):
+            for j in range(m):
+                z = Z[i, j]
+                Z[i, j] = z / (one + np.exp(-z))
     elif kind == SOFTMAX:
         # Subtracting the row maximum keeps exp() from overflowing; the result is unchanged.
         for i in range(n):
@@ -124,9 +155,10 @@ def activate(Z, kind):
 
 
 @njit
-def activation_backward(dZ, A, kind):
-    """Multiply the incoming gradient dZ (B, O) in place by f'(z), written in terms of the
-    activation's output A = f(z) (B, O), which the forward pass kept."""
+def activation_backward(dZ, A, Z, kind):
+    """Multiply the incoming gradient dZ (B, O) in place by f'(z). Most derivatives are written in
+    terms of the activation's output A = f(z) (B, O); GELU and SiLU need the pre-activation Z
+    (B, O), which is only read for them."""
     n, m = dZ.shape
     one = dZ.dtype.type(1)
     if kind == LOGISTIC:
@@ -142,6 +174,65 @@ def activation_backward(dZ, A, kind):
             for j in range(m):
                 if A[i, j] == 0:
                     dZ[i, j] = 0
+    elif kind == LEAKY_RELU:
+        slope = dZ.dtype.type(LEAKY_SLOPE)
+        for i in range(n):
+            for j in range(m):
+                if A[i, j] <= 0:
+                    dZ[i, j] *= slope
+    elif kind == ELU:
+        for i in range(n):
+            for j in range(m):
+                if A[i, j] < 0:
+                    dZ[i, j] *= A[i, j] + one  # d/dz (e^z - 1) = e^z = a + 1
+    elif kind == GELU:
+        # d/dz z Phi(z) = Phi(z) + z phi(z)
+        half = dZ.dtype.type(0.5)
+        root_half = dZ.dtype.type(math.sqrt(0.5))
+        inv_root_2pi = dZ.dtype.type(1 / math.sqrt(2 * math.pi))
+        for i in range(n):
+            for j in range(m):
+                z = Z[i, j]
+                cdf = half * (one + math.erf(z * root_half))
+                dZ[i, j] *= cdf + z * inv_root_2pi * np.exp(-half * z * z)
+    elif kind == SILU:
+        # d/dz z s(z) = s(z) (1 + z (1 - s(z))), s the logistic function
+        for i in range(n):
+            for j in range(m):
+                z = Z[i, j]
+                sig = one / (one + np.exp(-z))
+                dZ[i, j] *= sig * (one + z * (one - sig))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout: inverted dropout with a counter-based generator, so a mask depends only on (seed,
+# position) and any backend can draw the same one.
+# ---------------------------------------------------------------------------------------------
+
+@njit
+def uniform(seed, counter):
+    """A uniform number in [0, 1) from the splitmix64 hash of seed + counter."""
+    z = np.uint64(seed) + np.uint64(counter) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # top 53 bits
+
+
+@njit
+def dropout_forward(D, M, A, rate, seed, first, stride):
+    """Drop each unit with probability `rate` and scale the survivors by 1 / (1 - rate).
+
+    D (B, O) out: A * M; M (B, O) out: the mask, 0 or 1 / (1 - rate); A (B, O) activations.
+    Element (i, j) draws uniform(seed, first + i * stride + j).
+    """
+    n, m = A.shape
+    scale = A.dtype.type(1.0 / (1.0 - rate))
+    zero = A.dtype.type(0)
+    for i in range(n):
+        for j in range(m):
+            M[i, j] = scale if uniform(seed, first + i * stride + j) >= rate else zero
+            D[i, j] = A[i, j] * M[i, j]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,42 +306,73 @@ def dense_backward(dW, db, dZ, A):
 
 
 @njit
-def forward(acts, params, Xb, layers, hidden, output):
-    """Run the network on Xb (B, F); every layer's activations are written to `acts` (layer
-    slots, see layer_rows). Returns the (B, K) output activations."""
-    n = Xb.shape[0]
-    last = layers.shape[0] - 1
-    A = Xb
-    for i in range(last + 1):
-        Z = layer_rows(acts, layers, i, n)
-        dense_forward(Z, A, weights(params, layers, i), biases(params, layers, i))
-        activate(Z, output if i == last else hidden)
-        A = Z
-    return A
+def layer_input(work, Xb, layers, i, n, dropping):
+    """(B, I) input of weight layer i: the data for i = 0, else the previous layer's
+    activations, or their dropped-out version while training with dropout."""
+    acts, _, _, dropped = work
+    if i == 0:
+        return Xb
+    return layer_rows(dropped if dropping else acts, layers, i - 1, n)
 
 
 @njit
-def backprop(dparams, acts, deltas, params, Xb, Yb, sw, net):
+def forward(work, params, Xb, net, first_row):
+    """Run the network on Xb (B, F) and return the (B, K) output activations.
+
+    work = (acts, pre, masks, dropped): per-layer slots (see layer_rows) for activations,
+    pre-activations (kept only for GELU/SiLU), dropout masks and dropped-out activations.
+    net = (layers, hidden, output, loss, alpha, dropout, seed); dropout > 0 means training with
+    dropout: first_row is the batch's position in the epoch, which fixes the dropout draws.
+    """
+    layers, hidden, output, dropout, seed = net[0], net[1], net[2], net[5], net[6]
+    acts, pre, masks, dropped = work
+    n = Xb.shape[0]
+    last = layers.shape[0] - 1
+    hidden_units = 0
+    for i in range(last):
+        hidden_units += layers[i, 1]
+    unit_offset = 0
+    for i in range(last + 1):
+        Z = layer_rows(acts, layers, i, n)
+        dense_forward(Z, layer_input(work, Xb, layers, i, n, dropout > 0),
+                      weights(params, layers, i), biases(params, layers, i))
+        kind = output if i == last else hidden
+        if kind == GELU or kind == SILU:
+            layer_rows(pre, layers, i, n)[:] = Z
+        activate(Z, kind)
+        if dropout > 0 and i < last:
+            dropout_forward(layer_rows(dropped, layers, i, n), layer_rows(masks, layers, i, n), Z,
+                            dropout, seed, first_row * hidden_units + unit_offset, hidden_units)
+            unit_offset += layers[i, 1]
+    return layer_rows(acts, layers, last, n)
+
+
+@njit
+def backprop(dparams, work, deltas, params, Xb, Yb, sw, net, first_row):
     """Forward and backward pass over one batch.
 
     dparams (P,) out: sum_i sw_i * d loss_i / d params, NOT yet divided by sum(sw) and without the
-    L2 term (see finish_gradient), so chunks of a large data set can be summed. acts, deltas:
-    work buffers with room for B rows of every layer. Xb (B, F), Yb (B, K), sw (B,).
+    L2 term (see finish_gradient), so chunks of a large data set can be summed. work, deltas:
+    work buffers with room for B rows of every layer (see forward). Xb (B, F), Yb (B, K), sw (B,).
     Returns sum_i sw_i * loss_i.
     """
-    layers, hidden, output, loss = net[0], net[1], net[2], net[3]
+    layers, hidden, loss, dropout = net[0], net[1], net[3], net[5]
+    acts, pre, masks, _ = work
     n = Xb.shape[0]
     last = layers.shape[0] - 1
-    P = forward(acts, params, Xb, layers, hidden, output)
+    P = forward(work, params, Xb, net, first_row)
     loss_sum = output_delta_and_loss(layer_rows(deltas, layers, last, n), P, Yb, sw, loss)
     for i in range(last, -1, -1):
         dZ = layer_rows(deltas, layers, i, n)
-        A_in = Xb if i == 0 else layer_rows(acts, layers, i - 1, n)
-        dense_backward(weights(dparams, layers, i), biases(dparams, layers, i), dZ, A_in)
+        dense_backward(weights(dparams, layers, i), biases(dparams, layers, i), dZ,
+                       layer_input(work, Xb, layers, i, n, dropout > 0))
         if i > 0:
             dA = layer_rows(deltas, layers, i - 1, n)
             np.dot(dZ, weights(params, layers, i).T, dA)
-            activation_backward(dA, A_in, hidden)
+            if dropout > 0:
+                dA *= layer_rows(masks, layers, i - 1, n)  # dropped units pass no gradient
+            activation_backward(dA, layer_rows(acts, layers, i - 1, n),
+                                layer_rows(pre, layers, i - 1, n), hidden)
     return loss_sum
 
 
@@ -289,19 +411,47 @@ def sgd_update(params, velocity, dparams, learning_rate, momentum, nesterov):
 
 
 @njit
-def adam_update(params, m, v, dparams, step_size, beta_1, beta_2, epsilon):
+def adam_update(params, m, v, dparams, step_size, beta_1, beta_2, epsilon, decay, n_decayed):
     """params, first moment m and second moment v (P,) updated in place from dparams (P,).
-    step_size already contains Adam's bias correction for this step."""
+    step_size already contains Adam's bias correction for this step. decay > 0 is AdamW's
+    decoupled weight decay: the first n_decayed entries (the weights) shrink by that fraction."""
     lr = params.dtype.type(step_size)
     b1 = params.dtype.type(beta_1)
     b2 = params.dtype.type(beta_2)
     eps = params.dtype.type(epsilon)
     one = params.dtype.type(1)
+    keep = params.dtype.type(1 - decay)
     for k in range(params.shape[0]):
         g = dparams[k]
         m[k] = b1 * m[k] + (one - b1) * g
         v[k] = b2 * v[k] + (one - b2) * (g * g)
+        if decay > 0 and k < n_decayed:
+            params[k] *= keep
         params[k] += -lr * m[k] / (np.sqrt(v[k]) + eps)
+
+
+@njit
+def adagrad_update(params, accumulator, dparams, learning_rate, epsilon):
+    """Adagrad: accumulate squared gradients (P,) and divide each step by their square root."""
+    lr = params.dtype.type(learning_rate)
+    eps = params.dtype.type(epsilon)
+    for k in range(params.shape[0]):
+        g = dparams[k]
+        accumulator[k] += g * g
+        params[k] -= lr * g / (np.sqrt(accumulator[k]) + eps)
+
+
+@njit
+def rmsprop_update(params, mean_square, dparams, learning_rate, rho, epsilon):
+    """RMSprop: a decaying mean of squared gradients (P,) normalises each step."""
+    lr = params.dtype.type(learning_rate)
+    r = params.dtype.type(rho)
+    eps = params.dtype.type(epsilon)
+    one = params.dtype.type(1)
+    for k in range(params.shape[0]):
+        g = dparams[k]
+        mean_square[k] = r * mean_square[k] + (one - r) * (g * g)
+        params[k] -= lr * g / (np.sqrt(mean_square[k]) + eps)
 
 
 @njit
@@ -317,15 +467,18 @@ def adam_step_size(learning_rate, beta_1, beta_2, step):
 
 @njit
 def _work_buffers(dtype_like, layers, n_rows, n_features, n_outputs):
+    """(work, deltas, xbuf, ybuf, swbuf) for batches of at most n_rows rows (see forward)."""
     units = 0
     for i in range(layers.shape[0]):
         units += layers[i, 1]
-    acts = np.empty(n_rows * units, dtype_like.dtype)
-    deltas = np.empty(n_rows * units, dtype_like.dtype)
-    xbuf = np.empty(n_rows * n_features, dtype_like.dtype)
-    ybuf = np.empty(n_rows * n_outputs, dtype_like.dtype)
-    swbuf = np.empty(n_rows, dtype_like.dtype)
-    return acts, deltas, xbuf, ybuf, swbuf
+    dtype = dtype_like.dtype
+    work = (np.empty(n_rows * units, dtype), np.empty(n_rows * units, dtype),
+            np.empty(n_rows * units, dtype), np.empty(n_rows * units, dtype))
+    deltas = np.empty(n_rows * units, dtype)
+    xbuf = np.empty(n_rows * n_features, dtype)
+    ybuf = np.empty(n_rows * n_outputs, dtype)
+    swbuf = np.empty(n_rows, dtype)
+    return work, deltas, xbuf, ybuf, swbuf
 
 
 @njit
@@ -349,25 +502,28 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     """One epoch of mini-batch training, every batch in this one call.
 
     state: (params, dparams, slot_1, slot_2), flat (P,) buffers updated in place; slot_1 is the
-    SGD velocity or Adam's first moment, slot_2 Adam's second moment.
+    SGD velocity, Adam's first moment, Adagrad's accumulator or RMSprop's mean square; slot_2 is
+    Adam's second moment.
     features: (X, X_data, X_indices, X_indptr), dense or CSR input (see gather_rows).
     Y (N, K) targets; sw (N,) sample weights; order (n,) the rows to visit, in visiting order.
-    net: (layers, hidden, output, loss, alpha).
-    opt: (kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, step); step is Adam's
-    update counter before this epoch.
+    net: (layers, hidden, output, loss, alpha, dropout, seed).
+    opt: (kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, rho, weight_decay,
+    step); step is Adam's update counter before this epoch.
     Returns (sum over batches of batch loss * batch rows, Adam's step counter after the epoch).
     """
     params, dparams, slot_1, slot_2 = state
     layers, alpha = net[0], net[4]
-    kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, step = opt
+    (kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, rho, weight_decay,
+     step) = opt
     X = features[0]
-    acts, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, batch_size, X.shape[1],
+    work, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, batch_size, X.shape[1],
                                                     Y.shape[1])
+    n_weights = layers[0, 3]
     total = 0.0
     for start in range(0, order.shape[0], batch_size):
         rows = order[start:start + batch_size]
         Xb, Yb, swb = _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows)
-        loss_sum = backprop(dparams, acts, deltas, params, Xb, Yb, swb, net)
+        loss_sum = backprop(dparams, work, deltas, params, Xb, Yb, swb, net, start)
         sw_sum = swb.sum()
         if sw_sum == 0:
             continue  # every sample in this batch has zero weight: nothing to learn from it
@@ -375,11 +531,16 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
         total += (loss_sum / sw_sum + 0.5 * alpha * squares / sw_sum) * rows.shape[0]
         if kind == SGD:
             sgd_update(params, slot_1, dparams, learning_rate, momentum, nesterov)
-        else:
+        elif kind == ADAGRAD:
+            adagrad_update(params, slot_1, dparams, learning_rate, epsilon)
+        elif kind == RMSPROP:
+            rmsprop_update(params, slot_1, dparams, learning_rate, rho, epsilon)
+        else:  # ADAM, ADAMW
             step += 1
+            decay = learning_rate * weight_decay if kind == ADAMW else 0.0
             adam_update(params, slot_1, slot_2, dparams,
                         adam_step_size(learning_rate, beta_1, beta_2, step),
-                        beta_1, beta_2, epsilon)
+                        beta_1, beta_2, epsilon, decay, n_weights)
     return total, step
 
 
@@ -391,7 +552,7 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     X = features[0]
     n = Y.shape[0]
     chunk_rows = min(chunk_rows, n)
-    acts, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, chunk_rows, X.shape[1],
+    work, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, chunk_rows, X.shape[1],
                                                     Y.shape[1])
     chunk_grad = np.empty_like(dparams)
     dparams[:] = 0
@@ -400,7 +561,7 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     for start in range(0, n, chunk_rows):
         rows = np.arange(start, min(start + chunk_rows, n))
         Xb, Yb, swb = _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows)
-        loss_sum += backprop(chunk_grad, acts, deltas, params, Xb, Yb, swb, net)
+        loss_sum += backprop(chunk_grad, work, deltas, params, Xb, Yb, swb, net, start)
         dparams += chunk_grad
         sw_sum += swb.sum()
     squares = finish_gradient(dparams, params, layers, alpha, sw_sum)
@@ -413,7 +574,8 @@ def predict(out, params, features, rows, layers, hidden, output, chunk_rows):
     X, X_data, X_indices, X_indptr = features
     n = rows.shape[0]
     chunk_rows = min(chunk_rows, n)
-    acts, _, xbuf, _, _ = _work_buffers(params, layers, chunk_rows, X.shape[1], 0)
+    work, _, xbuf, _, _ = _work_buffers(params, layers, chunk_rows, X.shape[1], 0)
+    net = (layers, hidden, output, 0, 0.0, 0.0, 0)  # inference: no dropout
     for start in range(0, n, chunk_rows):
         chunk = rows[start:start + chunk_rows]
         if X_indptr.shape[0] == 0 and _consecutive(chunk):
@@ -421,7 +583,7 @@ def predict(out, params, features, rows, layers, hidden, output, chunk_rows):
         else:
             Xb = batch_rows(xbuf, chunk.shape[0], X.shape[1])
             gather_rows(Xb, X, X_data, X_indices, X_indptr, chunk)
-        out[start:start + chunk.shape[0], :] = forward(acts, params, Xb, layers, hidden, output)
+        out[start:start + chunk.shape[0], :] = forward(work, params, Xb, net, start)
 
 
 @njit

@@ -1,9 +1,10 @@
 """fastmlp: scikit-learn's multilayer perceptrons, trained by Numba-compiled kernels."""
 
+from .callbacks import EpochRecord
 from .estimators import MLPClassifier, MLPRegressor
 from .persistence import ModelFileError, load
 from .training import DivergenceError
 
 __version__ = "0.1.0"
-__all__ = ["DivergenceError", "MLPClassifier", "MLPRegressor", "ModelFileError", "load",
+__all__ = ["DivergenceError", "EpochRecord", "MLPClassifier", "MLPRegressor", "ModelFileError", "load",
            "__version__"]

@@ -11,10 +11,11 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
@@ -128,6 +129,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, 1, closed="left")],
+        "restore_best_weights": ["boolean"],
+        "callbacks": [list, tuple, None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "dtype": [StrOptions({"float32", "float64"})],
@@ -168,11 +171,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
         return sizes
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         self._validate_params()
         hidden_sizes = self._hidden_layer_sizes()
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
         if self.dropout > 0 and self.solver == "lbfgs":
             raise ValueError("dropout needs a mini-batch solver (sgd, adam, adagrad, rmsprop or "
                              "adamw): L-BFGS assumes a deterministic loss.")
@@ -184,6 +185,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         X, Y, Y_stratify = self._validate_input(X, y, incremental, reset=first_pass)
         sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
+        class_sw = self._class_sample_weight(Y, incremental)
+        if class_sw is not None:
+            sw = sw * class_sw.astype(sw.dtype)
+        validation = self._validation_set(validation_data, X.dtype)
         layer_units = [X.shape[1]] + hidden_sizes + [Y.shape[1]]
         if not first_pass and self._layout.layer_units != tuple(layer_units):
             raise ValueError(f"The network shape {layer_units} differs from the fitted one "
@@ -194,10 +199,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if first_pass:
             self._initialize(Y.shape[1], layer_units, X.dtype, random_state)
 
-        data = TrainingData(_as_features(X), Y, sw, sample_weight is not None,
-                            Y_stratify).on(device)
+        data = TrainingData(_as_features(X), Y, sw, sample_weight is not None or
+                            class_sw is not None, Y_stratify).on(device)
         if self.solver in _STOCHASTIC_SOLVERS:
-            run_stochastic(self, data, incremental, random_state, device)
+            run_stochastic(self, data, incremental, random_state, device,
+                           None if validation is None else validation.on(device))
+        elif validation is not None:
+            raise ValueError("validation_data needs a mini-batch solver: L-BFGS has no epochs "
+                             "to monitor.")
         else:
             run_lbfgs(self, data, device)
 
@@ -206,6 +215,29 @@ class BaseMultilayerPerceptron(BaseEstimator):
                                   "may contain large values and need to be preprocessed. The "
                                   "estimator was left as it was before this call.")
         return self
+
+    def _class_sample_weight(self, Y, incremental):
+        """Per-sample weights from class_weight (classifier), or None."""
+        return None
+
+    def _validation_set(self, validation_data, dtype):
+        """TrainingData for a user-given (X_val, y_val[, sample_weight_val]), or None."""
+        if validation_data is None:
+            return None
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a tuple (X_val, y_val) or "
+                             "(X_val, y_val, sample_weight_val).")
+        X_val, y_val = validation_data[:2]
+        X_val, y_val = validate_data(self, X_val, y_val, accept_sparse=["csr", "csc"],
+                                     multi_output=True, dtype=dtype, order="C", reset=False,
+                                     y_numeric=not is_classifier(self))
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val)
+        Y_val = self._encode_targets(y_val, dtype)
+        sw_given = len(validation_data) == 3 and validation_data[2] is not None
+        sw_val = _check_sample_weight(validation_data[2] if sw_given else None, X_val.shape[0],
+                                      dtype)
+        return TrainingData(_as_features(X_val), Y_val, sw_val, sw_given)
 
     def _initialize(self, n_outputs, layer_units, dtype, random_state):
         """Fresh fitted state. Weights are drawn exactly as scikit-learn draws them (Glorot
@@ -226,18 +258,22 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self._params = params
         self._best_params = params.copy()
         self._optimizer = None
-        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
+        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
+                     "validation_loss_curve_", "stopped_early_"):
             vars(self).pop(name, None)
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
+            self.stopped_early_ = False
             if self.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     def _check_X_y(self, X, y, reset, **kwargs):
@@ -261,7 +297,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         return True
 
     @_keeps_state_on_error
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -272,13 +308,18 @@ class BaseMultilayerPerceptron(BaseEstimator):
             Class labels (classification) or real-valued targets (regression).
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weight of each sample in the loss; None weighs all samples equally.
+        validation_data : tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), default=None
+            A validation set scored after every epoch (``validation_scores_``,
+            ``validation_loss_curve_``); with ``early_stopping=True`` it replaces the internal
+            ``validation_fraction`` split. Mini-batch solvers only.
 
         Returns
         -------
         self : object
             The fitted estimator.
         """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         validation_data=validation_data)
 
     def save(self, path):
         """Write the fitted model to `path` in fastmlp's model format.
@@ -395,8 +436,8 @@ default='relu'
     tol : float, default=1e-4
         Improvement that counts: training stops (or, with 'adaptive', the rate drops) when the
         loss or validation score fails to improve by ``tol`` for ``n_iter_no_change`` epochs.
-    verbose : bool, default=False
-        Print the loss after every epoch.
+    verbose : bool or int, default=False
+        True or 1: print the loss after every epoch (as scikit-learn does); 2: a progress bar.
     warm_start : bool, default=False
         Start the next ``fit`` from the current weights instead of new random ones.
     momentum : float, default=0.9
@@ -428,6 +469,14 @@ default='relu'
         Probability of dropping each hidden unit during training (inverted dropout: survivors
         are scaled by ``1 / (1 - dropout)``, so prediction uses the network as it is). Masks are
         drawn from ``random_state``, so fits are reproducible. Mini-batch solvers only.
+    restore_best_weights : bool, default=True
+        With early stopping, end ``fit`` with the weights of the best validation epoch
+        (scikit-learn's behaviour); False keeps the last epoch's weights. In ``partial_fit``
+        the best weights are restored when the stopping rule fires.
+    callbacks : list of callables, default=None
+        Each is called after every epoch with a :class:`fastmlp.EpochRecord` (epoch, training
+        and validation loss, validation score, seconds, learning rate); returning True stops
+        training after that epoch. ``verbose=2`` adds a progress bar (tqdm when installed).
     dtype : {'float32', 'float64'}, default='float32'
         Floating-point type of the weights and of the arithmetic. 'float32' is about twice as
         fast; 'float64' reproduces scikit-learn's numbers for the same random_state.
@@ -448,6 +497,11 @@ _SHARED_ATTRIBUTES = """
         Score on the held-out set after each epoch, when early stopping is on.
     best_validation_score_ : float or None
         Best of ``validation_scores_``, when early stopping is on.
+    validation_loss_curve_ : list of float or None
+        Loss on the validation set (without the L2 penalty) after each epoch, when one is
+        monitored (early stopping or ``validation_data``).
+    stopped_early_ : bool
+        Whether the last fit or partial_fit call ended on a stopping rule, a callback or Ctrl-C.
     t_ : int
         Number of training samples seen by the solver (sgd and adam).
     coefs_ : list of ndarray
@@ -480,6 +534,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
     Parameters
     ----------{_SHARED_PARAMETERS}
+    class_weight : dict, 'balanced' or None, default=None
+        Weights per class, multiplied into ``sample_weight``: a dict ``{{label: weight}}``
+        (missing labels weigh 1), or 'balanced' for ``n_samples / (n_classes * count(label))``
+        computed on the training data of ``fit`` ('balanced' is refused by ``partial_fit``).
+        Single-output targets only.
+
     Attributes
     ----------
     classes_ : ndarray or list of ndarray
@@ -500,7 +560,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.9, weight_decay=0.01, dropout=0.0, dtype="float32", device="cpu"):
+                 rho=0.9, weight_decay=0.01, dropout=0.0, class_weight=None,
+                 restore_best_weights=True, callbacks=None, dtype="float32", device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -527,10 +588,18 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self.rho = rho
         self.weight_decay = weight_decay
         self.dropout = dropout
+        self.class_weight = class_weight
+        self.restore_best_weights = restore_best_weights
+        self.callbacks = callbacks
         self.dtype = dtype
         self.device = device
 
     loss = "log_loss"
+
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
     def _output_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
@@ -554,10 +623,40 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
-        Y_bool = self._label_binarizer.transform(y).astype(bool)
-        Y = np.ascontiguousarray(Y_bool, dtype=X.dtype)
-        stratify = Y_bool if Y.shape[1] == 1 else None  # scikit-learn stratifies binary only
+        Y = self._encode_targets(y, X.dtype)
+        stratify = Y.astype(bool) if Y.shape[1] == 1 else None  # sklearn stratifies binary only
         return X, Y, stratify
+
+    def _encode_targets(self, y, dtype):
+        """One-hot / indicator rows (n, n_outputs) for labels y in the fitted encoding."""
+        classes = unique_labels(y)
+        if len(np.setdiff1d(classes, self.classes_)):
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                             f"{self.classes_}. 'y' has {classes}.")
+        return np.ascontiguousarray(self._label_binarizer.transform(y).astype(bool), dtype=dtype)
+
+    def _class_sample_weight(self, Y, incremental):
+        if self.class_weight is None:
+            return None
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            raise ValueError("class_weight is not supported for multilabel targets; pass "
+                             "sample_weight instead.")
+        if self.class_weight == "balanced" and incremental:
+            raise ValueError("class_weight='balanced' needs the whole training set and cannot be "
+                             "used with partial_fit; compute weights once with "
+                             "sklearn.utils.class_weight.compute_class_weight and pass a dict.")
+        index = Y.argmax(axis=1) if Y.shape[1] > 1 else Y[:, 0].astype(np.intp)
+        labels = self.classes_[index]
+        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=labels) \
+            if self.class_weight == "balanced" else self._dict_class_weights()
+        return weights[index]
+
+    def _dict_class_weights(self):
+        unknown = [label for label in self.class_weight if label not in set(self.classes_)]
+        if unknown:
+            raise ValueError(f"class_weight names labels {unknown} that are not among the classes "
+                             f"{list(self.classes_)}.")
+        return np.array([self.class_weight.get(label, 1.0) for label in self.classes_])
 
     def _score_outputs(self, P, Y, sample_weight):
         """Accuracy of output activations P against one-hot / indicator targets Y."""
@@ -613,7 +712,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
     @available_if(lambda est: est._check_solver())
     @_keeps_state_on_error
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
 
         Parameters
@@ -624,6 +723,11 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         classes : array-like of shape (n_classes,), default=None
             Every class that can appear in any call; required on the first call, and must be
             the same whenever given again.
+        validation_data : tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), default=None
+            Scored after the epoch. With ``early_stopping=True`` (then, without validation_data,
+            ``validation_fraction`` of this call's data is held out), ``stopped_early_`` becomes
+            True once the score has not improved for ``n_iter_no_change`` calls, and with
+            ``restore_best_weights`` the best weights seen are restored at that point.
 
         Returns
         -------
@@ -635,7 +739,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 self._label_binarizer.fit(y)
             else:
                 self._label_binarizer.fit(classes)
-        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True,
+                         validation_data=validation_data)
 
     def _first_partial_fit(self, classes):
         """True on the first partial_fit call; checks `classes` as scikit-learn does."""
@@ -693,7 +798,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.9, weight_decay=0.01, dropout=0.0, dtype="float32", device="cpu"):
+                 rho=0.9, weight_decay=0.01, dropout=0.0, restore_best_weights=True,
+                 callbacks=None, dtype="float32", device="cpu"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -721,6 +827,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         self.rho = rho
         self.weight_decay = weight_decay
         self.dropout = dropout
+        self.restore_best_weights = restore_best_weights
+        self.callbacks = callbacks
         self.dtype = dtype
         self.device = device
 
@@ -731,11 +839,13 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         X, y = self._check_X_y(X, y, reset, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if self.loss == "poisson" and (y < 0).any():
+        return X, self._encode_targets(y, X.dtype), None
+
+    def _encode_targets(self, y, dtype):
+        if self.loss == "poisson" and (np.asarray(y) < 0).any():
             raise ValueError("loss='poisson' needs non-negative targets y; got a minimum of "
-                             f"{y.min()}.")
-        Y = np.ascontiguousarray(y.reshape(y.shape[0], -1), dtype=X.dtype)
-        return X, Y, None
+                             f"{np.min(y)}.")
+        return np.ascontiguousarray(np.asarray(y).reshape(len(y), -1), dtype=dtype)
 
     def _score_outputs(self, y_pred, Y, sample_weight):
         """R^2 of predictions against targets Y (n, K)."""
@@ -759,7 +869,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     @available_if(lambda est: est._check_solver())
     @_keeps_state_on_error
-    def partial_fit(self, X, y, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
 
         Parameters
@@ -767,9 +877,12 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
         sample_weight : array-like of shape (n_samples,), default=None
+        validation_data : tuple (X_val, y_val) or (X_val, y_val, sample_weight_val), default=None
+            As in :meth:`MLPClassifier.partial_fit`.
 
         Returns
         -------
         self : object
         """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True,
+                         validation_data=validation_data)

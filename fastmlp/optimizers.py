@@ -36,6 +36,9 @@ class SGDOptimizer:
     def epoch_done(self, step):
         """Record the kernel's update counter (unused by SGD)."""
 
+    def current_learning_rate(self):
+        return self.learning_rate
+
     def iteration_ends(self, time_step):
         if self.lr_schedule == "invscaling":
             self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
@@ -80,6 +83,9 @@ class AdamOptimizer:
 
     def epoch_done(self, step):
         self.step = int(step)
+
+    def current_learning_rate(self):
+        return self.learning_rate_init
 
     def iteration_ends(self, time_step):
         pass

@@ -7,6 +7,7 @@ but never validates user input; the estimator has done that.
 """
 
 import importlib
+import time
 import warnings
 from dataclasses import dataclass, replace
 
@@ -15,6 +16,7 @@ import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from .callbacks import EpochRecord, ProgressBar
 from .cpu import kernels
 from .optimizers import make_optimizer
 
@@ -96,28 +98,33 @@ def _batch_size(est, n_samples):
     return int(np.clip(est.batch_size, 1, n_samples))
 
 
-def _validation_split(est, data, rs):
-    """(train rows, validation rows); the validation rows are None without early stopping.
+def _validation_split(est, data, rs, validation):
+    """(train rows, validation data, validation rows); no validation set gives (rows, None, None).
 
-    Splitting an index array consumes the random generator exactly as scikit-learn's split of X
-    and y does, without copying the data.
+    An external validation set (TrainingData) is used whole. Otherwise, with early stopping,
+    rows are held out of `data`: splitting an index array consumes the random generator exactly
+    as scikit-learn's split of X and y does, without copying the data.
     """
     rows = np.arange(data.n_samples)
+    if validation is not None:
+        return rows, validation, np.arange(validation.n_samples)
     if not est.early_stopping:
-        return rows, None
+        return rows, None, None
     train, val = train_test_split(rows, random_state=rs, test_size=est.validation_fraction,
                                   stratify=data.Y_stratify)
     if val.shape[0] < 2:
         raise ValueError("The validation set is too small. Increase 'validation_fraction' or the "
                          "size of your dataset.")
-    return train, val
+    return train, data, val
 
 
-def run_stochastic(est, data, incremental, rs, device="cpu"):
-    """Mini-batch training with sgd or adam, as scikit-learn's ``_fit_stochastic``.
+def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
+    """Mini-batch training (sgd, adam, adagrad, rmsprop, adamw), as scikit-learn's
+    ``_fit_stochastic`` plus validation monitoring, callbacks and progress display.
 
-    `data` lives on `device` (see TrainingData.on); parameters and optimizer state move there
-    for the fit and come back once at the end.
+    `data` (and `validation`, an optional external validation set) live on `device` (see
+    TrainingData.on); parameters and optimizer state move there for the fit and come back once
+    at the end.
     """
     be = backend(device)
     if not incremental or getattr(est, "_optimizer", None) is None:
@@ -128,23 +135,33 @@ def run_stochastic(est, data, incremental, rs, device="cpu"):
     dparams = be.to_device(np.empty_like(est._params))
     slots = tuple(be.to_device(slot) for slot in host_slots)
 
-    train_rows, val_rows = _validation_split(est, data, rs)
+    train_rows, val_data, val_rows = _validation_split(est, data, rs, validation)
     n_train = train_rows.shape[0]
     batch_size = _batch_size(est, n_train)
     layers, *rest = network(est)
     net = (be.to_device(layers), *rest)
     sample_idx = np.arange(n_train)
+    callbacks = list(est.callbacks or ())
+    progress = ProgressBar(1 if incremental else est.max_iter) if est.verbose >= 2 else None
+    if progress is not None:
+        callbacks.append(progress)
+    if val_rows is not None and getattr(est, "validation_scores_", None) is None:
+        # Monitoring an external validation set without early stopping.
+        est.validation_scores_, est.validation_loss_curve_ = [], []
+        est.best_validation_score_ = -np.inf
+    est.stopped_early_ = False
 
     try:
         est.n_iter_ = 0
         for _ in range(est.max_iter):
+            started = time.perf_counter()
             if est.shuffle:
                 # scikit-learn permutes the previous epoch's order again (sklearn.utils.shuffle:
                 # shuffle an arange, then index), so we draw the same numbers the same way.
                 permutation = np.arange(n_train)
                 rs.shuffle(permutation)
                 sample_idx = sample_idx[permutation]
-            order = be.to_device(sample_idx if val_rows is None else train_rows[sample_idx])
+            order = be.to_device(sample_idx if val_data is not data else train_rows[sample_idx])
             if net[5] > 0:  # dropout: fresh masks each epoch, drawn only when dropout is used
                 net = net[:6] + (int(rs.randint(0, 2**62)),)
             total, step = be.train_epoch((params, dparams) + slots, data.features, data.Y,
@@ -163,13 +180,20 @@ def run_stochastic(est, data, incremental, rs, device="cpu"):
             est.loss_ = total / n_train
             est.t_ += n_train
             est.loss_curve_.append(est.loss_)
-            if est.verbose:
+            if est.verbose and progress is None:
                 print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
-            _update_no_improvement_count(
-                est, lambda: _validation_score(est, data, val_rows, device, params),
-                lambda: be.to_host(params).copy())
+            val_score = val_loss = None
+            if val_rows is not None:
+                val_score, val_loss = _validate(est, val_data, val_rows, device, params)
+                est.validation_loss_curve_.append(val_loss)
+            _update_no_improvement_count(est, val_score, lambda: be.to_host(params).copy())
             optimizer.iteration_ends(est.t_)
+
+            record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
+                                 time.perf_counter() - started, optimizer.current_learning_rate(),
+                                 est)
+            stop_requested = any([bool(callback(record)) for callback in callbacks])
 
             if est._no_improvement_count > est.n_iter_no_change:
                 if est.early_stopping:
@@ -179,8 +203,14 @@ def run_stochastic(est, data, incremental, rs, device="cpu"):
                     msg = ("Training loss did not improve more than tol=%f for %d consecutive "
                            "epochs." % (est.tol, est.n_iter_no_change))
                 if optimizer.trigger_stopping(msg, est.verbose):
+                    est.stopped_early_ = True
                     break
                 est._no_improvement_count = 0
+            if stop_requested:
+                if est.verbose:
+                    print("A callback asked to stop training. Stopping.")
+                est.stopped_early_ = True
+                break
 
             if incremental:
                 break
@@ -190,38 +220,68 @@ def run_stochastic(est, data, incremental, rs, device="cpu"):
                               ConvergenceWarning)
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
+        est.stopped_early_ = True
     finally:
         # Bring parameters and optimizer state home (no-ops on the CPU backend).
         est._params[:] = be.to_host(params)
         for host, on_device in zip(host_slots, slots):
             host[:] = be.to_host(on_device)
+        if progress is not None:
+            progress.close()
 
-    if est.early_stopping:
+    # scikit-learn keeps the best validation weights at the end of an early-stopped fit; a
+    # partial_fit sequence gets them when its stopping rule fires.
+    if est.early_stopping and est.restore_best_weights and (
+            not incremental or est.stopped_early_):
         est._params[:] = est._best_params
 
 
-def _validation_score(est, data, rows, device, params):
-    """The estimator's score (accuracy or R^2) of the current parameters on held-out rows."""
-    outputs = predict_rows(est, data.features, rows, device, params)
-    host = data.host or data
+def _validate(est, val_data, rows, device, params):
+    """(score, loss) of the current parameters on validation rows: accuracy or R^2, and the
+    mean loss without the L2 penalty."""
+    outputs = predict_rows(est, val_data.features, rows, device, params)
+    host = val_data.host or val_data
     sw = host.sw[rows] if host.weighted_by_user else None
-    return est._score_outputs(outputs, host.Y[rows], sw)
+    Y = host.Y[rows]
+    return est._score_outputs(outputs, Y, sw), _mean_loss(network(est)[3], outputs, Y, sw)
 
 
-def _update_no_improvement_count(est, validation_score, snapshot):
-    if est.early_stopping:
-        score = validation_score()
-        est.validation_scores_.append(score)
-        if est.verbose:
-            print("Validation score: %f" % score)
-        if score < est.best_validation_score_ + est.tol:
-            est._no_improvement_count += 1
-        else:
-            est._no_improvement_count = 0
-        if score > est.best_validation_score_:
-            est.best_validation_score_ = score
+def _mean_loss(loss, P, Y, sw):
+    """Weighted mean per-sample loss of outputs P (n, K) for targets Y, as the kernels define
+    it (kernels.output_delta_and_loss), in NumPy."""
+    P = P.astype(np.float64)
+    eps = np.finfo(np.float32 if P.dtype == np.float32 else np.float64).eps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if loss == kernels.SQUARED_ERROR:
+            per_sample = 0.5 * ((Y - P) ** 2).mean(axis=1)
+        elif loss == kernels.LOG_LOSS:
+            per_sample = -(Y * np.log(np.clip(P, eps, 1 - eps))).sum(axis=1)
+        elif loss == kernels.BINARY_LOG_LOSS:
+            Pc = np.clip(P, eps, 1 - eps)
+            per_sample = -(Y * np.log(Pc) + (1 - Y) * np.log(1 - Pc)).sum(axis=1)
+        else:  # POISSON
+            log_ratio = np.where(Y > 0, np.log(np.where(Y > 0, Y, 1) / P), 0.0)
+            per_sample = (Y * log_ratio - Y + P).sum(axis=1)
+    return float(np.average(per_sample, weights=sw))
+
+
+def _update_no_improvement_count(est, val_score, snapshot):
+    """scikit-learn's stopping bookkeeping: on the validation score with early stopping, else on
+    the training loss. The best validation weights are kept whenever a validation set is
+    monitored."""
+    if val_score is not None:
+        est.validation_scores_.append(val_score)
+        if est.verbose and est.early_stopping:
+            print("Validation score: %f" % val_score)
+        if est.early_stopping:
+            if val_score < est.best_validation_score_ + est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+        if val_score > est.best_validation_score_:
+            est.best_validation_score_ = val_score
             est._best_params = snapshot()
-    else:
+    if not est.early_stopping:
         if est.loss_curve_[-1] > est.best_loss_ - est.tol:
             est._no_improvement_count += 1
         else:

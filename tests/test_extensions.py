@@ -1,0 +1,195 @@
+"""Features beyond scikit-learn: optimizers, activations, dropout, class weights, validation
+monitoring, partial_fit early stopping, callbacks and progress display."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.metrics import log_loss
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils.class_weight import compute_class_weight
+
+from fastmlp import EpochRecord, MLPClassifier, MLPRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+X, y = load_digits(return_X_y=True)
+X = X[:600] / 16.0
+y = y[:600]
+X_val, y_val = load_digits(return_X_y=True)
+X_val, y_val = X_val[600:900] / 16.0, y_val[600:900]
+
+
+@pytest.mark.parametrize("solver, lr", [("adagrad", 0.05), ("rmsprop", 0.002), ("adamw", 0.005)])
+def test_new_solvers_learn(solver, lr):
+    clf = MLPClassifier(hidden_layer_sizes=(32,), solver=solver, learning_rate_init=lr,
+                        max_iter=40, random_state=0).fit(X, y)
+    assert clf.score(X_val, y_val) > 0.85
+    assert clf.loss_curve_[-1] < 0.5 * clf.loss_curve_[0]
+
+
+def test_adamw_decays_weights_more_than_adam():
+    params = dict(hidden_layer_sizes=(32,), max_iter=20, random_state=0, alpha=0.0,
+                  learning_rate_init=0.01)
+    adam = MLPClassifier(solver="adam", **params).fit(X, y)
+    adamw = MLPClassifier(solver="adamw", weight_decay=0.5, **params).fit(X, y)
+    norm = lambda m: sum(float((c**2).sum()) for c in m.coefs_)  # noqa: E731
+    assert norm(adamw) < 0.8 * norm(adam)
+    # biases are not decayed: with weight_decay=0 AdamW is exactly Adam
+    plain = MLPClassifier(solver="adamw", weight_decay=0.0, **params).fit(X, y)
+    np.testing.assert_array_equal(plain._params, adam._params)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "gelu", "silu"])
+def test_new_activations_learn(activation):
+    clf = MLPClassifier(hidden_layer_sizes=(32,), activation=activation, max_iter=40,
+                        learning_rate_init=0.01, random_state=0).fit(X, y)
+    assert clf.score(X_val, y_val) > 0.85
+
+
+def test_dropout_is_reproducible_and_only_active_in_training():
+    params = dict(hidden_layer_sizes=(64, 32), max_iter=10, random_state=0,
+                  learning_rate_init=0.01)
+    a = MLPClassifier(dropout=0.3, **params).fit(X, y)
+    b = MLPClassifier(dropout=0.3, **params).fit(X, y)
+    np.testing.assert_array_equal(a._params, b._params)
+    other_seed = MLPClassifier(dropout=0.3, **{**params, "random_state": 1}).fit(X, y)
+    no_dropout = MLPClassifier(**params).fit(X, y)
+    assert not np.array_equal(a._params, no_dropout._params)
+    assert not np.array_equal(a.coefs_[0], other_seed.coefs_[0])
+    np.testing.assert_array_equal(a.predict_proba(X_val), a.predict_proba(X_val))
+    assert a.score(X_val, y_val) > 0.85
+    # Dropout regularises: the training loss it sees is higher than without it.
+    assert a.loss_curve_[-1] > no_dropout.loss_curve_[-1]
+
+
+def test_dropout_refuses_lbfgs():
+    with pytest.raises(ValueError, match="dropout needs a mini-batch solver"):
+        MLPClassifier(solver="lbfgs", dropout=0.2).fit(X, y)
+
+
+# ----------------------------------------------------------------------------- class weights
+def test_balanced_class_weight_equals_the_matching_sample_weight():
+    y_imbalanced = (y == 3).astype(int)
+    params = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0, dtype="float64")
+    balanced = MLPClassifier(class_weight="balanced", **params).fit(X, y_imbalanced)
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=y_imbalanced)
+    explicit = MLPClassifier(**params).fit(X, y_imbalanced,
+                                           sample_weight=weights[y_imbalanced])
+    assert_allclose(balanced._params, explicit._params, rtol=1e-12)
+
+
+def test_dict_class_weight_multiplies_sample_weight():
+    params = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0, dtype="float64")
+    sw = np.random.RandomState(0).uniform(0.5, 2.0, len(y))
+    class_weight = {3: 4.0, 7: 0.5}
+    weighted = MLPClassifier(class_weight=class_weight, **params).fit(X, y, sample_weight=sw)
+    factor = np.array([class_weight.get(label, 1.0) for label in y])
+    explicit = MLPClassifier(**params).fit(X, y, sample_weight=sw * factor)
+    assert_allclose(weighted._params, explicit._params, rtol=1e-12)
+
+
+def test_class_weight_errors():
+    with pytest.raises(ValueError, match="not among the classes"):
+        MLPClassifier(class_weight={42: 2.0}, max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="cannot be used with partial_fit"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=np.arange(10))
+    with pytest.raises(ValueError, match="not supported for multilabel"):
+        MLPClassifier(class_weight="balanced", max_iter=2).fit(X, np.column_stack([y > 4, y > 6]))
+    with pytest.raises(ValueError, match="'class_weight' parameter"):
+        MLPClassifier(class_weight="uniform").fit(X, y)
+
+
+# ----------------------------------------------------------------------------- monitoring
+def test_validation_data_is_monitored_every_epoch():
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=6, random_state=0,
+                        restore_best_weights=False)
+    clf.fit(X, y, validation_data=(X_val, y_val))
+    assert len(clf.validation_scores_) == len(clf.validation_loss_curve_) == 6
+    assert clf.validation_scores_[-1] == clf.score(X_val, y_val)
+    assert_allclose(clf.validation_loss_curve_[-1],
+                    log_loss(y_val, clf.predict_proba(X_val), labels=np.arange(10)), rtol=1e-5)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ == min(clf.loss_curve_)  # stopping still follows the training loss
+
+
+def test_internal_split_also_records_a_validation_loss_curve():
+    clf = MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, early_stopping=True,
+                       random_state=0).fit(X, y.astype(float))
+    assert len(clf.validation_loss_curve_) == clf.n_iter_
+    assert np.isfinite(clf.validation_loss_curve_).all()
+
+
+def test_early_stopping_on_external_validation_data_restores_best_weights():
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=200, early_stopping=True,
+                        n_iter_no_change=3, learning_rate_init=0.02, random_state=0)
+    clf.fit(X, y, validation_data=(X_val, y_val))
+    assert clf.stopped_early_ and clf.n_iter_ < 200
+    assert clf.score(X_val, y_val) == clf.best_validation_score_
+    assert clf.t_ == clf.n_iter_ * len(X)  # no rows were held out of the training set
+    last = clone(clf).set_params(restore_best_weights=False)
+    last.fit(X, y, validation_data=(X_val, y_val))
+    assert last.score(X_val, y_val) == last.validation_scores_[-1]
+
+
+def test_partial_fit_early_stopping_with_validation_data():
+    clf = MLPClassifier(hidden_layer_sizes=(32,), early_stopping=True, n_iter_no_change=2,
+                        learning_rate_init=0.05, random_state=0)
+    calls = 0
+    while calls < 100:
+        clf.partial_fit(X, y, classes=np.arange(10), validation_data=(X_val, y_val))
+        calls += 1
+        if clf.stopped_early_:
+            break
+    assert clf.stopped_early_ and calls < 100
+    assert len(clf.validation_scores_) == calls
+    assert clf.score(X_val, y_val) == clf.best_validation_score_
+
+
+def test_partial_fit_early_stopping_with_the_internal_split():
+    reg = MLPRegressor(hidden_layer_sizes=(8,), early_stopping=True, random_state=0)
+    for _ in range(3):
+        reg.partial_fit(X, y.astype(float))
+    assert len(reg.validation_scores_) == 3 and reg.t_ == 3 * int(len(X) * 0.9)
+
+
+def test_validation_data_errors():
+    with pytest.raises(ValueError, match="validation_data must be a tuple"):
+        MLPClassifier(max_iter=2).fit(X, y, validation_data=X_val)
+    with pytest.raises(ValueError, match="X has 3 features"):
+        MLPClassifier(max_iter=2).fit(X, y, validation_data=(X_val[:, :3], y_val))
+    with pytest.raises(ValueError, match="classes not in"):
+        MLPClassifier(max_iter=2).fit(X, y, validation_data=(X_val, y_val + 20))
+    with pytest.raises(ValueError, match="needs a mini-batch solver"):
+        MLPClassifier(solver="lbfgs", max_iter=2).fit(X, y, validation_data=(X_val, y_val))
+
+
+# ----------------------------------------------------------------------------- callbacks
+def test_callbacks_receive_records_and_can_stop_training():
+    records = []
+
+    def stop_at_four(record):
+        records.append(record)
+        return record.epoch == 4
+
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=50, random_state=0,
+                        callbacks=[stop_at_four])
+    clf.fit(X, y, validation_data=(X_val, y_val))
+    assert clf.n_iter_ == 4 and clf.stopped_early_
+    assert [r.epoch for r in records] == [1, 2, 3, 4]
+    assert all(isinstance(r, EpochRecord) and r.model is clf for r in records)
+    assert_allclose([r.train_loss for r in records], clf.loss_curve_)
+    assert [r.validation_score for r in records] == clf.validation_scores_
+    assert all(r.seconds > 0 and r.learning_rate == 0.001 for r in records)
+
+
+def test_callbacks_are_a_plain_parameter():
+    search = GridSearchCV(MLPClassifier(max_iter=3, callbacks=[lambda r: None]),
+                          {"alpha": [1e-4, 1e-3]}, cv=2).fit(X, y)
+    assert search.best_estimator_.callbacks is not None
+
+
+def test_verbose_2_shows_progress(capsys):
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, verbose=2, random_state=0).fit(X, y)
+    err = capsys.readouterr().err
+    assert "loss" in err and ("3/3" in err or "epoch 3" in err)

@@ -50,8 +50,12 @@ def save(estimator, path):
     from . import __version__
 
     params = estimator.get_params(deep=False)
+    # Objects that are not data are not saved: a RandomState instance, callback functions.
     if not isinstance(params.get("random_state"), (int, type(None))):
-        params["random_state"] = None  # a RandomState instance is not data; it is not saved
+        params["random_state"] = None
+    params["callbacks"] = None
+    if isinstance(params.get("class_weight"), dict):  # JSON would turn integer keys into text
+        params["class_weight"] = {"items": [[k, v] for k, v in params["class_weight"].items()]}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -91,6 +95,13 @@ def load(path):
     init_params = dict(meta["params"])
     if isinstance(init_params.get("hidden_layer_sizes"), list):  # JSON has no tuples
         init_params["hidden_layer_sizes"] = tuple(init_params["hidden_layer_sizes"])
+    class_weight = init_params.get("class_weight")
+    if isinstance(class_weight, dict):
+        items = class_weight.get("items")
+        if not isinstance(items, list) or not all(
+                isinstance(pair, list) and len(pair) == 2 for pair in items):
+            raise ModelFileError(f"{path}: malformed class_weight")
+        init_params["class_weight"] = {key: value for key, value in items}
     try:
         estimator = cls(**init_params)
         estimator._validate_params()

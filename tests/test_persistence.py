@@ -65,6 +65,13 @@ def test_loaded_model_keeps_training(tmp_path):
     assert loaded.n_iter_ == 1 and np.isfinite(loaded._params).all()
 
 
+def test_class_weight_survives_and_callbacks_are_not_saved(tmp_path):
+    model = MLPClassifier(max_iter=3, class_weight={0: 2.0, 2: 0.5}, callbacks=[print])
+    model.fit(X, y).save(tmp_path / "m.fmlp")
+    loaded = fastmlp.load(tmp_path / "m.fmlp")
+    assert loaded.class_weight == {0: 2.0, 2: 0.5} and loaded.callbacks is None
+
+
 def test_feature_names_survive(tmp_path):
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])

@@ -17,7 +17,6 @@ is timed, except where the first call is what is measured (W3/W5 fresh process).
 import argparse
 import datetime
 import gc
-import gzip
 import json
 import os
 import platform
@@ -40,7 +39,6 @@ ROOT = BENCH.parent
 if str(ROOT) not in sys.path:  # benchmark the working tree's fastmlp
     sys.path.insert(0, str(ROOT))
 
-FASHION_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FAST, SKL, TORCH = "fastmlp", "sklearn", "torch"
 ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 
@@ -55,37 +53,16 @@ W5_GRID = {"hidden_layer_sizes": [(64,), (128,), (64, 32)], "alpha": [1e-4, 1e-2
 
 # ----------------------------------------------------------------------------------- data
 def load_fashion(quick=False):
-    """Fashion-MNIST as float32 in [0, 1]: (X_train, y_train, X_test, y_test, source).
+    """Fashion-MNIST as float32 in [0, 1]: (X_train, y_train, X_test, y_test, source), read by
+    fastmlp.datasets (Debian's dataset-fashion-mnist package, $FASTMLP_FASHION_MNIST or
+    $FASHION_MNIST_DIR)."""
+    from fastmlp.datasets import load_fashion_mnist
 
-    Uses fastmlp.datasets.load_fashion_mnist() when it exists and returns four arrays (or two
-    pairs); otherwise reads the gzip IDX files of Debian's dataset-fashion-mnist package.
-    """
-    try:
-        from fastmlp.datasets import load_fashion_mnist
-        out = load_fashion_mnist()
-        arrays = [np.asarray(a) for a in (out if len(out) == 4 else (*out[0], *out[1]))]
-        assert arrays[0].reshape(len(arrays[0]), -1).shape[1] == 784
-        source = "fastmlp.datasets.load_fashion_mnist()"
-    except Exception:  # noqa: BLE001 - not written yet, or another signature: read the files
-        arrays = None
-    if arrays is None:
-        def idx(name, offset, width):
-            with gzip.open(FASHION_DIR / name, "rb") as f:
-                return np.frombuffer(f.read(), dtype=np.uint8, offset=offset).reshape(-1, width)
-        arrays = [idx("train-images-idx3-ubyte.gz", 16, 784),
-                  idx("train-labels-idx1-ubyte.gz", 8, 1).ravel(),
-                  idx("t10k-images-idx3-ubyte.gz", 16, 784),
-                  idx("t10k-labels-idx1-ubyte.gz", 8, 1).ravel()]
-        source = f"IDX files in {FASHION_DIR}"
-    X_tr, y_tr, X_te, y_te = arrays
-    X_tr, X_te = (X.reshape(len(X), -1).astype(np.float32) for X in (X_tr, X_te))
-    if X_tr.max() > 1.0:
-        X_tr /= 255.0
-        X_te /= 255.0
-    y_tr, y_te = y_tr.astype(np.int64), y_te.astype(np.int64)
+    home = os.environ.get("FASHION_MNIST_DIR")
+    X_tr, y_tr, X_te, y_te = load_fashion_mnist(home, subset="all")
     if quick:
         X_tr, y_tr, X_te, y_te = X_tr[:6000], y_tr[:6000], X_te[:2000], y_te[:2000]
-    return np.ascontiguousarray(X_tr), y_tr, np.ascontiguousarray(X_te), y_te, source
+    return X_tr, y_tr, X_te, y_te, "fastmlp.datasets.load_fashion_mnist()"
 
 
 def load_tabular(n_rows):

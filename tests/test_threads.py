@@ -7,10 +7,10 @@ import numpy as np
 from joblib import Parallel, delayed
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+import fastmlp  # imported first, as a user does: it loads the BLAS the limits must reach
+
 
 def _fit_and_report_blas_threads():
-    import fastmlp
-
     X = np.random.RandomState(0).rand(300, 6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

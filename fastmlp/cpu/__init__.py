@@ -4,11 +4,6 @@ A backend module offers train_epoch, loss_and_gradient and predict (signatures i
 plus to_device / to_host for moving arrays; here the moves are no-ops.
 """
 
-# numba's np.dot calls the OpenBLAS inside scipy.linalg.cython_blas, otherwise loaded only at the
-# first compiled matrix product. Loading it now lets threadpoolctl limits set before the first fit
-# apply to it.
-import scipy.linalg.cython_blas  # noqa: F401
-
 from .kernels import loss_and_gradient, predict, train_epoch  # noqa: F401
 
 NAME = "cpu"

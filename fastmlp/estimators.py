@@ -611,8 +611,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             y = column_or_1d(y, warn=True)
         # A new label encoding on a fresh fit; otherwise the labels must fit the old one.
         if "classes_" not in vars(self) or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer().fit(y)
-            self.classes_ = self._label_binarizer.classes_
+            binarizer = LabelBinarizer().fit(y)
+            if binarizer.y_type_ != "multilabel-indicator" and len(binarizer.classes_) < 2:
+                raise ValueError(f"MLPClassifier needs at least two classes in y to learn "
+                                 f"from; y has one class: {binarizer.classes_.tolist()[0]!r}.")
+            self._label_binarizer = binarizer
+            self.classes_ = binarizer.classes_
         else:
             classes = unique_labels(y)
             if self.warm_start:

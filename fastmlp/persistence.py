@@ -28,7 +28,7 @@ MAX_PARAMETERS = 2**31  # a 8 GiB float32 model; anything larger is not a model 
 
 _SCALARS = ("n_iter_", "t_", "n_features_in_", "n_outputs_", "n_layers_", "out_activation_",
             "loss_", "best_loss_", "best_validation_score_")
-_LISTS = ("loss_curve_", "validation_scores_", "feature_names_in_")
+_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
 
 
 class ModelFileError(ValueError):
@@ -204,6 +204,7 @@ _TYPES = {"n_iter_": int, "t_": int, "n_features_in_": int, "n_outputs_": int, "
           "out_activation_": str, "loss_": (int, float), "best_loss_": (int, float, type(None)),
           "best_validation_score_": (int, float, type(None)),
           "loss_curve_": (list, type(None)), "validation_scores_": (list, type(None)),
+          "validation_loss_curve_": (list, type(None)),
           "feature_names_in_": np.ndarray}
 
 

@@ -46,6 +46,12 @@ def test_mismatched_lengths_and_empty_input():
         MLPClassifier(max_iter=2).fit(X[:, :0], y_class)
 
 
+def test_single_class_is_refused():
+    with pytest.raises(ValueError, match="at least two classes in y to learn from; y has one "
+                                         "class: 'a'"):
+        MLPClassifier(max_iter=2).fit(X, np.full(40, "a"))
+
+
 def test_wrong_number_of_features_at_predict():
     clf = MLPClassifier(max_iter=2).fit(X, y_class)
     with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4"):

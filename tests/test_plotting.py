@@ -116,11 +116,20 @@ def test_shorter_validation_curves_belong_to_the_last_epochs(plt, early_stopped)
     np.testing.assert_array_equal(line_data(twin_of(ax).get_lines()[0])[0], [5, 6])
 
 
-def test_loaded_model_without_validation_losses(plt, early_stopped, tmp_path):
+def test_loaded_model_plots_the_curves_its_file_holds(plt, early_stopped, tmp_path):
     early_stopped.save(tmp_path / "m.fmlp")
     model = fastmlp.load(tmp_path / "m.fmlp")
-    if getattr(model, "validation_loss_curve_", None):
-        pytest.skip("the model file now stores validation losses")
+    ax = plot_loss_curve(model)
+    assert len(ax.get_lines()) == 2  # training and validation loss
+    np.testing.assert_array_equal(line_data(ax.get_lines()[1])[1],
+                                  early_stopped.validation_loss_curve_)
+    np.testing.assert_array_equal(line_data(twin_of(ax).get_lines()[0])[1],
+                                  model.validation_scores_)
+
+
+def test_model_without_validation_losses(plt, early_stopped):
+    model = copy.deepcopy(early_stopped)
+    del model.validation_loss_curve_
     ax = plot_loss_curve(model)
     assert [line.get_label() for line in ax.get_lines()] == ["training loss"]
     np.testing.assert_array_equal(line_data(twin_of(ax).get_lines()[0])[1],

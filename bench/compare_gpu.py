@@ -1,0 +1,133 @@
+"""fastmlp on the GPU against PyTorch on the same GPU (and fastmlp on the CPU), in one process.
+
+    python bench/compare_gpu.py                # W1 and W2, writes bench/GPU_RESULTS.md
+    python bench/compare_gpu.py --epochs 2 --repeats 2
+
+W1: Fashion-MNIST 784-256-128-10, relu, adam lr 1e-3, batch 256, float32: seconds per epoch and
+test accuracy after the epochs. W2: synthetic 100,000 x 20, 3 classes, 64-32, batch 32: seconds
+per epoch. Contestants alternate on every repeat; figures are medians. Needs an NVIDIA GPU,
+numba-cuda (pip install 'fastmlp[cuda]') and, for the PyTorch contestant, a CUDA build of torch.
+"""
+
+import argparse
+import datetime
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from fastmlp import MLPClassifier
+from fastmlp.datasets import load_fashion_mnist, make_tabular
+
+BENCH = Path(__file__).resolve().parent
+
+
+def fastmlp_epochs(device, X, y, params, epochs):
+    """Seconds per epoch of one fit of `epochs` epochs (the data goes to the device once per
+    fit, as in real use), and the model."""
+    MLPClassifier(device=device, max_iter=1, **params).fit(X[:512], y[:512])  # compile, warm up
+    model = MLPClassifier(device=device, max_iter=epochs, tol=0.0, n_iter_no_change=10**6,
+                          **params)
+    start = time.perf_counter()
+    model.fit(X, y)
+    return [(time.perf_counter() - start) / epochs] * epochs, model
+
+
+def torch_epochs(X, y, params, epochs):
+    import torch
+
+    device = torch.device("cuda")
+    sizes = [X.shape[1], *params["hidden_layer_sizes"], int(y.max()) + 1]
+    layers = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params["learning_rate_init"])
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xd = torch.as_tensor(X, device=device)
+    yd = torch.as_tensor(y, device=device, dtype=torch.long)
+    batch = params["batch_size"]
+    times = []
+    for _ in range(epochs + 1):  # the first epoch warms up cuDNN/cuBLAS and is not counted
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        order = torch.randperm(len(Xd), device=device)
+        for i in range(0, len(Xd), batch):
+            rows = order[i:i + batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(Xd[rows]), yd[rows]).backward()
+            optimizer.step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[1:], model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=BENCH / "GPU_RESULTS.md")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+
+    from numba import cuda
+
+    if not cuda.is_available():
+        raise SystemExit("no usable NVIDIA GPU: this benchmark needs one")
+    gpu_name = cuda.get_current_device().name
+    gpu_name = gpu_name.decode() if isinstance(gpu_name, bytes) else gpu_name
+    try:
+        import torch
+
+        have_torch = torch.cuda.is_available()
+    except ImportError:
+        have_torch = False
+
+    X1, y1, X1_test, y1_test = load_fashion_mnist(subset="all")
+    X2, y2 = make_tabular(100_000, 20, 3)
+    workloads = {
+        "W1 Fashion-MNIST 784-256-128-10, batch 256": (X1, y1, dict(
+            hidden_layer_sizes=(256, 128), batch_size=256, learning_rate_init=1e-3,
+            random_state=0)),
+        "W2 tabular 100k x 20, 64-32, batch 32": (X2, y2, dict(
+            hidden_layer_sizes=(64, 32), batch_size=32, learning_rate_init=1e-3,
+            random_state=0)),
+    }
+    rows = []
+    for name, (X, y, params) in workloads.items():
+        results = {"fastmlp cuda": [], "fastmlp cpu": [], "torch cuda": []}
+        accuracy = {}
+        for repeat in range(args.repeats):
+            contestants = list(results)
+            contestants = contestants[repeat % 3:] + contestants[:repeat % 3]  # alternate
+            for who in contestants:
+                if who == "torch cuda" and not have_torch:
+                    continue
+                if who == "torch cuda":
+                    times, _ = torch_epochs(X, y, params, args.epochs)
+                else:
+                    times, model = fastmlp_epochs(who.split()[1], X, y, params, args.epochs)
+                    if name.startswith("W1"):
+                        accuracy[who] = model.set_params(device="cpu").score(X1_test, y1_test)
+                results[who] += times
+        medians = {who: float(np.median(t)) for who, t in results.items() if t}
+        rows.append((name, medians, accuracy))
+
+    lines = [f"# GPU benchmark ({datetime.date.today()})", "",
+             f"GPU: {gpu_name}; host: {platform.processor() or platform.machine()}; "
+             f"{args.epochs} epochs x {args.repeats} repeats, contestants alternated, medians.",
+             "", "| workload | contestant | s/epoch | fastmlp cuda speed-up | test accuracy |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, medians, accuracy in rows:
+        for who, seconds in medians.items():
+            ratio = seconds / medians["fastmlp cuda"]
+            acc = f"{accuracy[who]:.4f}" if who in accuracy else ""
+            lines.append(f"| {name} | {who} | {seconds:.4f} | {ratio:.2f}x | {acc} |")
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

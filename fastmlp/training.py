@@ -247,22 +247,13 @@ def _validate(est, val_data, rows, device, params):
 
 
 def _mean_loss(loss, P, Y, sw):
-    """Weighted mean per-sample loss of outputs P (n, K) for targets Y, as the kernels define
-    it (kernels.output_delta_and_loss), in NumPy."""
-    P = P.astype(np.float64)
-    eps = np.finfo(np.float32 if P.dtype == np.float32 else np.float64).eps
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if loss == kernels.SQUARED_ERROR:
-            per_sample = 0.5 * ((Y - P) ** 2).mean(axis=1)
-        elif loss == kernels.LOG_LOSS:
-            per_sample = -(Y * np.log(np.clip(P, eps, 1 - eps))).sum(axis=1)
-        elif loss == kernels.BINARY_LOG_LOSS:
-            Pc = np.clip(P, eps, 1 - eps)
-            per_sample = -(Y * np.log(Pc) + (1 - Y) * np.log(1 - Pc)).sum(axis=1)
-        else:  # POISSON
-            log_ratio = np.where(Y > 0, np.log(np.where(Y > 0, Y, 1) / P), 0.0)
-            per_sample = (Y * log_ratio - Y + P).sum(axis=1)
-    return float(np.average(per_sample, weights=sw))
+    """Weighted mean per-sample loss of outputs P (n, K) for targets Y: the kernels' own loss
+    (output_delta_and_loss), run on host arrays."""
+    P = np.ascontiguousarray(P)
+    weights = np.ones(len(P), P.dtype) if sw is None else np.ascontiguousarray(sw, P.dtype)
+    total = kernels.output_delta_and_loss(np.empty_like(P), P, np.ascontiguousarray(Y, P.dtype),
+                                          weights, loss)
+    return float(total / weights.sum())
 
 
 def _update_no_improvement_count(est, val_score, snapshot):

@@ -555,11 +555,12 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     work, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, chunk_rows, X.shape[1],
                                                     Y.shape[1])
     chunk_grad = np.empty_like(dparams)
+    all_rows = np.arange(n)
     dparams[:] = 0
     loss_sum = 0.0
     sw_sum = 0.0
     for start in range(0, n, chunk_rows):
-        rows = np.arange(start, min(start + chunk_rows, n))
+        rows = all_rows[start:start + chunk_rows]
         Xb, Yb, swb = _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows)
         loss_sum += backprop(chunk_grad, work, deltas, params, Xb, Yb, swb, net, start)
         dparams += chunk_grad

@@ -83,7 +83,7 @@ def predict_rows(est, features, rows, device="cpu", params=None):
     be = backend(device)
     layers, hidden, output = network(est)[:3]
     params = be.to_device(est._params) if params is None else params
-    out = be.to_device(np.empty((len(rows), est.n_outputs_), dtype=est._params.dtype))
+    out = be.empty((len(rows), est.n_outputs_), est._params.dtype)
     be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)),
                be.to_device(layers), hidden, output, CHUNK_ROWS)
     return be.to_host(out)
@@ -132,7 +132,7 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     optimizer = est._optimizer
     host_slots, _ = optimizer.kernel_args()
     params = be.to_device(est._params)
-    dparams = be.to_device(np.empty_like(est._params))
+    dparams = be.empty(est._params.shape, est._params.dtype)
     slots = tuple(be.to_device(slot) for slot in host_slots)
 
     train_rows, val_data, val_rows = _validation_split(est, data, rs, validation)
@@ -286,7 +286,7 @@ def run_lbfgs(est, data, device="cpu"):
     host; each loss-and-gradient evaluation runs on `device`, where `data` lives."""
     be = backend(device)
     params = be.to_device(est._params)
-    dparams = be.to_device(np.empty_like(est._params))
+    dparams = be.empty(est._params.shape, est._params.dtype)
     layers, *rest = network(est)
     net = (be.to_device(layers), *rest)
 

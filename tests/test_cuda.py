@@ -1,39 +1,258 @@
-"""Runs tests/cuda_sim under numba's CUDA simulator in a separate process (the simulator must
-be switched on before numba is imported, and the CPU tests in this process need real
-compilation). On a machine with a GPU, FASTMLP_GPU_TESTS=1 runs the same tests on the GPU."""
+"""The CUDA backend, from the ordinary test process.
 
+Its kernels, entry points and estimators are tested in tests/cuda_sim/ under numba's CUDA
+simulator, which must be switched on (NUMBA_ENABLE_CUDASIM=1) before numba is imported; this
+process needs numba's real CPU compilation, so the simulator runs in child processes, two shards
+at once (the simulator is single-threaded Python; this machine has two cores). On a machine with a
+GPU, tests/cuda_sim/ is also collected in this process and runs on the GPU (see its conftest).
+Here: importing the backend needs neither a GPU nor numba-cuda; device="cuda" without a usable GPU
+fails with an error that says why and how to fix it; and, where numba-cuda is installed, every
+kernel compiles for a real GPU, which the simulator cannot check.
+"""
+
+import importlib.util
 import os
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
+import fastmlp
+from fastmlp import cuda as gpu
+
+TESTS = Path(__file__).resolve().parent
+SHARDS = [["cuda_sim/test_cuda_backend.py"],
+          ["cuda_sim/test_cuda_kernels.py", "cuda_sim/test_cuda_estimators.py"]]
 
 
-def _run(env_flag):
-    env = dict(os.environ, **env_flag)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(HERE / "cuda_sim")], capture_output=True, text=True, env=env,
-                            timeout=900, cwd=HERE.parent)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout.splitlines()[-1]
+def _child_env(**extra):
+    """The environment of a child Python that imports the same fastmlp as this process."""
+    env = dict(os.environ, **extra)
+    package_root = str(Path(fastmlp.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
 
 
 def test_cuda_backend_under_the_simulator():
-    _run({"NUMBA_ENABLE_CUDASIM": "1"})
-
-
-def _gpu_present():
+    env = _child_env(NUMBA_ENABLE_CUDASIM="1")
+    children = [subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                  *shard], cwd=TESTS, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for shard in SHARDS]
+    outputs = []
     try:
-        from numba import cuda
+        for child in children:
+            outputs.append(child.communicate(timeout=600)[0])
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    for shard, child, output in zip(SHARDS, children, outputs):
+        summary = output.strip().splitlines()[-1] if output.strip() else ""
+        assert child.returncode == 0, f"{shard} under the simulator:\n{output[-8000:]}"
+        assert re.search(r"\d+ passed", summary) and "failed" not in summary, output[-3000:]
 
-        return cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
+
+def _run_python(code, **env):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=_child_env(**env), timeout=300)
 
 
-@pytest.mark.skipif(not _gpu_present(), reason="no NVIDIA GPU on this machine")
-def test_cuda_backend_on_a_real_gpu():
-    _run({"FASTMLP_GPU_TESTS": "1", "NUMBA_ENABLE_CUDASIM": "0"})
+def test_the_backend_imports_and_explains_itself_without_numbas_cuda_target():
+    """A Python where numba.cuda cannot be imported at all (no CUDA target, as a future numba
+    without its built-in one and no numba-cuda would be): importing works, and device='cuda' says
+    what to install while device='auto' trains on the CPU."""
+    result = _run_python("""
+        import sys
+
+        class NoCuda:
+            def find_spec(self, name, path=None, target=None):
+                if name in ("numba.cuda", "numba_cuda") or name.startswith("numba.cuda."):
+                    raise ImportError(f"No module named {name!r}")
+
+        sys.meta_path.insert(0, NoCuda())
+        import numpy as np
+        import fastmlp.cuda
+        assert "fastmlp.cuda.kernels" not in sys.modules
+        try:
+            fastmlp.MLPClassifier(device="cuda").fit(np.eye(4), [0, 1, 0, 1])
+        except RuntimeError as exc:
+            print("MESSAGE:", exc)
+        auto = fastmlp.MLPClassifier(device="auto", max_iter=3).fit(np.eye(4), [0, 1, 0, 1])
+        print("AUTO:", auto.predict(np.eye(4)).shape)
+    """, NUMBA_ENABLE_CUDASIM="0")
+    assert result.returncode == 0, result.stderr
+    message = re.search(r"MESSAGE: (.*)", result.stdout).group(1)
+    assert "numba's CUDA target failed to import" in message
+    assert "pip install 'fastmlp[cuda]'" in message and "device='cpu'" in message
+    assert "AUTO: (4,)" in result.stdout
+
+
+class _FakeCuda:
+    """Stands in for numba.cuda: is_available() and the device list, which may raise."""
+
+    def __init__(self, available=False, gpus=()):
+        self._available, self._gpus = available, gpus
+
+    def is_available(self):
+        return self._available
+
+    @property
+    def gpus(self):
+        if isinstance(self._gpus, Exception):
+            raise self._gpus
+        return list(self._gpus)
+
+
+NO_DRIVER = RuntimeError("Error at driver init: \n\nCUDA driver library cannot be found.\n"
+                         "If you are sure that a CUDA driver is installed, ...")
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """check_available on a machine as described: not the simulator, numba-cuda installed, and
+    a numba.cuda whose answers the test chooses."""
+    monkeypatch.setattr(gpu, "_simulator", lambda: False)
+    monkeypatch.setattr(gpu, "_numba_cuda_installed", lambda: True)
+    monkeypatch.setattr(gpu, "_compiler_found", lambda: True)
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+
+    def machine(**fake):
+        monkeypatch.setattr(gpu, "_import_cuda", lambda: _FakeCuda(**fake))
+
+    return machine
+
+
+def test_check_available_says_the_driver_is_missing(no_gpu):
+    no_gpu(gpus=NO_DRIVER)
+    with pytest.raises(RuntimeError) as info:
+        gpu.check_available()
+    message = str(info.value)
+    assert "the CUDA driver could not be loaded" in message
+    assert "Error at driver init: CUDA driver library cannot be found" in message  # numba's
+    assert "nvidia-smi" in message and "device='cpu'" in message
+    assert "numba-cuda is not installed" not in message
+
+
+def test_check_available_says_numba_cuda_is_missing(no_gpu, monkeypatch):
+    no_gpu(gpus=NO_DRIVER)
+    monkeypatch.setattr(gpu, "_numba_cuda_installed", lambda: False)
+    with pytest.raises(RuntimeError, match=r"numba-cuda is not installed.*pip install "
+                                           r"'fastmlp\[cuda\]'"):
+        gpu.check_available()
+
+
+def test_check_available_says_there_is_no_device(no_gpu):
+    no_gpu(gpus=())
+    with pytest.raises(RuntimeError, match="the driver reports no CUDA device.*"
+                                           "CUDA_VISIBLE_DEVICES"):
+        gpu.check_available()
+
+
+def test_check_available_says_the_simulator_flag_came_too_late(no_gpu, monkeypatch):
+    no_gpu(gpus=NO_DRIVER)
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")
+    with pytest.raises(RuntimeError, match="NUMBA_ENABLE_CUDASIM=1 was set after numba was "
+                                           "imported"):
+        gpu.check_available()
+
+
+def test_check_available_says_the_compiler_is_missing(no_gpu, monkeypatch):
+    no_gpu(available=True)
+    monkeypatch.setattr(gpu, "_compiler_found", lambda: False)
+    with pytest.raises(RuntimeError, match="finds the GPU but not libNVVM.*pip install"):
+        gpu.check_available()
+
+
+def test_check_available_accepts_a_gpu_or_the_simulator(no_gpu, monkeypatch):
+    no_gpu(available=True)
+    assert gpu.check_available() is None
+    monkeypatch.setattr(gpu, "_import_cuda", lambda: pytest.fail("the simulator needs no probe"))
+    monkeypatch.setattr(gpu, "_simulator", lambda: True)
+    assert gpu.check_available() is None
+
+
+def test_device_cuda_without_a_gpu_raises_and_auto_falls_back(no_gpu):
+    no_gpu(gpus=NO_DRIVER)
+    X, y = np.eye(4), [0, 1, 0, 1]
+    clf = fastmlp.MLPClassifier(device="cuda", max_iter=3)
+    with pytest.raises(RuntimeError, match="device='cuda' cannot run: the CUDA driver"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "n_iter_")  # nothing half-fitted
+    with pytest.warns(Warning):  # ConvergenceWarning: 3 epochs
+        auto = fastmlp.MLPClassifier(device="auto", max_iter=3).fit(X, y)
+    assert auto.predict(X).shape == (4,)
+    with pytest.raises(RuntimeError, match="device='cuda' cannot run"):
+        auto.set_params(device="cuda").predict(X)
+
+
+PTX_CHECK = r"""
+import re, sys, types
+from numba import cuda, float32, float64, int64, boolean
+from numba.cuda.cudadrv.error import CudaSupportError
+from fastmlp.cuda import kernels as K
+
+
+def signatures(T):
+    M, V, F, I = T[:, ::1], T[::1], float64[::1], int64[::1]
+    return {
+        "gather_rows": (M, M, V, I, I, I, int64),
+        "stage_batch": (M, M, V, M, V, I, I, M, V, I, int64),
+        "bias_activate": (M, M, V, int64),
+        "softmax_rows": (M,),
+        "activation_backward": (M, M, M, M, int64, boolean),
+        "dropout_forward": (M, M, M, float64, int64, int64, int64),
+        "matmul": (M, M, M, boolean, boolean),
+        "dense_forward": (M, M, M, M, V, int64),
+        "dense_backward": (M, V, M, M),
+        "backward_input": (M, M, M, M, M, M, int64, boolean),
+        "column_sums": (V, M),
+        "output_delta_and_loss": (M, F, M, M, V, int64, boolean, float64),
+        "finish_gradient": (V, F, V, F, T, int64),
+        "sgd_update": (V, V, F, V, F, T, int64, T, T, boolean),
+        "adam_update": (V, V, V, F, V, F, T, int64, F, T, T, T, T, int64),
+        "adagrad_update": (V, V, F, V, F, T, int64, T, T),
+        "rmsprop_update": (V, V, F, V, F, T, int64, T, T, T),
+        "close_batch": (F, F, float64, int64),
+        "add_into": (V, V, boolean),
+    }
+
+
+def compile_all():
+    for T in (float32, float64):
+        for name, signature in signatures(T).items():
+            ptx, _ = cuda.compile_ptx(getattr(K, name).py_func, signature, cc=(8, 0))
+            doubles = re.findall(r"\b(?:add|mul|fma)\.(?:rn\.)?f64\b", ptx)
+            if name in ("dense_forward", "dense_backward", "backward_input", "bias_activate",
+                        "activation_backward"):
+                # float32 products and activations do float32 arithmetic only.
+                assert bool(doubles) == (T is float64), (name, T, doubles[:3])
+
+
+kernels = {n for n in dir(K) if hasattr(getattr(K, n), "py_func")
+           and not getattr(getattr(K, n), "targetoptions", {}).get("device")}
+assert kernels == set(signatures(float32)), kernels ^ set(signatures(float32))
+try:
+    compile_all()
+except CudaSupportError:
+    # Device functions are compiled for the current device's compute capability, which needs
+    # a driver; without one, give them the same target as the kernels.
+    import numba.cuda.dispatcher as dispatcher
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(8, 0))
+    compile_all()
+print("compiled", len(kernels), "kernels")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                    reason="needs numba-cuda (pip install 'fastmlp[cuda]'); no GPU needed")
+def test_every_kernel_compiles_for_a_real_gpu():
+    """What the simulator cannot check: numba-cuda types every kernel, in float32 and float64,
+    and NVVM compiles it to PTX (sm_80), with float32 products and activations free of float64
+    arithmetic. Runs wherever numba-cuda is installed, GPU or not."""
+    result = _run_python(PTX_CHECK, NUMBA_ENABLE_CUDASIM="0")
+    assert result.returncode == 0, result.stdout + result.stderr[-6000:]
+    assert "compiled 19 kernels" in result.stdout

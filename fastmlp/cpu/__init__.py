@@ -1,8 +1,10 @@
 """The CPU backend: Numba @njit kernels (kernels.py), used in place on host arrays.
 
 A backend module offers train_epoch, loss_and_gradient and predict (signatures in kernels.py),
-plus to_device / to_host for moving arrays; here the moves are no-ops.
+plus to_device / to_host for moving arrays and empty for work arrays; here the moves are no-ops.
 """
+
+import numpy as np
 
 from .kernels import loss_and_gradient, predict, train_epoch  # noqa: F401
 
@@ -15,6 +17,11 @@ def to_device(array):
 
 def to_host(array):
     return array
+
+
+def empty(shape, dtype):
+    """An uninitialised work array on this backend."""
+    return np.empty(shape, dtype)
 
 
 def check_available():

@@ -1,146 +1,171 @@
-"""The CUDA backend against the CPU backend, under numba's CUDA simulator (tiny shapes: the
-simulator runs one Python thread per CUDA thread) or on a real GPU (FASTMLP_GPU_TESTS=1)."""
+"""The CUDA backend's entry points (train_epoch, loss_and_gradient, predict) against the CPU
+backend's: same arguments, device arrays. Tiny shapes under the simulator; tests marked gpu need
+a real GPU (see conftest.py)."""
 
-import pickle
-import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from numpy.testing import assert_allclose
 
-import fastmlp
 from fastmlp import cuda as gpu
 from fastmlp.cpu import kernels as cpu
 from fastmlp.estimators import _as_features
 from fastmlp.layout import Layout
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
 
-OPTS = {
-    "sgd": (cpu.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-    "adam": (cpu.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 0),
-    "adamw": (cpu.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, 0),
-    "adagrad": (cpu.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
-    "rmsprop": (cpu.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
-}
-HEADS = {"log_loss": (cpu.SOFTMAX, cpu.LOG_LOSS, 3), "binary": (cpu.LOGISTIC,
-         cpu.BINARY_LOG_LOSS, 2), "squared": (cpu.IDENTITY, cpu.SQUARED_ERROR, 2),
-         "poisson": (cpu.EXP, cpu.POISSON, 2)}
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
+OUTPUT = {"log_loss": "softmax", "binary_log_loss": "logistic", "squared_error": "identity",
+          "poisson": "exp"}
 
 
-def _problem(head, dtype, n=10, seed=0, sparse=False):
+def _opt(solver, step=0):
+    """The opt tuple an optimizer spec (fastmlp/optimizers.py) hands train_epoch."""
+    return {
+        "sgd_nesterov": (cpu.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+        "sgd": (cpu.SGD, 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+        "adam": (cpu.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, step),
+        "adamw": (cpu.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, step),
+        "adagrad": (cpu.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
+        "rmsprop": (cpu.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
+    }[solver]
+
+
+def _problem(head, dtype, hidden=(5,), n=10, sparse=False, seed=0):
+    """(layout, params, features, Y, sw) of a small random problem for a loss head."""
     rng = np.random.RandomState(seed)
-    output, loss, k = HEADS[head]
-    layout = Layout((4, 5, k))
+    k = 3 if head == "log_loss" else 2
+    layout = Layout((4, *hidden, k))
     X = rng.normal(size=(n, 4))
     if sparse:
-        X[np.abs(X) < 0.7] = 0
+        X[np.abs(X) < 0.6] = 0
     if head == "log_loss":
         Y = np.eye(k)[rng.randint(0, k, n)]
-    elif head == "binary":
+    elif head == "binary_log_loss":
         Y = rng.randint(0, 2, (n, k)).astype(float)
     elif head == "poisson":
         Y = rng.poisson(1.0, (n, k)).astype(float)
     else:
         Y = rng.normal(size=(n, k))
-    features = _as_features(sp.csr_matrix(X.astype(dtype)) if sparse else X.astype(dtype))
-    return (layout, rng.uniform(-0.5, 0.5, layout.n_params).astype(dtype), features,
-            Y.astype(dtype), rng.uniform(0.5, 2.0, n).astype(dtype), output, loss)
+    X = X.astype(dtype)
+    features = _as_features(sp.csr_matrix(X) if sparse else X)
+    return (layout, rng.uniform(-0.6, 0.6, layout.n_params).astype(dtype), features,
+            Y.astype(dtype), rng.uniform(0.5, 2.0, n).astype(dtype))
 
 
-def _on_device(*arrays):
+def _net(layout, activation, head, alpha=0.01, dropout=0.0, seed=99):
+    return (layout.table, cpu.ACTIVATION_CODES[activation],
+            cpu.ACTIVATION_CODES[OUTPUT[head]], cpu.LOSS_CODES[head], alpha, dropout, seed)
+
+
+def _on_device(arrays):
     return tuple(gpu.to_device(a) for a in arrays)
 
 
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
+def _device_net(net):
+    return (gpu.to_device(net[0]),) + net[1:]
 
 
-@pytest.mark.parametrize("case", [
-    ("adam", "relu", "log_loss", 0.0, False, np.float64),
-    ("sgd", "gelu", "binary", 0.3, False, np.float64),
-    ("adamw", "silu", "squared", 0.0, True, np.float64),
-    ("adagrad", "tanh", "poisson", 0.0, False, np.float64),
-    ("rmsprop", "elu", "log_loss", 0.2, False, np.float32),
-])
+# Every hidden activation, every loss head, every optimizer (SGD with and without Nesterov), dense
+# and CSR input, float64 and float32, dropout, and two hidden layers appear at least once.
+EPOCH_CASES = [
+    ("sgd_nesterov", "relu", "log_loss", False, np.float64, 0.0, (5,)),
+    ("sgd", "logistic", "binary_log_loss", True, np.float64, 0.0, (5,)),
+    ("adam", "tanh", "squared_error", False, np.float64, 0.0, (5, 3)),
+    ("adamw", "gelu", "poisson", True, np.float64, 0.0, (5,)),
+    ("adagrad", "silu", "log_loss", False, np.float64, 0.3, (5,)),
+    ("rmsprop", "elu", "squared_error", True, np.float64, 0.0, (5,)),
+    ("adam", "leaky_relu", "binary_log_loss", False, np.float32, 0.0, (5,)),
+    ("sgd_nesterov", "identity", "log_loss", True, np.float32, 0.2, (5,)),
+]
+
+
+@pytest.mark.parametrize("case", EPOCH_CASES, ids=lambda c: "-".join(
+    [c[0], c[1], c[2], "csr" if c[3] else "dense", np.dtype(c[4]).name, f"dropout{c[5]}"]))
 def test_train_epoch_matches_the_cpu_backend(case):
-    solver, activation, head, dropout, sparse, dtype = case
-    layout, params, features, Y, sw, output, loss = _problem(head, dtype, sparse=sparse)
-    net = (layout.table, cpu.ACTIVATION_CODES[activation], output, loss, 0.01, dropout, 99)
-    order = np.random.RandomState(1).permutation(len(Y))
-    host = params.copy()
-    slots = [np.zeros_like(params), np.zeros_like(params)]
-    total, step = cpu.train_epoch((host, np.empty_like(host), *slots), features, Y, sw, order,
-                                  4, net, OPTS[solver])
-    device = _on_device(params, np.empty_like(params), np.zeros_like(params),
-                        np.zeros_like(params))
-    total_d, step_d = gpu.train_epoch(device, _on_device(*features), *_on_device(Y, sw, order),
-                                      4, (gpu.to_device(layout.table),) + net[1:], OPTS[solver])
-    np.testing.assert_allclose(total_d, total, **TOL[dtype])
-    assert step_d == step
-    np.testing.assert_allclose(gpu.to_host(device[0]), host, **TOL[dtype])
-    np.testing.assert_allclose(gpu.to_host(device[2]), slots[0], **TOL[dtype])
+    solver, activation, head, sparse, dtype, dropout, hidden = case
+    layout, params, features, Y, sw = _problem(head, dtype, hidden, sparse=sparse)
+    net = _net(layout, activation, head, dropout=dropout)
+    host = [params.copy(), np.empty_like(params), np.zeros_like(params), np.zeros_like(params)]
+    device = list(_on_device(host))
+    data = _on_device(features), *_on_device((Y, sw))
+    epochs = 2 if hidden == (5, 3) else 1  # the second epoch starts from the first one's state
+    step = 5  # as after an earlier partial_fit
+    for epoch in range(epochs):
+        order = np.random.RandomState(epoch).permutation(len(Y))
+        expected = cpu.train_epoch(tuple(host), features, Y, sw, order, 4, net,
+                                   _opt(solver, step))
+        total, new_step = gpu.train_epoch(tuple(device), *data, gpu.to_device(order), 4,
+                                          _device_net(net), _opt(solver, step))
+        assert isinstance(total, float) and isinstance(new_step, int)
+        assert new_step == expected[1]
+        assert_allclose(total, expected[0], **TOL[dtype])
+        step = new_step
+    assert_allclose(gpu.to_host(device[0]), host[0], **TOL[dtype])  # parameters
+    assert_allclose(gpu.to_host(device[2]), host[2], **TOL[dtype])  # first optimizer slot
+    assert_allclose(gpu.to_host(device[3]), host[3], **TOL[dtype])
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_loss_and_gradient_and_predict_match_the_cpu_backend(sparse):
-    layout, params, features, Y, sw, output, loss = _problem("log_loss", np.float64,
-                                                             sparse=sparse)
-    net = (layout.table, cpu.TANH, output, loss, 0.05, 0.0, 0)
+def test_train_epoch_skips_a_batch_whose_weights_are_all_zero():
+    layout, params, features, Y, sw = _problem("log_loss", np.float64)
+    order = np.random.RandomState(3).permutation(len(Y))
+    sw[order[:4]] = 0  # the whole first batch
+    net = _net(layout, "tanh", "log_loss")
+    host = [params.copy(), np.empty_like(params), np.zeros_like(params), np.zeros_like(params)]
+    expected = cpu.train_epoch(tuple(host), features, Y, sw, order, 4, net, _opt("adam"))
+    device = _on_device([params, np.empty_like(params), np.zeros_like(params),
+                         np.zeros_like(params)])
+    got = gpu.train_epoch(device, _on_device(features), *_on_device((Y, sw, order)), 4,
+                          _device_net(net), _opt("adam"))
+    assert got[1] == expected[1] == 2  # two updates from three batches
+    assert_allclose(got[0], expected[0], rtol=1e-10)
+    assert_allclose(gpu.to_host(device[0]), host[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("sparse, dtype, chunk", [(False, np.float64, 4), (True, np.float64, 16),
+                                                  (False, np.float32, 3)])
+def test_loss_and_gradient_matches_the_cpu_backend(sparse, dtype, chunk):
+    layout, params, features, Y, sw = _problem("log_loss", dtype, sparse=sparse)
+    net = _net(layout, "tanh", "log_loss", alpha=0.05)
     grad = np.empty_like(params)
-    value = cpu.loss_and_gradient(grad, params, features, Y, sw, net, 4)
-    grad_d = gpu.to_device(np.empty_like(params))
-    value_d = gpu.loss_and_gradient(grad_d, gpu.to_device(params), _on_device(*features),
-                                    *_on_device(Y, sw), (gpu.to_device(layout.table),) + net[1:],
-                                    4)
-    np.testing.assert_allclose(value_d, value, rtol=1e-12)
-    np.testing.assert_allclose(gpu.to_host(grad_d), grad, rtol=1e-10, atol=1e-14)
-
-    rows = np.array([9, 0, 3, 4, 5])
-    out = np.empty((5, Y.shape[1]))
-    cpu.predict(out, params, features, rows, layout.table, cpu.TANH, output, 2)
-    out_d = gpu.to_device(np.empty_like(out))
-    gpu.predict(out_d, gpu.to_device(params), _on_device(*features), gpu.to_device(rows),
-                gpu.to_device(layout.table), cpu.TANH, output, 2)
-    np.testing.assert_allclose(gpu.to_host(out_d), out, rtol=1e-12)
+    value = cpu.loss_and_gradient(grad, params, features, Y, sw, net, chunk)
+    grad_d = gpu.to_device(np.full_like(params, np.nan))
+    value_d = gpu.loss_and_gradient(grad_d, gpu.to_device(params), _on_device(features),
+                                    *_on_device((Y, sw)), _device_net(net), chunk)
+    assert isinstance(value_d, float)
+    assert_allclose(value_d, value, **TOL[dtype])
+    assert_allclose(gpu.to_host(grad_d), grad, **TOL[dtype])
 
 
-def test_estimators_train_the_same_model_on_cuda_and_cpu(tmp_path):
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=(24, 3))
-    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
-    params = dict(hidden_layer_sizes=(4,), max_iter=2, batch_size=12, random_state=0,
-                  dtype="float64", early_stopping=True, validation_fraction=0.25,
-                  n_iter_no_change=5)
-    on_cpu = fastmlp.MLPClassifier(device="cpu", **params).fit(X, y)
-    on_gpu = fastmlp.MLPClassifier(device="cuda", **params).fit(X, y)
-    np.testing.assert_allclose(on_gpu.loss_curve_, on_cpu.loss_curve_, rtol=1e-9)
-    np.testing.assert_allclose(on_gpu.validation_scores_, on_cpu.validation_scores_)
-    assert all(type(c) is np.ndarray for c in on_gpu.coefs_ + on_gpu.intercepts_)
-    np.testing.assert_allclose(on_gpu.predict_proba(X), on_cpu.predict_proba(X), rtol=1e-9)
-    restored = pickle.loads(pickle.dumps(on_gpu)).set_params(device="cpu")
-    np.testing.assert_allclose(restored.predict_proba(X), on_cpu.predict_proba(X), rtol=1e-9)
-
-    reg = dict(hidden_layer_sizes=(3,), solver="lbfgs", max_iter=3, random_state=0,
-               dtype="float64")
-    r_cpu = fastmlp.MLPRegressor(**reg).fit(X, X[:, 0])
-    r_gpu = fastmlp.MLPRegressor(device="cuda", **reg).fit(X, X[:, 0])
-    np.testing.assert_allclose(r_gpu.loss_, r_cpu.loss_, rtol=1e-9)
+@pytest.mark.parametrize("head, sparse, dtype", [("log_loss", False, np.float64),
+                                                 ("binary_log_loss", True, np.float32),
+                                                 ("poisson", False, np.float64)])
+def test_predict_matches_the_cpu_backend(head, sparse, dtype):
+    layout, params, features, _, _ = _problem(head, dtype, sparse=sparse)
+    rows = np.array([3, 1, 4, 1, 5, 9, 2])  # repeats, out of order: gathered in chunks of 3
+    k = layout.table[-1, 1]
+    out = np.empty((len(rows), k), dtype)
+    cpu.predict(out, params, features, rows, layout.table, cpu.RELU,
+                cpu.ACTIVATION_CODES[OUTPUT[head]], 3)
+    out_d = gpu.to_device(np.full_like(out, np.nan))
+    gpu.predict(out_d, gpu.to_device(params), _on_device(features), gpu.to_device(rows),
+                gpu.to_device(layout.table), cpu.RELU, cpu.ACTIVATION_CODES[OUTPUT[head]], 3)
+    assert_allclose(gpu.to_host(out_d), out, **TOL[dtype])
 
 
-def test_unusable_gpu_gives_a_clear_error(monkeypatch):
-    monkeypatch.setattr(gpu, "SIMULATOR", False)
-    from numba import cuda
+def test_check_available_accepts_the_simulator_or_a_gpu():
+    assert gpu.check_available() is None
 
-    monkeypatch.setattr(cuda, "is_available", lambda: False)
 
-    def no_driver():
-        raise RuntimeError("CUDA driver library cannot be found")
+# ------------------------------------------------------------------------------ real GPU only
 
-    monkeypatch.setattr(cuda, "current_context", no_driver)
-    with pytest.raises(RuntimeError, match="no usable NVIDIA GPU.*driver library cannot be found"
-                                           ".*device='cpu'"):
-        fastmlp.MLPClassifier(device="cuda").fit(np.eye(4), [0, 1, 0, 1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        auto = fastmlp.MLPClassifier(device="auto", max_iter=2).fit(np.eye(4), [0, 1, 0, 1])
-    assert auto.predict(np.eye(4)).shape == (4,)  # 'auto' fell back to the CPU
+@pytest.mark.gpu
+def test_cublas_products_match_the_cpu_backend(monkeypatch):
+    """Every product through cuBLAS (CuPy, zero-copy) instead of the tiled kernels."""
+    pytest.importorskip("cupy", reason="the cuBLAS path needs CuPy (pip install cupy-cuda12x)")
+    monkeypatch.setattr(gpu, "CUBLAS_MIN_MACS", 0)
+    test_train_epoch_matches_the_cpu_backend(EPOCH_CASES[2])  # adam, two hidden layers
+    test_train_epoch_matches_the_cpu_backend(EPOCH_CASES[4])  # dropout
+    test_loss_and_gradient_matches_the_cpu_backend(True, np.float64, 4)
+    test_predict_matches_the_cpu_backend("log_loss", False, np.float64)

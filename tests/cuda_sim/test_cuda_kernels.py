@@ -1,0 +1,335 @@
+"""Layer 1 on the CUDA backend: every kernel of fastmlp/cuda/kernels.py against fastmlp.reference
+or the CPU kernel of the same name, on tiny shapes (the simulator runs one Python thread per CUDA
+thread). Collected only under the simulator or on a real GPU (see conftest.py)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose, assert_array_equal
+
+from fastmlp import reference
+from fastmlp.cpu import kernels as cpu
+from fastmlp.cuda import _blocks, _elementwise_grid, _product_grid, to_device, to_host
+from fastmlp.cuda import kernels as K
+from fastmlp.estimators import _as_features
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
+
+HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
+CODE = cpu.ACTIVATION_CODES
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=2e-5, atol=2e-6)}
+
+
+def _rng(seed=0):
+    return np.random.RandomState(seed)
+
+
+def _stats(loss_sum=0.0, weight_sum=0.0, total=0.0, steps=0.0):
+    stats = np.zeros(K.N_STATS)
+    stats[[K.LOSS_SUM, K.WEIGHT_SUM, K.EPOCH_TOTAL, K.STEPS]] = loss_sum, weight_sum, total, steps
+    return to_device(stats)
+
+
+# ------------------------------------------------------------------------------ gathering
+
+def _csr_with_duplicates(rng, n, f):
+    """CSR input with an empty row (4) and a duplicated (row, column) entry, which must add up."""
+    rows = np.sort(np.r_[rng.randint(0, n, 20), 2, 2])
+    rows[rows == 4] = 3
+    cols = rng.randint(0, f, rows.size)
+    cols[rows == 2] = 1  # several entries for (2, 1)
+    indptr = np.searchsorted(rows, np.arange(n + 1))
+    return sp.csr_matrix((rng.normal(size=rows.size), cols, indptr), shape=(n, f))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
+    rng = _rng()
+    n, f, k = 7, 5, 3
+    X = _csr_with_duplicates(rng, n, f) if sparse else rng.normal(size=(n, f))
+    features = _as_features(X)
+    Y, sw = rng.normal(size=(n, k)), rng.uniform(size=n)
+    order = np.array([6, 4, 2, 2, 0, 5])
+    expected = np.empty((4, f))
+    cpu.gather_rows(expected, *features, order[1:5])
+    on_device = tuple(to_device(a) for a in features)
+
+    Xb = to_device(np.full((4, f), np.nan))
+    K.gather_rows[4, K.ROW_THREADS](Xb, *on_device, to_device(order), 1)
+    assert_array_equal(to_host(Xb), expected)
+
+    Yb, swb = to_device(np.empty((4, k))), to_device(np.empty(4))
+    Xb = to_device(np.full((4, f), np.nan))
+    K.stage_batch[4, K.ROW_THREADS](Xb, Yb, swb, *on_device, to_device(Y), to_device(sw),
+                                    to_device(order), 1)
+    assert_array_equal(to_host(Xb), expected)
+    assert_array_equal(to_host(Yb), Y[order[1:5]])
+    assert_array_equal(to_host(swb), sw[order[1:5]])
+
+    # An empty index array means consecutive rows from `start` (L-BFGS chunks).
+    K.gather_rows[4, K.ROW_THREADS](Xb, *on_device, to_device(np.empty(0, np.int64)), 3)
+    cpu.gather_rows(expected, *features, np.arange(3, 7))
+    assert_array_equal(to_host(Xb), expected)
+
+
+# ------------------------------------------------------------------------------ activations
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", HIDDEN + ["softmax", "exp"])
+def test_bias_activate_and_softmax_rows_match_the_reference(name, dtype):
+    rng = _rng(1)
+    Z = rng.normal(scale=3, size=(5, 3)).astype(dtype)
+    Z[0, 0] = 0.0
+    b = rng.normal(size=3).astype(dtype)
+    Zd, pre = to_device(Z), to_device(np.zeros_like(Z))
+    K.bias_activate[_elementwise_grid(K, *Z.shape)](Zd, pre, to_device(b), CODE[name])
+    if name == "softmax":
+        K.softmax_rows[_blocks(5, K.BLOCK), K.BLOCK](Zd)
+    assert_allclose(to_host(Zd), reference.activate(name, Z + b), **TOL[dtype])
+    assert_allclose(to_host(pre), Z + b if name in ("gelu", "silu") else 0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("name", HIDDEN)
+def test_activation_backward_matches_the_cpu(name, masked):
+    rng = _rng(2)
+    Z = rng.normal(scale=2, size=(4, 3))
+    Z[0, 0] = 0.0
+    A = reference.activate(name, Z)
+    M = rng.choice([0.0, 2.0], size=Z.shape)
+    dZ = rng.normal(size=Z.shape)
+    expected = dZ * M if masked else dZ.copy()
+    cpu.activation_backward(expected, A, Z, CODE[name])
+    dZd = to_device(dZ)
+    K.activation_backward[_elementwise_grid(K, *Z.shape)](dZd, to_device(A), to_device(Z),
+                                                          to_device(M), CODE[name], masked)
+    assert_allclose(to_host(dZd), expected, **TOL[np.float64])
+
+
+def test_dropout_forward_draws_the_cpu_masks_bit_for_bit():
+    A = _rng(3).normal(size=(5, 4))
+    D, M = np.empty_like(A), np.empty_like(A)
+    cpu.dropout_forward(D, M, A, 0.4, 12345, 70, 9)
+    Dd, Md = to_device(np.empty_like(A)), to_device(np.empty_like(A))
+    K.dropout_forward[_elementwise_grid(K, *A.shape)](Dd, Md, to_device(A), 0.4, 12345, 70, 9)
+    assert_array_equal(to_host(Md), M)
+    assert_array_equal(to_host(Dd), D)
+    assert 0 < (M == 0).sum() < M.size  # the draw did drop some units, not all
+
+
+# ------------------------------------------------------------------------------ products
+
+def test_tiled_matmul_makes_the_three_products():
+    """Shapes straddle the 16 x 16 tiles: partial tiles on every edge of every operand.
+    (float32 goes through the same code: see the dense_forward test.)"""
+    dtype = np.float64
+    rng = _rng(4)
+    B, I, O = 18, 17, 3
+    A, W, dZ = (rng.normal(size=s).astype(dtype) for s in ((B, I), (I, O), (B, O)))
+    for C, left, right, ta, tb in [((B, O), A, W, False, False), ((I, O), A, dZ, True, False),
+                                   ((B, I), dZ, W, False, True)]:
+        out = to_device(np.full(C, np.nan, dtype))
+        K.matmul[_product_grid(K, *C)](out, to_device(left), to_device(right), ta, tb)
+        assert_allclose(to_host(out), (left.T if ta else left) @ (right.T if tb else right),
+                        **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", HIDDEN + ["softmax", "exp"])
+def test_dense_forward_fuses_product_bias_and_activation(name, dtype):
+    rng = _rng(5)
+    A, W, b = (rng.normal(size=s).astype(dtype) for s in ((5, 3), (3, 4), (4,)))
+    Z, pre = to_device(np.full((5, 4), np.nan, dtype)), to_device(np.zeros((5, 4), dtype))
+    K.dense_forward[_product_grid(K, 5, 4)](Z, pre, to_device(A), to_device(W), to_device(b),
+                                            CODE[name])
+    z = A @ W + b
+    # softmax rows are finished later (output_delta_and_loss or softmax_rows): z comes out.
+    expected = z if name == "softmax" else reference.activate(name, z)
+    assert_allclose(to_host(Z), expected, **TOL[dtype])
+    assert_allclose(to_host(pre), z if name in ("gelu", "silu") else 0, **TOL[dtype])
+
+
+def test_dense_backward_and_column_sums_give_weight_and_bias_gradients():
+    rng = _rng(6)
+    B, I, O = 18, 17, 5  # I + 1 = 18 rows of [A, 1].T: the bias row starts a second tile
+    A, dZ = rng.normal(size=(B, I)), rng.normal(size=(B, O))
+    dW, db = to_device(np.full((I, O), np.nan)), to_device(np.full(O, np.nan))
+    K.dense_backward[_product_grid(K, I + 1, O)](dW, db, to_device(dZ), to_device(A))
+    expected_dW, expected_db = np.empty((I, O)), np.empty(O)
+    cpu.dense_backward(expected_dW, expected_db, dZ, A)
+    assert_allclose(to_host(dW), expected_dW, **TOL[np.float64])
+    assert_allclose(to_host(db), expected_db, **TOL[np.float64])
+    db = to_device(np.full(O, np.nan))
+    K.column_sums[1, K.BLOCK](db, to_device(dZ))
+    assert_allclose(to_host(db), expected_db, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("name", HIDDEN)
+def test_backward_input_fuses_product_mask_and_derivative(name, masked):
+    rng = _rng(7)
+    B, I, O = 4, 3, 5
+    dZ, W, Z = rng.normal(size=(B, O)), rng.normal(size=(I, O)), rng.normal(size=(B, I))
+    A = reference.activate(name, Z)
+    M = rng.choice([0.0, 2.0], size=(B, I))
+    expected = dZ @ W.T * (M if masked else 1)
+    cpu.activation_backward(expected, A, Z, CODE[name])
+    dA = to_device(np.full((B, I), np.nan))
+    K.backward_input[_product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
+                                             to_device(Z), to_device(M), CODE[name], masked)
+    assert_allclose(to_host(dA), expected, **TOL[np.float64])
+
+
+# ------------------------------------------------------------------------------ loss
+
+HEADS = {"log_loss": ("softmax", cpu.LOG_LOSS), "binary_log_loss": ("logistic",
+         cpu.BINARY_LOG_LOSS), "squared_error": ("identity", cpu.SQUARED_ERROR),
+         "poisson": ("exp", cpu.POISSON)}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("head", list(HEADS))
+def test_output_delta_and_loss_matches_the_cpu(head, dtype):
+    activation, loss = HEADS[head]
+    rng = _rng(8)
+    n, k = 37, 3  # more rows than the block has threads, in the simulator
+    Z = rng.normal(scale=2, size=(n, k))
+    if head == "log_loss":
+        Y = np.eye(k)[rng.randint(0, k, n)]
+        Z[0] = [-800, 0, 800]  # p = 0 and 1 exactly: clipped inside the log
+        Y[0] = [1, 0, 0]
+    elif head == "binary_log_loss":
+        Y = rng.randint(0, 2, (n, k)).astype(float)
+        Z[0] = [-800, 800, 0]
+        Y[0] = [1, 0, 1]
+    elif head == "poisson":
+        Y = rng.poisson(1.0, (n, k)).astype(float)
+        Y[0] = 0  # y = 0: the y log(y / p) term is 0
+    else:
+        Y = rng.normal(size=(n, k))
+    Z, Y = Z.astype(dtype), Y.astype(dtype)
+    sw = rng.uniform(0.5, 2, n).astype(dtype)
+    P = reference.activate(activation, Z).astype(dtype)
+    dZ = np.empty_like(P)
+    expected = cpu.output_delta_and_loss(dZ, P.copy(), Y, sw, loss)
+
+    softmax = activation == "softmax"
+    Pd, dZd, stats = to_device(Z if softmax else P), to_device(np.empty_like(P)), _stats(0.5, 1)
+    K.output_delta_and_loss[1, K.BLOCK](dZd, stats, Pd, to_device(Y), to_device(sw), loss,
+                                        softmax, float(np.finfo(dtype).eps))
+    loss_sum, weight_sum = to_host(stats)[[K.LOSS_SUM, K.WEIGHT_SUM]]
+    tol = dict(rtol=1e-12) if dtype == np.float64 else dict(rtol=1e-5)
+    assert np.isfinite(expected)
+    assert_allclose(loss_sum - 0.5, expected, **tol)  # added to what stats held
+    assert_allclose(weight_sum - 1, sw.astype(float).sum(), **tol)
+    assert_allclose(to_host(Pd), P, **TOL[dtype])  # the softmax was finished in place
+    assert_allclose(to_host(dZd), dZ, **TOL[dtype])
+
+
+# ------------------------------------------------------------------------------ updates
+
+N_WEIGHTS, N_PARAMS = 40, 47  # more than one simulated block of parameters
+
+
+def _update_case(dtype, seed=9):
+    rng = _rng(seed)
+    params = rng.normal(size=N_PARAMS).astype(dtype)
+    raw = rng.normal(size=N_PARAMS).astype(dtype)  # sum_i sw_i dloss_i / dparams
+    slots = [rng.uniform(0, 1, N_PARAMS).astype(dtype) for _ in range(2)]
+    return params, raw, slots
+
+
+def _cpu_update(kind, params, raw, slots, alpha, weight_sum, step):
+    """What the CPU train_epoch does with one batch gradient: finish it, then update."""
+    layers = np.array([[8, 5, 0, N_WEIGHTS], [0, 7, 0, N_WEIGHTS]])
+    squares = cpu.finish_gradient(raw, params, layers, alpha, weight_sum)
+    if kind == "sgd":
+        cpu.sgd_update(params, slots[0], raw, 0.1, 0.9, True)
+    elif kind == "sgd_plain":
+        cpu.sgd_update(params, slots[0], raw, 0.1, 0.9, False)
+    elif kind == "adagrad":
+        cpu.adagrad_update(params, slots[0], raw, 0.05, 1e-8)
+    elif kind == "rmsprop":
+        cpu.rmsprop_update(params, slots[0], raw, 0.01, 0.9, 1e-8)
+    else:
+        decay = 0.01 * 0.1 if kind == "adamw" else 0.0
+        cpu.adam_update(params, slots[0], slots[1], raw,
+                        cpu.adam_step_size(0.01, 0.9, 0.999, step + 1), 0.9, 0.999, 1e-8,
+                        decay, N_WEIGHTS)
+    return squares
+
+
+def _gpu_update(kind, params, raw, slots, squares, stats, alpha, step):
+    dt = params.dtype.type
+    grid = (squares.shape[0], K.BLOCK)
+    common = (squares, raw, stats, dt(alpha), N_WEIGHTS)
+    if kind in ("sgd", "sgd_plain"):
+        K.sgd_update[grid](params, slots[0], *common, dt(0.1), dt(0.9), kind == "sgd")
+    elif kind == "adagrad":
+        K.adagrad_update[grid](params, slots[0], *common, dt(0.05), dt(1e-8))
+    elif kind == "rmsprop":
+        K.rmsprop_update[grid](params, slots[0], *common, dt(0.01), dt(0.9), dt(1e-8))
+    else:
+        decay = 0.01 * 0.1 if kind == "adamw" else 0.0
+        sizes = to_device(np.array([99.0] * 3 + [cpu.adam_step_size(0.01, 0.9, 0.999,
+                                                                    step + 1)]))
+        K.adam_update[grid](params, slots[0], slots[1], *common, sizes, dt(0.9), dt(0.999),
+                            dt(1e-8), dt(1 - decay), N_WEIGHTS if decay else 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", ["sgd", "sgd_plain", "adam", "adamw", "adagrad", "rmsprop"])
+def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
+    params, raw, slots = _update_case(dtype)
+    alpha, weight_sum, step = 0.3, 2.5, 3
+    host = [params.copy(), raw.copy(), [s.copy() for s in slots]]
+    expected_squares = _cpu_update(kind, *host, alpha, weight_sum, step)
+
+    device = [to_device(params), to_device(raw), [to_device(s) for s in slots]]
+    squares = to_device(np.full(_blocks(N_PARAMS, K.BLOCK), np.nan))
+    stats = _stats(loss_sum=1.25, weight_sum=weight_sum, total=10.0, steps=3)  # 4th update
+    _gpu_update(kind, *device, squares, stats, alpha, step)
+    tol = TOL[dtype]
+    assert_allclose(to_host(device[0]), host[0], **tol)
+    assert_allclose(to_host(device[1]), host[1], **tol)  # the finished gradient stays behind
+    for on_device, on_host in zip(device[2], host[2]):
+        assert_allclose(to_host(on_device), on_host, **tol)
+    assert_allclose(to_host(squares).sum(), expected_squares, rtol=tol["rtol"])
+
+    K.close_batch[1, K.BLOCK](stats, squares, alpha, 4)
+    result = to_host(stats)
+    expected_total = 10.0 + (1.25 / weight_sum + 0.5 * alpha * expected_squares / weight_sum) * 4
+    assert_allclose(result[K.EPOCH_TOTAL], expected_total, rtol=tol["rtol"])
+    assert result[K.STEPS] == 4
+    assert result[K.LOSS_SUM] == 0 and result[K.WEIGHT_SUM] == 0  # ready for the next batch
+
+
+def test_a_batch_whose_weights_sum_to_zero_is_skipped():
+    params, raw, slots = _update_case(np.float64)
+    device = [to_device(params), to_device(raw), [to_device(s) for s in slots]]
+    squares = to_device(np.zeros(_blocks(N_PARAMS, K.BLOCK)))
+    stats = _stats(loss_sum=0.0, weight_sum=0.0, total=7.0, steps=2)
+    _gpu_update("adam", *device, squares, stats, 0.3, 2)
+    K.close_batch[1, K.BLOCK](stats, squares, 0.3, 4)
+    assert_array_equal(to_host(device[0]), params)
+    assert_array_equal(to_host(device[2][0]), slots[0])
+    assert_array_equal(to_host(stats)[[K.EPOCH_TOTAL, K.STEPS]], [7.0, 2.0])
+
+
+def test_finish_gradient_and_add_into_as_lbfgs_uses_them():
+    params, raw, _ = _update_case(np.float64)
+    chunk = _rng(10).normal(size=N_PARAMS)
+    total = to_device(np.full(N_PARAMS, np.nan))
+    K.add_into[_blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, to_device(raw), True)
+    K.add_into[_blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, to_device(chunk), False)
+    expected = raw + chunk
+    assert_array_equal(to_host(total), expected)
+
+    squares = to_device(np.zeros(_blocks(N_PARAMS, K.BLOCK)))
+    K.finish_gradient[_blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, squares, to_device(params),
+                                                           _stats(weight_sum=2.5), 0.3,
+                                                           N_WEIGHTS)
+    layers = np.array([[8, 5, 0, N_WEIGHTS]])
+    expected_squares = cpu.finish_gradient(expected, params, layers, 0.3, 2.5)
+    assert_allclose(to_host(total), expected, rtol=1e-14)
+    assert_allclose(to_host(squares).sum(), expected_squares, rtol=1e-14)

@@ -112,6 +112,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate_decay": [StrOptions({"linear", "cosine"}), None],
         "power_t": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
@@ -465,6 +466,13 @@ default='relu'
     weight_decay : float, default=0.01
         AdamW's decoupled weight decay (solver='adamw'): each step shrinks the weights (not the
         biases) by ``learning_rate_init * weight_decay``, separately from the gradient.
+    learning_rate_decay : {None, 'linear', 'cosine'}, default=None
+        Anneal the learning rate of any mini-batch solver over ``max_iter`` epochs, on top of
+        its own rate (sgd's ``learning_rate`` schedule included): epoch ``e`` (from 0) uses it
+        times ``1 - e / max_iter`` ('linear') or ``(1 + cos(pi * e / max_iter)) / 2``
+        ('cosine'); the multiplier keeps its last value after ``max_iter`` epochs. Each
+        ``partial_fit`` call is one epoch of the schedule. Annealing typically reaches a given
+        test accuracy in fewer epochs than a constant rate. Ignored by lbfgs.
     dropout : float, default=0.0
         Probability of dropping each hidden unit during training (inverted dropout: survivors
         are scaled by ``1 / (1 - dropout)``, so prediction uses the network as it is). Masks are
@@ -560,8 +568,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.9, weight_decay=0.01, dropout=0.0, class_weight=None,
-                 restore_best_weights=True, callbacks=None, dtype="float32", device="cpu"):
+                 rho=0.9, weight_decay=0.01, learning_rate_decay=None, dropout=0.0,
+                 class_weight=None, restore_best_weights=True, callbacks=None, dtype="float32",
+                 device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -587,6 +596,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self.max_fun = max_fun
         self.rho = rho
         self.weight_decay = weight_decay
+        self.learning_rate_decay = learning_rate_decay
         self.dropout = dropout
         self.class_weight = class_weight
         self.restore_best_weights = restore_best_weights
@@ -802,8 +812,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.9, weight_decay=0.01, dropout=0.0, restore_best_weights=True,
-                 callbacks=None, dtype="float32", device="cpu"):
+                 rho=0.9, weight_decay=0.01, learning_rate_decay=None, dropout=0.0,
+                 restore_best_weights=True, callbacks=None, dtype="float32", device="cpu"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -830,6 +840,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         self.max_fun = max_fun
         self.rho = rho
         self.weight_decay = weight_decay
+        self.learning_rate_decay = learning_rate_decay
         self.dropout = dropout
         self.restore_best_weights = restore_best_weights
         self.callbacks = callbacks

@@ -5,12 +5,43 @@ and decide, once per epoch, what scalars the kernel gets. Behaviour follows scik
 SGDOptimizer and AdamOptimizer, so that schedules and stopping match step for step.
 """
 
+import math
+
 import numpy as np
 
 from .cpu.kernels import ADAGRAD, ADAM, ADAMW, RMSPROP, SGD
 
 
-class SGDOptimizer:
+def decay_factor(decay, epoch, horizon):
+    """Learning-rate multiplier of 0-based `epoch` under `learning_rate_decay`: 1 in the first
+    epoch, falling linearly or along a half cosine over `horizon` epochs. It never reaches 0 (the
+    last epoch of the horizon keeps a small step) and stays at its last value after it."""
+    if decay is None:
+        return 1.0
+    progress = min(epoch, horizon - 1) / horizon
+    if decay == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Optimizer:
+    """What every optimizer shares: the epoch count and the decay schedule applied on top of the
+    optimizer's own rate (set by make_optimizer; no decay by default)."""
+
+    decay = None
+    horizon = 1
+    epochs_done = 0
+
+    def scale(self):
+        """This epoch's decay multiplier."""
+        return decay_factor(self.decay, self.epochs_done, self.horizon)
+
+    def epoch_done(self, step):
+        """Count the epoch; `step` is the kernel's update counter after it."""
+        self.epochs_done += 1
+
+
+class SGDOptimizer(Optimizer):
     """Mini-batch SGD with momentum (optionally Nesterov's) and a learning-rate schedule.
 
     Schedules: ``"constant"``; ``"invscaling"``, ``lr = learning_rate_init / (t + 1) ** power_t`` with
@@ -30,14 +61,12 @@ class SGDOptimizer:
 
     def kernel_args(self):
         """(state slots, opt tuple) in the form train_epoch takes."""
-        opt = (SGD, self.learning_rate, self.momentum, self.nesterov, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+        opt = (SGD, self.current_learning_rate(), self.momentum, self.nesterov, 0.0, 0.0, 0.0,
+               0.0, 0.0, 0)
         return (self.velocity, self.velocity), opt
 
-    def epoch_done(self, step):
-        """Record the kernel's update counter (unused by SGD)."""
-
     def current_learning_rate(self):
-        return self.learning_rate
+        return self.learning_rate * self.scale()
 
     def iteration_ends(self, time_step):
         if self.lr_schedule == "invscaling":
@@ -59,7 +88,7 @@ class SGDOptimizer:
         return False
 
 
-class AdamOptimizer:
+class AdamOptimizer(Optimizer):
     """Adam (Kingma and Ba, 2014) with bias-corrected step sizes; the step counter persists across
     epochs and partial_fit calls. With weight_decay > 0 this is AdamW (Loshchilov and Hutter,
     2019): weights shrink by learning_rate * weight_decay each step, apart from the gradient."""
@@ -77,15 +106,16 @@ class AdamOptimizer:
 
     def kernel_args(self):
         kind = ADAMW if self.weight_decay > 0 else ADAM
-        opt = (kind, self.learning_rate_init, 0.0, False, self.beta_1, self.beta_2, self.epsilon,
-               0.0, self.weight_decay, self.step)
+        opt = (kind, self.current_learning_rate(), 0.0, False, self.beta_1, self.beta_2,
+               self.epsilon, 0.0, self.weight_decay, self.step)
         return (self.m, self.v), opt
 
     def epoch_done(self, step):
+        super().epoch_done(step)
         self.step = int(step)
 
     def current_learning_rate(self):
-        return self.learning_rate_init
+        return self.learning_rate_init * self.scale()
 
     def iteration_ends(self, time_step):
         pass
@@ -109,13 +139,20 @@ class SquaredGradientOptimizer(AdamOptimizer):
         self.m = np.zeros(n_params, dtype=dtype)
 
     def kernel_args(self):
-        opt = (self.kind, self.learning_rate_init, 0.0, False, 0.0, 0.0, self.epsilon, self.rho,
-               0.0, 0)
+        opt = (self.kind, self.current_learning_rate(), 0.0, False, 0.0, 0.0, self.epsilon,
+               self.rho, 0.0, 0)
         return (self.m, self.m), opt
 
 
 def make_optimizer(est, n_params, dtype):
     """The optimizer an estimator's parameters ask for, with zeroed state."""
+    optimizer = _new_optimizer(est, n_params, dtype)
+    optimizer.decay = est.learning_rate_decay
+    optimizer.horizon = est.max_iter  # partial_fit: max_iter calls of one epoch each
+    return optimizer
+
+
+def _new_optimizer(est, n_params, dtype):
     solver = est.solver
     if solver == "sgd":
         return SGDOptimizer(n_params, dtype, est.learning_rate_init, est.learning_rate,

@@ -164,6 +164,7 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
             order = be.to_device(sample_idx if val_data is not data else train_rows[sample_idx])
             if net[5] > 0:  # dropout: fresh masks each epoch, drawn only when dropout is used
                 net = net[:6] + (int(rs.randint(0, 2**62)),)
+            learning_rate = optimizer.current_learning_rate()  # this epoch's, for the record
             total, step = be.train_epoch((params, dparams) + slots, data.features, data.Y,
                                          data.sw, order, batch_size, net,
                                          optimizer.kernel_args()[1])
@@ -191,8 +192,7 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
             optimizer.iteration_ends(est.t_)
 
             record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
-                                 time.perf_counter() - started, optimizer.current_learning_rate(),
-                                 est)
+                                 time.perf_counter() - started, learning_rate, est)
             stop_requested = any([bool(callback(record)) for callback in callbacks])
 
             if est._no_improvement_count > est.n_iter_no_change:

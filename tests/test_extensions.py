@@ -193,3 +193,118 @@ def test_verbose_2_shows_progress(capsys):
     MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, verbose=2, random_state=0).fit(X, y)
     err = capsys.readouterr().err
     assert "loss" in err and ("3/3" in err or "epoch 3" in err)
+
+
+# ----------------------------------------------------------------------- learning-rate decay
+def test_decay_factor_follows_its_formula_and_holds_after_the_horizon():
+    from fastmlp.optimizers import decay_factor
+
+    horizon = 8
+    for epoch in range(horizon):
+        assert decay_factor(None, epoch, horizon) == 1.0
+        assert decay_factor("linear", epoch, horizon) == pytest.approx(1 - epoch / horizon)
+        assert decay_factor("cosine", epoch, horizon) == pytest.approx(
+            (1 + np.cos(np.pi * epoch / horizon)) / 2)
+    for decay in ("linear", "cosine"):
+        last = decay_factor(decay, horizon - 1, horizon)
+        assert 0 < last < decay_factor(decay, horizon - 2, horizon)
+        assert decay_factor(decay, horizon + 5, horizon) == last
+
+
+@pytest.fixture
+def kernel_learning_rates(monkeypatch):
+    """The learning rate the CPU kernel receives in each epoch, in order."""
+    import fastmlp.cpu as cpu
+
+    rates, train_epoch = [], cpu.train_epoch
+
+    def recording(state, features, Y, sw, order, batch_size, net, opt):
+        rates.append(opt[1])
+        return train_epoch(state, features, Y, sw, order, batch_size, net, opt)
+
+    monkeypatch.setattr(cpu, "train_epoch", recording)
+    return rates
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adagrad", "rmsprop", "adamw"])
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_every_solver_gets_the_decayed_rate_in_fit_and_partial_fit(kernel_learning_rates,
+                                                                   solver, decay):
+    from fastmlp.optimizers import decay_factor
+
+    records = []
+    params = dict(hidden_layer_sizes=(8,), solver=solver, learning_rate_init=0.01,
+                  learning_rate_decay=decay, max_iter=5, tol=0.0, n_iter_no_change=100, random_state=0,
+                  callbacks=[records.append])
+    MLPClassifier(**params).fit(X, y)
+    want = [0.01 * decay_factor(decay, e, 5) for e in range(5)]
+    assert_allclose(kernel_learning_rates, want, rtol=1e-12)
+    assert_allclose([r.learning_rate for r in records], want, rtol=1e-12)  # the epoch's own
+
+    # partial_fit: one epoch of the schedule per call, continuing across calls; past max_iter
+    # the rate stays at the last epoch's.
+    kernel_learning_rates.clear()
+    clf = MLPClassifier(**dict(params, callbacks=None))
+    for _ in range(7):
+        clf.partial_fit(X, y, classes=np.unique(y))
+    assert_allclose(kernel_learning_rates, want + [want[-1]] * 2, rtol=1e-12)
+
+
+def test_decay_composes_with_sgd_invscaling(kernel_learning_rates):
+    from fastmlp.optimizers import decay_factor
+
+    clf = MLPClassifier(hidden_layer_sizes=(8,), solver="sgd", learning_rate="invscaling",
+                        learning_rate_init=0.1, power_t=0.5, learning_rate_decay="linear",
+                        max_iter=3, tol=0.0, n_iter_no_change=100, random_state=0).fit(X, y)
+    n = X.shape[0]
+    own = [0.1] + [0.1 / (e * n + 1) ** 0.5 for e in (1, 2)]  # invscaling after e epochs
+    assert_allclose(kernel_learning_rates,
+                    [r * decay_factor("linear", e, 3) for e, r in enumerate(own)], rtol=1e-12)
+    assert clf.n_iter_ == 3
+
+
+def test_decayed_adam_fit_equals_the_reference_loop(monkeypatch):
+    """Full-batch float64 Adam with a linear decay: every step of the reference implementation
+    uses learning_rate_init * (1 - e / max_iter) in epoch e, and lands on the same weights."""
+    import fastmlp.cpu as cpu
+    from fastmlp import reference
+
+    first_params, train_epoch = [], cpu.train_epoch
+
+    def recording(state, *args):
+        if not first_params:  # the initial weights, as the first epoch receives them
+            first_params.append(state[0].copy())
+        return train_epoch(state, *args)
+
+    monkeypatch.setattr(cpu, "train_epoch", recording)
+    Xs, ys = X[:120], y[:120]
+    params = dict(hidden_layer_sizes=(16,), solver="adam", learning_rate_init=0.01,
+                  batch_size=120, shuffle=False, max_iter=4, tol=0.0, n_iter_no_change=100,
+                  alpha=1e-3, dtype="float64", random_state=0)
+    clf = MLPClassifier(learning_rate_decay="linear", **params).fit(Xs, ys)
+
+    layout = clf._layout
+    p = [a.copy() for a in layout.coefs(first_params[0]) + layout.intercepts(first_params[0])]
+    m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
+    Y = (ys[:, None] == np.arange(10)).astype(float)
+    for epoch in range(4):
+        _, coef_grads, intercept_grads = reference.loss_and_gradients(
+            p[:2], p[2:], Xs, Y, "relu", "softmax", "log_loss", 1e-3)
+        reference.adam_step(p, m, v, coef_grads + intercept_grads, epoch + 1,
+                            0.01 * (1 - epoch / 4), 0.9, 0.999, 1e-8)
+    for got, want in zip(clf.coefs_ + clf.intercepts_, p):
+        assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    # and the decay mattered: a constant rate ends elsewhere
+    constant = MLPClassifier(**params).fit(Xs, ys)
+    assert not np.allclose(constant.coefs_[0], clf.coefs_[0], rtol=1e-6)
+
+
+def test_decay_is_validated_and_survives_save_and_load(tmp_path):
+    import fastmlp
+
+    with pytest.raises(ValueError, match="learning_rate_decay"):
+        MLPClassifier(learning_rate_decay="exponential").fit(X, y)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_decay="cosine", max_iter=3,
+                        random_state=0).fit(X, y)
+    clf.save(tmp_path / "m.fastmlp")
+    assert fastmlp.load(tmp_path / "m.fastmlp").learning_rate_decay == "cosine"

@@ -67,6 +67,19 @@ def test_regressor_on_cuda_trains_the_cpu_model():
     assert_allclose(restored.predict(X), r_cpu.predict(X), rtol=1e-9)
 
 
+def test_learning_rate_decay_reaches_the_cuda_kernels():
+    X, y = _classification()
+    params = dict(hidden_layer_sizes=(4,), solver="adamw", max_iter=3, batch_size=12,
+                  random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decayed = [fastmlp.MLPClassifier(device=device, learning_rate_decay="cosine",
+                                         **params).fit(X, y) for device in ("cpu", "cuda")]
+        constant = fastmlp.MLPClassifier(device="cuda", **params).fit(X, y)
+    assert_allclose(decayed[1].coefs_[0], decayed[0].coefs_[0], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(decayed[1].coefs_[0], constant.coefs_[0], rtol=1e-6)
+
+
 @pytest.mark.gpu
 def test_wide_float32_fit_on_the_gpu_matches_the_cpu():
     """Many blocks per launch, full-size reductions and the fast float32 paths of a real GPU."""

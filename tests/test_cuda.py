@@ -256,3 +256,22 @@ def test_every_kernel_compiles_for_a_real_gpu():
     result = _run_python(PTX_CHECK, NUMBA_ENABLE_CUDASIM="0")
     assert result.returncode == 0, result.stdout + result.stderr[-6000:]
     assert "compiled 19 kernels" in result.stdout
+
+
+def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
+    """bench/compare_gpu.py has never had a GPU here: its --smoke run checks the harness (data,
+    contestants, alternation, the table and its targets) on tiny data under the simulator."""
+    out = tmp_path / "GPU_RESULTS.md"
+    result = subprocess.run([sys.executable, str(TESTS.parent / "bench" / "compare_gpu.py"),
+                             "--smoke", "--out", str(out)], capture_output=True, text=True,
+                            env=_child_env(NUMBA_ENABLE_CUDASIM="1"), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-6000:]
+    table = out.read_text()
+    assert "SMOKE RUN" in table
+    for workload in ("W1", "W2"):
+        for contestant in ("fastmlp cuda", "fastmlp cpu"):
+            assert re.search(rf"\| {workload} .*\| {contestant} \| \d+\.\d+ \| \d+\.\d+x \|",
+                             table), (workload, contestant, table)
+    # same model on both devices: the W1 test accuracies agree
+    accuracies = re.findall(r"\| W1 .*\| fastmlp c(?:uda|pu) \|.*\| (\d\.\d+) \|", table)
+    assert len(accuracies) == 2 and accuracies[0] == accuracies[1], table

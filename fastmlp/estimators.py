@@ -257,7 +257,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             W[...] = random_state.uniform(-bound, bound, (fan_in, fan_out))
             b[...] = random_state.uniform(-bound, bound, fan_out)
         self._params = params
-        self._best_params = params.copy()
+        self._best_params = None  # the best validation weights, once a validation set scores
         self._optimizer = None
         for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
                      "validation_loss_curve_", "stopped_early_"):
@@ -383,7 +383,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                 setattr(ours, name, copy.deepcopy(vars(est)[name]))
         ours._layout = Layout([c.shape[0] for c in est.coefs_] + [est.coefs_[-1].shape[1]])
         ours._params = ours._layout.pack(est.coefs_, est.intercepts_, dtype)
-        ours._best_params = ours._params.copy()
+        ours._best_params = None
         ours._optimizer = None
         ours._no_improvement_count = 0
         if hasattr(est, "_label_binarizer"):

@@ -111,7 +111,7 @@ def load(path):
         setattr(estimator, name, np.asarray(value) if name == "feature_names_in_" else value)
     estimator._layout = layout
     estimator._params = params
-    estimator._best_params = params.copy()
+    estimator._best_params = None
     estimator._optimizer = None
     estimator._no_improvement_count = 0
     if cls is MLPClassifier:

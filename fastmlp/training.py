@@ -231,7 +231,7 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
 
     # scikit-learn keeps the best validation weights at the end of an early-stopped fit; a
     # partial_fit sequence gets them when its stopping rule fires.
-    if est.early_stopping and est.restore_best_weights and (
+    if est.early_stopping and est.restore_best_weights and est._best_params is not None and (
             not incremental or est.stopped_early_):
         est._params[:] = est._best_params
 

@@ -275,3 +275,16 @@ def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
     # same model on both devices: the W1 test accuracies agree
     accuracies = re.findall(r"\| W1 .*\| fastmlp c(?:uda|pu) \|.*\| (\d\.\d+) \|", table)
     assert len(accuracies) == 2 and accuracies[0] == accuracies[1], table
+
+
+def test_product_grids_stay_within_cudas_grid_limits():
+    """Rows of a product go along the grid's x axis (up to 2**31 - 1 blocks): on y (at most
+    65535 blocks) a first layer's weight gradient over 2**20 sparse features, or a batch of a
+    million rows, could not be launched. The simulator checks that kernels read the same axes."""
+    import types
+
+    K = types.SimpleNamespace(TILE=16)
+    for rows, cols in [(2**20 + 1, 256), (3_000_000, 10), (7, 5)]:
+        (grid_x, grid_y), block = gpu._product_grid(K, rows, cols)
+        assert grid_x * 16 >= rows and grid_y * 16 >= cols and block == (16, 16)
+        assert grid_x <= 2**31 - 1 and grid_y <= 65535

@@ -173,8 +173,9 @@ def _blocks(n, per_block):
 
 
 def _product_grid(K, rows, cols):
-    """(grid, block) of a tiled product kernel writing a (rows, cols) result."""
-    return (_blocks(cols, K.TILE), _blocks(rows, K.TILE)), (K.TILE, K.TILE)
+    """(grid, block) of a tiled product kernel writing a (rows, cols) result. Rows go along the
+    grid's x dimension, which takes up to 2**31 - 1 blocks (y takes at most 65535)."""
+    return (_blocks(rows, K.TILE), _blocks(cols, K.TILE)), (K.TILE, K.TILE)
 
 
 def _elementwise_grid(K, rows, cols):

@@ -226,8 +226,11 @@ def _tiled_dot(A, B, transpose_a, transpose_b, n_rows, n_cols, n_inner, ones_row
     sB = cuda.shared.array((TILE, TILE), dtype=A.dtype)
     ty = cuda.threadIdx.y
     tx = cuda.threadIdx.x
-    row0 = cuda.blockIdx.y * TILE
-    col0 = cuda.blockIdx.x * TILE
+    # Rows of the product go along the grid's x dimension (up to 2**31 - 1 blocks): its y
+    # dimension is limited to 65535 blocks, too few for 16 * 65535 rows (large batches, or the
+    # fan-in + 1 rows of a first layer's weight gradient with ~2**20 sparse features).
+    row0 = cuda.blockIdx.x * TILE
+    col0 = cuda.blockIdx.y * TILE
     zero = A.dtype.type(0)
     acc = zero
     for k0 in range(0, n_inner, TILE):
@@ -262,8 +265,8 @@ def _tiled_dot(A, B, transpose_a, transpose_b, n_rows, n_cols, n_inner, ones_row
 def matmul(C, A, B, transpose_a, transpose_b):
     """C (M, N) = op(A) @ op(B), op transposing when asked: A (B, I) @ W (I, O), A.T @ dZ and
     dZ @ W.T are the three products training needs. Launch: product_grid(M, N)."""
-    row = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    col = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    row = cuda.blockIdx.x * TILE + cuda.threadIdx.y
+    col = cuda.blockIdx.y * TILE + cuda.threadIdx.x
     n_inner = A.shape[0] if transpose_a else A.shape[1]
     acc = _tiled_dot(A, B, transpose_a, transpose_b, C.shape[0], C.shape[1], n_inner, False)
     if row < C.shape[0] and col < C.shape[1]:
@@ -276,8 +279,8 @@ def dense_forward(Z, pre, A, W, b, kind):
     and activate fused (softmax rows are finished later, by softmax_rows or
     output_delta_and_loss). pre (B, O) out: the pre-activation, written only for GELU and SiLU.
     Launch: product_grid(B, O)."""
-    row = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    col = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    row = cuda.blockIdx.x * TILE + cuda.threadIdx.y
+    col = cuda.blockIdx.y * TILE + cuda.threadIdx.x
     z = _tiled_dot(A, W, False, False, Z.shape[0], Z.shape[1], A.shape[1], False)
     if row < Z.shape[0] and col < Z.shape[1]:
         z += b[col]
@@ -291,8 +294,8 @@ def dense_backward(dW, db, dZ, A):
     """Unnormalised parameter gradients of one layer, as the CPU dense_backward: dW (I, O) =
     A.T @ dZ and db (O,) = column sums of dZ (B, O), as one product [A, 1].T @ dZ whose extra last
     row is db. A (B, I) is the layer's input. Launch: product_grid(I + 1, O)."""
-    row = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    col = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    row = cuda.blockIdx.x * TILE + cuda.threadIdx.y
+    col = cuda.blockIdx.y * TILE + cuda.threadIdx.x
     g = _tiled_dot(A, dZ, True, False, dW.shape[0], dW.shape[1], A.shape[0], True)
     if col < dW.shape[1]:
         if row < dW.shape[0]:
@@ -307,8 +310,8 @@ def backward_input(dA, dZ, W, A, Z, M, kind, masked):
     pre-activations. The CPU backprop's np.dot(dZ, W.T, dA), dropout mask M (B, I) (when
     `masked`) and activation_backward (from A = f(z) (B, I), or Z = z for GELU and SiLU), fused.
     W (I, O). Launch: product_grid(B, I)."""
-    row = cuda.blockIdx.y * TILE + cuda.threadIdx.y
-    col = cuda.blockIdx.x * TILE + cuda.threadIdx.x
+    row = cuda.blockIdx.x * TILE + cuda.threadIdx.y
+    col = cuda.blockIdx.y * TILE + cuda.threadIdx.x
     g = _tiled_dot(dZ, W, False, True, dA.shape[0], dA.shape[1], dZ.shape[1], False)
     if row < dA.shape[0] and col < dA.shape[1]:
         if masked:

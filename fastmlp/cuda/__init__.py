@@ -179,8 +179,8 @@ def _product_grid(K, rows, cols):
 
 
 def _elementwise_grid(K, rows, cols):
-    """(grid, block) of a 2-D elementwise kernel over (rows, cols)."""
-    return (_blocks(rows, K.EDGE), _blocks(cols, K.EDGE)), (K.EDGE, K.EDGE)
+    """(grid, block) of an elementwise kernel over (rows, cols): one thread per element, 1-D."""
+    return _blocks(rows * cols, K.BLOCK), K.BLOCK
 
 
 def _launcher(kernel, grid, block):

@@ -26,7 +26,6 @@ TILE = 16  # edge of the matrix products' shared-memory tiles: TILE x TILE threa
 # block-per-row gathers. The simulator runs one Python thread per CUDA thread: small blocks there.
 BLOCK = 32 if SIMULATOR else 256
 ROW_THREADS = 8 if SIMULATOR else 128
-EDGE = 4 if SIMULATOR else 16  # 2-D elementwise kernels: EDGE x EDGE threads per block
 
 # Slots of the float64 `stats` array: this batch's weighted loss sum and weight sum, the epoch's
 # running total (what the CPU train_epoch returns) and the number of updates made so far.
@@ -153,13 +152,24 @@ def _softmax_row(Z, i):
         Z[i, j] /= total
 
 
+@cuda.jit(device=True)
+def _element(shape):
+    """(i, j, inside) of this thread in an elementwise kernel over a C-ordered (rows, cols)
+    array: one thread per element in memory order, so that a warp reads consecutive addresses
+    (a 2-D grid would put neighbouring threads on different rows)."""
+    k = cuda.grid(1)
+    cols = shape[1]
+    i = k // cols if cols > 0 else 0
+    return i, k - i * cols, k < shape[0] * cols
+
+
 @cuda.jit
 def bias_activate(Z, pre, b, kind):
     """Z (B, O) in place: f(Z + b), b (O,); pre (B, O) out: Z + b, written only for GELU and
     SiLU (whose derivatives need it). The dense_forward epilogue, for products made by cuBLAS.
-    Launch: 2-D grid over (B, O)."""
-    i, j = cuda.grid(2)
-    if i < Z.shape[0] and j < Z.shape[1]:
+    Launch: elementwise_grid(B, O)."""
+    i, j, inside = _element(Z.shape)
+    if inside:
         z = Z[i, j] + b[j]
         if kind == GELU or kind == SILU:
             pre[i, j] = z
@@ -178,9 +188,9 @@ def softmax_rows(Z):
 def activation_backward(dZ, A, Z, M, kind, masked):
     """dZ (B, O) in place: times the dropout mask M (B, O) when `masked`, then times f'(z), from
     A = f(z) (B, O) or, for GELU and SiLU, Z = z (B, O). The backward_input epilogue, for
-    products made by cuBLAS. Launch: 2-D grid over (B, O)."""
-    i, j = cuda.grid(2)
-    if i < dZ.shape[0] and j < dZ.shape[1]:
+    products made by cuBLAS. Launch: elementwise_grid(B, O)."""
+    i, j, inside = _element(dZ.shape)
+    if inside:
         g = dZ[i, j]
         if masked:
             g *= M[i, j]  # dropped units pass no gradient
@@ -204,9 +214,9 @@ def uniform(seed, counter):
 @cuda.jit
 def dropout_forward(D, M, A, rate, seed, first, stride):
     """D (B, O) out: A * M; M (B, O) out: the mask, 0 or 1 / (1 - rate); A (B, O) activations.
-    Element (i, j) draws uniform(seed, first + i * stride + j). Launch: 2-D grid over (B, O)."""
-    i, j = cuda.grid(2)
-    if i < A.shape[0] and j < A.shape[1]:
+    Element (i, j) draws uniform(seed, first + i * stride + j). Launch: elementwise_grid(B, O)."""
+    i, j, inside = _element(A.shape)
+    if inside:
         scale = A.dtype.type(1.0 / (1.0 - rate))
         M[i, j] = scale if uniform(seed, first + i * stride + j) >= rate else A.dtype.type(0)
         D[i, j] = A[i, j] * M[i, j]

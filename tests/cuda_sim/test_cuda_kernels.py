@@ -78,13 +78,13 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
 @pytest.mark.parametrize("name", HIDDEN + ["softmax", "exp"])
 def test_bias_activate_and_softmax_rows_match_the_reference(name, dtype):
     rng = _rng(1)
-    Z = rng.normal(scale=3, size=(5, 3)).astype(dtype)
+    Z = rng.normal(scale=3, size=(7, 6)).astype(dtype)  # more elements than one block holds
     Z[0, 0] = 0.0
-    b = rng.normal(size=3).astype(dtype)
+    b = rng.normal(size=6).astype(dtype)
     Zd, pre = to_device(Z), to_device(np.zeros_like(Z))
     K.bias_activate[_elementwise_grid(K, *Z.shape)](Zd, pre, to_device(b), CODE[name])
     if name == "softmax":
-        K.softmax_rows[_blocks(5, K.BLOCK), K.BLOCK](Zd)
+        K.softmax_rows[_blocks(7, K.BLOCK), K.BLOCK](Zd)
     assert_allclose(to_host(Zd), reference.activate(name, Z + b), **TOL[dtype])
     assert_allclose(to_host(pre), Z + b if name in ("gelu", "silu") else 0)
 
@@ -93,7 +93,7 @@ def test_bias_activate_and_softmax_rows_match_the_reference(name, dtype):
 @pytest.mark.parametrize("name", HIDDEN)
 def test_activation_backward_matches_the_cpu(name, masked):
     rng = _rng(2)
-    Z = rng.normal(scale=2, size=(4, 3))
+    Z = rng.normal(scale=2, size=(6, 7))  # more elements than one block holds
     Z[0, 0] = 0.0
     A = reference.activate(name, Z)
     M = rng.choice([0.0, 2.0], size=Z.shape)
@@ -107,7 +107,7 @@ def test_activation_backward_matches_the_cpu(name, masked):
 
 
 def test_dropout_forward_draws_the_cpu_masks_bit_for_bit():
-    A = _rng(3).normal(size=(5, 4))
+    A = _rng(3).normal(size=(9, 7))  # more elements than one block holds
     D, M = np.empty_like(A), np.empty_like(A)
     cpu.dropout_forward(D, M, A, 0.4, 12345, 70, 9)
     Dd, Md = to_device(np.empty_like(A)), to_device(np.empty_like(A))

@@ -288,3 +288,50 @@ def test_product_grids_stay_within_cudas_grid_limits():
         (grid_x, grid_y), block = gpu._product_grid(K, rows, cols)
         assert grid_x * 16 >= rows and grid_y * 16 >= cols and block == (16, 16)
         assert grid_x <= 2**31 - 1 and grid_y <= 65535
+
+
+def _fake_cupy(matmul):
+    """A stand-in module with the few CuPy names _cupy() uses, over NumPy."""
+    import contextlib
+    import types
+
+    return types.SimpleNamespace(
+        ones=np.ones, matmul=matmul, asnumpy=np.asarray, float32=np.float32,
+        cuda=types.SimpleNamespace(Stream=types.SimpleNamespace(null=contextlib.nullcontext())))
+
+
+def test_cublas_is_used_only_when_cupys_product_works(monkeypatch, recwarn):
+    """CuPy is checked once per process with a small product: a working one is used, a broken
+    one (built for another CUDA, cuBLAS missing) warns once and the tiled kernels take over, and
+    a missing one is silently skipped. Runs without a GPU on a stand-in module."""
+    import warnings
+
+    monkeypatch.setattr(gpu, "_simulator", lambda: False)
+
+    working = _fake_cupy(np.matmul)
+    monkeypatch.setitem(sys.modules, "cupy", working)
+    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
+    assert gpu._cupy() is working
+
+    def broken_matmul(a, b):
+        raise RuntimeError("CUBLAS_STATUS_NOT_INITIALIZED")
+
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(broken_matmul))
+    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
+    with pytest.warns(RuntimeWarning, match="CUBLAS_STATUS_NOT_INITIALIZED"):
+        assert gpu._cupy() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # checked once: no second warning
+        assert gpu._cupy() is None
+
+    wrong = _fake_cupy(lambda a, b: 3 * a)  # a product that computes the wrong thing
+    monkeypatch.setitem(sys.modules, "cupy", wrong)
+    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
+    with pytest.warns(RuntimeWarning, match="gave"):
+        assert gpu._cupy() is None
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # not installed: import fails
+    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gpu._cupy() is None

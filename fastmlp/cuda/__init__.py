@@ -197,15 +197,40 @@ def _launcher(kernel, grid, block):
 
 
 def _cupy():
-    """CuPy, when it is importable and a real GPU is in use; else None (tiled kernels only).
-    Untested without a GPU: the simulator has no cuBLAS."""
+    """CuPy, when it is importable, a real GPU is in use and a small cuBLAS product works on it;
+    else None (tiled kernels only). Checked once per process: a CuPy built for another CUDA
+    version, or a cuBLAS that fails to load, warns and falls back here instead of failing in the
+    middle of a fit. Not run on a GPU yet: the simulator has no cuBLAS."""
+    global _CUPY
     if _simulator():
         return None
+    if _CUPY is _UNCHECKED:
+        _CUPY = _working_cupy()
+    return _CUPY
+
+
+def _working_cupy():
     try:
         import cupy
-    except Exception:  # noqa: BLE001 - not installed, or installed for another CUDA version
+    except Exception:  # noqa: BLE001 - not installed, or broken: the tiled kernels do the work
+        return None
+    try:
+        with cupy.cuda.Stream.null:
+            a = cupy.ones((2, 2), dtype=cupy.float32)
+            product = cupy.asnumpy(cupy.matmul(a, a))
+        if not np.array_equal(product, np.full((2, 2), 2, np.float32)):
+            raise RuntimeError(f"cupy.matmul of ones gave {product.tolist()}")
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not use it
+        warnings.warn(f"CuPy is installed but its cuBLAS product failed ({_reason(exc)}); "
+                      "fastmlp uses its own CUDA matrix kernels instead. Install the CuPy that "
+                      "matches your CUDA version (cupy-cuda12x or cupy-cuda13x) to use cuBLAS.",
+                      RuntimeWarning, stacklevel=3)
         return None
     return cupy
+
+
+_UNCHECKED = object()
+_CUPY = _UNCHECKED  # the result of _cupy()'s one check
 
 
 def _same_stream(cupy):

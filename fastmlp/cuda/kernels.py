@@ -272,18 +272,6 @@ def _tiled_dot(A, B, transpose_a, transpose_b, n_rows, n_cols, n_inner, ones_row
 
 
 @cuda.jit
-def matmul(C, A, B, transpose_a, transpose_b):
-    """C (M, N) = op(A) @ op(B), op transposing when asked: A (B, I) @ W (I, O), A.T @ dZ and
-    dZ @ W.T are the three products training needs. Launch: product_grid(M, N)."""
-    row = cuda.blockIdx.x * TILE + cuda.threadIdx.y
-    col = cuda.blockIdx.y * TILE + cuda.threadIdx.x
-    n_inner = A.shape[0] if transpose_a else A.shape[1]
-    acc = _tiled_dot(A, B, transpose_a, transpose_b, C.shape[0], C.shape[1], n_inner, False)
-    if row < C.shape[0] and col < C.shape[1]:
-        C[row, col] = acc
-
-
-@cuda.jit
 def dense_forward(Z, pre, A, W, b, kind):
     """Z (B, O) = f(A (B, I) @ W (I, O) + b (O,)), f the activation `kind`: the CPU dense_forward
     and activate fused (softmax rows are finished later, by softmax_rows or

@@ -119,19 +119,21 @@ def test_dropout_forward_draws_the_cpu_masks_bit_for_bit():
 
 # ------------------------------------------------------------------------------ products
 
-def test_tiled_matmul_makes_the_three_products():
-    """Shapes straddle the 16 x 16 tiles: partial tiles on every edge of every operand.
-    (float32 goes through the same code: see the dense_forward test.)"""
-    dtype = np.float64
+def test_fused_products_straddle_the_tiles():
+    """Shapes with partial 16 x 16 tiles on every edge of every operand, for the two products
+    the per-activation tests below make on single tiles: A @ W (+ b) and dZ @ W.T. (A.T @ dZ:
+    see the dense_backward test.) float32 goes through the same code."""
     rng = _rng(4)
     B, I, O = 18, 17, 3
-    A, W, dZ = (rng.normal(size=s).astype(dtype) for s in ((B, I), (I, O), (B, O)))
-    for C, left, right, ta, tb in [((B, O), A, W, False, False), ((I, O), A, dZ, True, False),
-                                   ((B, I), dZ, W, False, True)]:
-        out = to_device(np.full(C, np.nan, dtype))
-        K.matmul[_product_grid(K, *C)](out, to_device(left), to_device(right), ta, tb)
-        assert_allclose(to_host(out), (left.T if ta else left) @ (right.T if tb else right),
-                        **TOL[dtype])
+    A, W, dZ, b = (rng.normal(size=s) for s in ((B, I), (I, O), (B, O), (O,)))
+    Z, pre = to_device(np.full((B, O), np.nan)), to_device(np.zeros((B, O)))
+    K.dense_forward[_product_grid(K, B, O)](Z, pre, to_device(A), to_device(W), to_device(b),
+                                            CODE["identity"])
+    assert_allclose(to_host(Z), A @ W + b, **TOL[np.float64])
+    dA = to_device(np.full((B, I), np.nan))
+    K.backward_input[_product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
+                                             to_device(A), to_device(A), CODE["identity"], False)
+    assert_allclose(to_host(dA), dZ @ W.T, **TOL[np.float64])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -368,6 +368,7 @@ def _train(client, model, shards, owners, shard_rows, classes, epochs, sync_ever
     try:
         for _ in range(epochs):
             started = time.perf_counter()
+            learning_rate = _learning_rate(model)  # this epoch's, for the record
             epoch_loss = 0.0
             for start, stop in windows:
                 shipped = client.scatter(model, broadcast=True, hash=False)
@@ -391,7 +392,7 @@ def _train(client, model, shards, owners, shard_rows, classes, epochs, sync_ever
             if user["verbose"]:
                 print("Epoch %d, averaged loss = %.8f" % (epochs_done, epoch_loss))
             record = EpochRecord(epochs_done, epoch_loss, None, None,
-                                 time.perf_counter() - started, _learning_rate(model), model)
+                                 time.perf_counter() - started, learning_rate, model)
             stop_requested = any([bool(callback(record)) for callback in callbacks])
             # fit's stopping rule, applied to the averaged loss.
             no_improvement = no_improvement + 1 if epoch_loss > best_loss - model.tol else 0

@@ -381,15 +381,21 @@ def test_callbacks_run_on_the_client_with_the_averaged_loss_and_can_stop(inproc)
     X, y, _, _ = _blobs(800)
     seen = []
 
+    rates = []
+
     def stop_after_three(record):
         seen.append((record.epoch, record.train_loss))
+        rates.append(record.learning_rate)
         return record.epoch == 3
 
-    est = MLPClassifier(hidden_layer_sizes=(8,), random_state=0, callbacks=[stop_after_three])
+    est = MLPClassifier(hidden_layer_sizes=(8,), random_state=0, callbacks=[stop_after_three],
+                        learning_rate_decay="linear", max_iter=4)
     model = fmd.fit(est, da.from_array(X, chunks=(200, 20)), da.from_array(y, chunks=200),
                     classes=[0, 1, 2], client=inproc, epochs=10)
     assert model.n_iter_ == 3 and model.stopped_early_
     assert seen == list(enumerate(model.loss_curve_, start=1))
+    # each record carries the rate its epoch trained with: 1e-3 * (1 - e / 4)
+    np.testing.assert_allclose(rates, [1e-3, 0.75e-3, 0.5e-3], rtol=1e-12)
     assert model.callbacks == [stop_after_three]  # the user's parameters are given back
 
 

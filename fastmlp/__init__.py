@@ -7,6 +7,6 @@ from .plotting import plot_loss_curve
 from .training import DivergenceError
 
 __version__ = "0.1.0"
-__all__ = ["DivergenceError", "EpochRecord", "MLPClassifier", "MLPRegressor", "ModelFileError", "load",
-           "plot_loss_curve",
+__all__ = ["DivergenceError", "EpochRecord", "MLPClassifier", "MLPRegressor", "ModelFileError",
+           "load", "plot_loss_curve",
            "__version__"]

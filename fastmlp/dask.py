@@ -408,7 +408,7 @@ def _train(client, model, shards, owners, shard_rows, classes, epochs, sync_ever
         client.cancel(running)
         if not epochs_done:
             raise
-        warnings.warn("Training interrupted by user.")
+        warnings.warn("Training interrupted by user.", stacklevel=2)
         stopped = True
 
     model.n_iter_ = epochs_done

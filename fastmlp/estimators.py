@@ -15,15 +15,22 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_clas
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import persistence
 from .layout import Layout
-from .training import DivergenceError, TrainingData, backend, predict_rows, run_lbfgs, run_stochastic
+from .training import (
+    DivergenceError,
+    TrainingData,
+    backend,
+    predict_rows,
+    run_lbfgs,
+    run_stochastic,
+)
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "adagrad", "rmsprop", "adamw")
 _INT_INDEX = np.int64  # sparse indices are normalised to one type: one compiled specialisation
@@ -788,7 +795,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
     loss : {{'squared_error', 'poisson'}}, default='squared_error'
         Half squared error with an identity output, or half Poisson deviance with an exponential
         output (targets must be non-negative). As in scikit-learn, the squared error is averaged
-        over outputs while its gradient is not (scikit-learn issue 8349; see the README).{_SHARED_PARAMETERS}
+        over outputs while its gradient is not (scikit-learn issue 8349; see the
+        README).{_SHARED_PARAMETERS}
     Attributes
     ----------{_SHARED_ATTRIBUTES}
     Examples

@@ -71,7 +71,8 @@ class Layout:
     def pack(self, coefs, intercepts, dtype):
         """A new flat buffer holding copies of the given arrays."""
         flat = self.empty(dtype)
-        for view, value in zip(self.coefs(flat) + self.intercepts(flat), list(coefs) + list(intercepts)):
+        views = self.coefs(flat) + self.intercepts(flat)
+        for view, value in zip(views, list(coefs) + list(intercepts)):
             if np.shape(value) != view.shape:
                 raise ValueError(
                     f"expected an array of shape {view.shape}, got one of shape {np.shape(value)}"

@@ -44,9 +44,10 @@ class Optimizer:
 class SGDOptimizer(Optimizer):
     """Mini-batch SGD with momentum (optionally Nesterov's) and a learning-rate schedule.
 
-    Schedules: ``"constant"``; ``"invscaling"``, ``lr = learning_rate_init / (t + 1) ** power_t`` with
-    t the number of samples seen, updated after each epoch; ``"adaptive"``, divide by 5 each time
-    training stops improving, until the rate falls below 1e-6.
+    Schedules: ``"constant"``; ``"invscaling"``,
+    ``lr = learning_rate_init / (t + 1) ** power_t`` with t the number of samples seen, updated
+    after each epoch; ``"adaptive"``, divide by 5 each time training stops improving, until the
+    rate falls below 1e-6.
     """
 
     def __init__(self, n_params, dtype, learning_rate_init, lr_schedule, momentum, nesterov,

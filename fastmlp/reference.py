@@ -139,7 +139,8 @@ def sgd_step(params, velocities, grads, learning_rate, momentum, nesterov):
 def adam_step(params, ms, vs, grads, step, learning_rate, beta_1, beta_2, epsilon,
               weight_decay=0.0, decayed=None):
     """Adam step number ``step`` (counted from 1), in place on every array. weight_decay > 0
-    makes it AdamW: the arrays flagged in ``decayed`` first shrink by learning_rate * weight_decay."""
+    makes it AdamW: the arrays flagged in ``decayed`` first shrink by
+    learning_rate * weight_decay."""
     corrected_lr = learning_rate * np.sqrt(1 - beta_2**step) / (1 - beta_1**step)
     decayed = decayed or [False] * len(params)
     for p, m, v, g, decay in zip(params, ms, vs, grads, decayed):

@@ -94,7 +94,7 @@ def _batch_size(est, n_samples):
         return min(200, n_samples)
     if est.batch_size > n_samples:
         warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to "
-                      "be clipped")
+                      "be clipped", stacklevel=3)
     return int(np.clip(est.batch_size, 1, n_samples))
 
 
@@ -217,9 +217,9 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
             if est.n_iter_ == est.max_iter:
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
                               "optimization hasn't converged yet." % est.max_iter,
-                              ConvergenceWarning)
+                              ConvergenceWarning, stacklevel=3)
     except KeyboardInterrupt:
-        warnings.warn("Training interrupted by user.")
+        warnings.warn("Training interrupted by user.", stacklevel=3)
         est.stopped_early_ = True
     finally:
         # Bring parameters and optimizer state home (no-ops on the CPU backend).
@@ -312,7 +312,8 @@ def _lbfgs_iterations(result, max_iter):
         msg = (f"lbfgs failed to converge after {n_iter} iteration(s) (status={result.status}):\n"
                f"{result.message}\n")
         if n_iter == max_iter:
-            msg += f"\nIncrease the number of iterations to improve the convergence (max_iter={max_iter})."
+            msg += ("\nIncrease the number of iterations to improve the convergence "
+                    f"(max_iter={max_iter}).")
         msg += ("\nYou might also want to scale the data as shown in:\n"
                 "    https://scikit-learn.org/stable/modules/preprocessing.html")
         warnings.warn(msg, ConvergenceWarning, stacklevel=3)

@@ -62,7 +62,7 @@ def test_predict_before_fit():
     with pytest.raises(NotFittedError):
         MLPClassifier().predict(X)
     with pytest.raises(AttributeError, match="not fitted"):
-        MLPClassifier().coefs_
+        _ = MLPClassifier().coefs_
 
 
 @pytest.mark.parametrize("params, message", [

@@ -24,8 +24,8 @@ pytest.importorskip("distributed", reason="needs the dask extra: pip install '.[
 pytest.importorskip("dask_ml", reason="needs the dask extra: pip install '.[dask]'")
 
 import dask.array as da  # noqa: E402
-from dask.utils import key_split  # noqa: E402
 import joblib  # noqa: E402
+from dask.utils import key_split  # noqa: E402
 from dask_ml.wrappers import Incremental, ParallelPostFit  # noqa: E402
 from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402

@@ -234,8 +234,8 @@ def test_every_solver_gets_the_decayed_rate_in_fit_and_partial_fit(kernel_learni
 
     records = []
     params = dict(hidden_layer_sizes=(8,), solver=solver, learning_rate_init=0.01,
-                  learning_rate_decay=decay, max_iter=5, tol=0.0, n_iter_no_change=100, random_state=0,
-                  callbacks=[records.append])
+                  learning_rate_decay=decay, max_iter=5, tol=0.0, n_iter_no_change=100,
+                  random_state=0, callbacks=[records.append])
     MLPClassifier(**params).fit(X, y)
     want = [0.01 * decay_factor(decay, e, 5) for e in range(5)]
     assert_allclose(kernel_learning_rates, want, rtol=1e-12)

@@ -88,7 +88,8 @@ def test_loss_and_gradient_against_reference(activation, head, dtype):
         layout.coefs(params), layout.intercepts(params), X, Y, activation, head[0], head[1],
         alpha, sw)
     assert_allclose(loss, ref_loss, **TOL[dtype])
-    for got, want in zip(layout.coefs(grad) + layout.intercepts(grad), coef_grads + intercept_grads):
+    got_grads = layout.coefs(grad) + layout.intercepts(grad)
+    for got, want in zip(got_grads, coef_grads + intercept_grads):
         assert_allclose(got, want, **TOL[dtype])
 
 

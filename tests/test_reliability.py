@@ -1,4 +1,5 @@
-"""Guarantees under bad numerics, interruption, concurrency and large inputs (README "Guarantees")."""
+"""Guarantees under bad numerics, interruption, concurrency and large inputs (README
+"Guarantees")."""
 
 import pickle
 import subprocess

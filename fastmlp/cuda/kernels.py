@@ -17,8 +17,20 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..cpu.kernels import (BINARY_LOG_LOSS, ELU, EXP, GELU, LEAKY_RELU, LEAKY_SLOPE, LOG_LOSS,
-                           LOGISTIC, RELU, SILU, SQUARED_ERROR, TANH)
+from ..cpu.kernels import (
+    BINARY_LOG_LOSS,
+    ELU,
+    EXP,
+    GELU,
+    LEAKY_RELU,
+    LEAKY_SLOPE,
+    LOG_LOSS,
+    LOGISTIC,
+    RELU,
+    SILU,
+    SQUARED_ERROR,
+    TANH,
+)
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 TILE = 16  # edge of the matrix products' shared-memory tiles: TILE x TILE threads per block

@@ -23,6 +23,7 @@ import pytest
 
 import fastmlp
 from fastmlp import cuda as gpu
+from fastmlp.cuda import device, launch
 
 TESTS = Path(__file__).resolve().parent
 SHARDS = [["cuda_sim/test_cuda_backend.py"],
@@ -115,13 +116,13 @@ NO_DRIVER = RuntimeError("Error at driver init: \n\nCUDA driver library cannot b
 def no_gpu(monkeypatch):
     """check_available on a machine as described: not the simulator, numba-cuda installed, and
     a numba.cuda whose answers the test chooses."""
-    monkeypatch.setattr(gpu, "_simulator", lambda: False)
-    monkeypatch.setattr(gpu, "_numba_cuda_installed", lambda: True)
-    monkeypatch.setattr(gpu, "_compiler_found", lambda: True)
+    monkeypatch.setattr(device, "simulator", lambda: False)
+    monkeypatch.setattr(device, "numba_cuda_installed", lambda: True)
+    monkeypatch.setattr(device, "compiler_found", lambda: True)
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
 
     def machine(**fake):
-        monkeypatch.setattr(gpu, "_import_cuda", lambda: _FakeCuda(**fake))
+        monkeypatch.setattr(device, "import_cuda", lambda: _FakeCuda(**fake))
 
     return machine
 
@@ -139,7 +140,7 @@ def test_check_available_says_the_driver_is_missing(no_gpu):
 
 def test_check_available_says_numba_cuda_is_missing(no_gpu, monkeypatch):
     no_gpu(gpus=NO_DRIVER)
-    monkeypatch.setattr(gpu, "_numba_cuda_installed", lambda: False)
+    monkeypatch.setattr(device, "numba_cuda_installed", lambda: False)
     with pytest.raises(RuntimeError, match=r"numba-cuda is not installed.*pip install "
                                            r"'fastmlp\[cuda\]'"):
         gpu.check_available()
@@ -162,7 +163,7 @@ def test_check_available_says_the_simulator_flag_came_too_late(no_gpu, monkeypat
 
 def test_check_available_says_the_compiler_is_missing(no_gpu, monkeypatch):
     no_gpu(available=True)
-    monkeypatch.setattr(gpu, "_compiler_found", lambda: False)
+    monkeypatch.setattr(device, "compiler_found", lambda: False)
     with pytest.raises(RuntimeError, match="finds the GPU but not libNVVM.*pip install"):
         gpu.check_available()
 
@@ -170,8 +171,8 @@ def test_check_available_says_the_compiler_is_missing(no_gpu, monkeypatch):
 def test_check_available_accepts_a_gpu_or_the_simulator(no_gpu, monkeypatch):
     no_gpu(available=True)
     assert gpu.check_available() is None
-    monkeypatch.setattr(gpu, "_import_cuda", lambda: pytest.fail("the simulator needs no probe"))
-    monkeypatch.setattr(gpu, "_simulator", lambda: True)
+    monkeypatch.setattr(device, "import_cuda", lambda: pytest.fail("the simulator needs no probe"))
+    monkeypatch.setattr(device, "simulator", lambda: True)
     assert gpu.check_available() is None
 
 
@@ -191,48 +192,64 @@ def test_device_cuda_without_a_gpu_raises_and_auto_falls_back(no_gpu):
 
 PTX_CHECK = r"""
 import re, sys, types
+import numpy as np
+import numba
 from numba import cuda, float32, float64, int64, boolean
 from numba.cuda.cudadrv.error import CudaSupportError
+from fastmlp.bundles import Features, Network, OptimizerStep
+from fastmlp.cuda import fused
 from fastmlp.cuda import kernels as K
 
 
 def signatures(T):
     M, V, F, I = T[:, ::1], T[::1], float64[::1], int64[::1]
+    features = numba.types.NamedTuple([M, V, I, I], Features)
+    net = numba.typeof(Network(np.zeros((2, 4), np.int64), 1, 2, 3, 0.1, 0.0, 5))
+    opt = numba.typeof(OptimizerStep(1, 0.1, 0.0, False, 0.9, 0.99, 1e-8, 0.0, 0.0, 3))
     return {
-        "gather_rows": (M, M, V, I, I, I, int64),
+        "gather_rows_from": (M, M, V, I, I, I, int64),
         "stage_batch": (M, M, V, M, V, I, I, M, V, I, int64),
         "bias_activate": (M, M, V, int64),
         "softmax_rows": (M,),
-        "activation_backward": (M, M, M, M, int64, boolean),
+        "activation_backward_masked": (M, M, M, M, int64, boolean),
         "dropout_forward": (M, M, M, float64, int64, int64, int64),
-        "dense_forward": (M, M, M, M, V, int64),
+        "dense_forward_activate": (M, M, M, M, V, int64),
         "dense_backward": (M, V, M, M),
         "backward_input": (M, M, M, M, M, M, int64, boolean),
         "column_sums": (V, M),
-        "output_delta_and_loss": (M, F, M, M, V, int64, boolean, float64),
-        "finish_gradient": (V, F, V, F, T, int64),
-        "sgd_update": (V, V, F, V, F, T, int64, T, T, boolean),
-        "adam_update": (V, V, V, F, V, F, T, int64, F, T, T, T, T, int64),
-        "adagrad_update": (V, V, F, V, F, T, int64, T, T),
-        "rmsprop_update": (V, V, F, V, F, T, int64, T, T, T),
+        "output_delta_and_loss_sums": (M, F, M, M, V, int64, boolean, float64),
+        "finish_gradient_squares": (V, F, V, F, T, int64),
+        "sgd_update_batch": (V, V, F, V, F, T, int64, T, T, boolean),
+        "adam_update_batch": (V, V, V, F, V, F, T, int64, F, T, T, T, T, int64),
+        "adagrad_update_batch": (V, V, F, V, F, T, int64, T, T),
+        "rmsprop_update_batch": (V, V, F, V, F, T, int64, T, T, T),
         "close_batch": (F, F, float64, int64),
         "add_into": (V, V, boolean),
+        "train_epoch_fused": (V, V, V, F, features, M, V, I, F, int64, net, opt, float64),
     }
+
+
+def kernel(name):
+    return getattr(fused if name == "train_epoch_fused" else K, name)
 
 
 def compile_all():
     for T in (float32, float64):
         for name, signature in signatures(T).items():
-            ptx, _ = cuda.compile_ptx(getattr(K, name).py_func, signature, cc=(8, 0))
+            ptx, _ = cuda.compile_ptx(kernel(name).py_func, signature, cc=(8, 0))
             doubles = re.findall(r"\b(?:add|mul|fma)\.(?:rn\.)?f64\b", ptx)
-            if name in ("dense_forward", "dense_backward", "backward_input", "bias_activate",
-                        "activation_backward"):
+            if name in ("dense_forward_activate", "dense_backward", "backward_input",
+                        "bias_activate", "activation_backward_masked"):
                 # float32 products and activations do float32 arithmetic only.
                 assert bool(doubles) == (T is float64), (name, T, doubles[:3])
 
 
-kernels = {n for n in dir(K) if hasattr(getattr(K, n), "py_func")
-           and not getattr(getattr(K, n), "targetoptions", {}).get("device")}
+def launchable(module):
+    return {n for n in dir(module) if hasattr(getattr(module, n), "py_func")
+            and not getattr(getattr(module, n), "targetoptions", {}).get("device")}
+
+
+kernels = launchable(K) | launchable(fused)
 assert kernels == set(signatures(float32)), kernels ^ set(signatures(float32))
 try:
     compile_all()
@@ -249,12 +266,13 @@ print("compiled", len(kernels), "kernels")
 @pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
                     reason="needs numba-cuda (pip install 'fastmlp[cuda]'); no GPU needed")
 def test_every_kernel_compiles_for_a_real_gpu():
-    """What the simulator cannot check: numba-cuda types every kernel, in float32 and float64,
-    and NVVM compiles it to PTX (sm_80), with float32 products and activations free of float64
-    arithmetic. Runs wherever numba-cuda is installed, GPU or not."""
+    """What the simulator cannot check: numba-cuda types every kernel, the persistent epoch
+    kernel included, in float32 and float64, and NVVM compiles it to PTX (sm_80), with float32
+    products and activations free of float64 arithmetic. Runs wherever numba-cuda is installed,
+    GPU or not."""
     result = _run_python(PTX_CHECK, NUMBA_ENABLE_CUDASIM="0")
     assert result.returncode == 0, result.stdout + result.stderr[-6000:]
-    assert "compiled 18 kernels" in result.stdout
+    assert "compiled 19 kernels" in result.stdout
 
 
 def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
@@ -284,7 +302,7 @@ def test_product_grids_stay_within_cudas_grid_limits():
 
     K = types.SimpleNamespace(TILE=16)
     for rows, cols in [(2**20 + 1, 256), (3_000_000, 10), (7, 5)]:
-        (grid_x, grid_y), block = gpu._product_grid(K, rows, cols)
+        (grid_x, grid_y), block = launch.product_grid(K, rows, cols)
         assert grid_x * 16 >= rows and grid_y * 16 >= cols and block == (16, 16)
         assert grid_x <= 2**31 - 1 and grid_y <= 65535
 
@@ -305,32 +323,32 @@ def test_cublas_is_used_only_when_cupys_product_works(monkeypatch, recwarn):
     a missing one is silently skipped. Runs without a GPU on a stand-in module."""
     import warnings
 
-    monkeypatch.setattr(gpu, "_simulator", lambda: False)
+    monkeypatch.setattr(device, "simulator", lambda: False)
 
     working = _fake_cupy(np.matmul)
     monkeypatch.setitem(sys.modules, "cupy", working)
-    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
-    assert gpu._cupy() is working
+    monkeypatch.setattr(device, "_CUPY", device.UNCHECKED)
+    assert device.cupy() is working
 
     def broken_matmul(a, b):
         raise RuntimeError("CUBLAS_STATUS_NOT_INITIALIZED")
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(broken_matmul))
-    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
+    monkeypatch.setattr(device, "_CUPY", device.UNCHECKED)
     with pytest.warns(RuntimeWarning, match="CUBLAS_STATUS_NOT_INITIALIZED"):
-        assert gpu._cupy() is None
+        assert device.cupy() is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # checked once: no second warning
-        assert gpu._cupy() is None
+        assert device.cupy() is None
 
     wrong = _fake_cupy(lambda a, b: 3 * a)  # a product that computes the wrong thing
     monkeypatch.setitem(sys.modules, "cupy", wrong)
-    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
+    monkeypatch.setattr(device, "_CUPY", device.UNCHECKED)
     with pytest.warns(RuntimeWarning, match="gave"):
-        assert gpu._cupy() is None
+        assert device.cupy() is None
 
     monkeypatch.setitem(sys.modules, "cupy", None)  # not installed: import fails
-    monkeypatch.setattr(gpu, "_CUPY", gpu._UNCHECKED)
+    monkeypatch.setattr(device, "_CUPY", device.UNCHECKED)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert gpu._cupy() is None
+        assert device.cupy() is None

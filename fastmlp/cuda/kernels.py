@@ -1,14 +1,16 @@
 """CUDA kernels mirroring fastmlp/cpu/kernels.py: the same arithmetic on device arrays, with the
 elementwise steps fused into the matrix products' epilogues so that a mini-batch takes few launches.
 
-Launched only by fastmlp/cuda/__init__.py. Kernels never allocate, never copy to or from the host
-and never synchronise with it: batch statistics stay in a small float64 device array `stats`.
-Constants are cast to the arrays' dtype, as in the CPU kernels, so float32 work stays float32.
+Launched only by fastmlp/cuda/launch.py; fastmlp/cuda/fused.py reuses the device functions.
+Kernels never allocate, never copy to or from the host and never synchronise with it: batch
+statistics stay in a small float64 device array `stats`. Constants are cast to the arrays'
+dtype, as in the CPU kernels, so float32 work stays float32.
 
 Shape legend as in the CPU module: B rows in a batch or chunk, N rows in the data set, F input
 features, I fan-in, O fan-out, K outputs, P parameters (length of every flat buffer), G blocks
 of a 1-D launch. Argument order: outputs first, then inputs, then sizes/codes; gradients carry a
-``d`` prefix. Codes (activations, losses) are the CPU module's.
+``d`` prefix. Codes (activations, losses) are fastmlp/codes.py's. A name shared with the CPU
+module means the same contract; kernels that fuse several CPU steps are named for what they do.
 """
 
 import math
@@ -76,7 +78,7 @@ def _gather_row(Xb, r, i, X, X_data, X_indices, X_indptr):
 
 
 @cuda.jit
-def gather_rows(Xb, X, X_data, X_indices, X_indptr, rows, start):
+def gather_rows_from(Xb, X, X_data, X_indices, X_indptr, rows, start):
     """Xb (B, F) out: the input rows rows[start:start + B] (R,), or rows start, start + 1, ...
     when rows is empty; X (N, F) dense, or CSR (X_data, X_indices, X_indptr (N + 1,)).
     Launch: B blocks of ROW_THREADS."""
@@ -87,7 +89,7 @@ def gather_rows(Xb, X, X_data, X_indices, X_indptr, rows, start):
 @cuda.jit
 def stage_batch(Xb, Yb, swb, X, X_data, X_indices, X_indptr, Y, sw, rows, start):
     """The CPU _stage_batch: Xb (B, F), Yb (B, K), swb (B,) out: inputs, targets Y (N, K) and
-    weights sw (N,) of the rows chosen as in gather_rows. Launch: B blocks of ROW_THREADS."""
+    weights sw (N,) of the rows chosen as in gather_rows_from. Launch: B blocks of ROW_THREADS."""
     r = cuda.blockIdx.x
     i = _row_index(rows, start + r)
     _gather_row(Xb, r, i, X, X_data, X_indices, X_indptr)
@@ -102,9 +104,9 @@ def stage_batch(Xb, Yb, swb, X, X_data, X_indices, X_indptr, Y, sw, rows, start)
 # ---------------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
-def activate(z, kind):
-    """f(z) for activation `kind`, the CPU activate for one element. Softmax and identity return
-    z unchanged (softmax rows are finished by _softmax_row)."""
+def activation_value(z, kind):
+    """f(z) for activation `kind`: one element of the CPU activate. Softmax and identity return
+    z unchanged (softmax rows are finished by softmax_in_place)."""
     one = type(z)(1)
     if kind == LOGISTIC:
         return one / (one + math.exp(-z))
@@ -126,7 +128,7 @@ def activate(z, kind):
 
 
 @cuda.jit(device=True)
-def _times_derivative(g, a, z, kind):
+def times_derivative(g, a, z, kind):
     """g * f'(z), the CPU activation_backward for one element: from the output a = f(z), or from
     the pre-activation z for GELU and SiLU."""
     one = type(g)(1)
@@ -151,17 +153,17 @@ def _times_derivative(g, a, z, kind):
 
 
 @cuda.jit(device=True)
-def _softmax_row(Z, i):
-    """Z[i] (K,) in place: its softmax, the row maximum subtracted first (exp cannot overflow)."""
-    top = Z[i, 0]
-    for j in range(1, Z.shape[1]):
-        top = max(top, Z[i, j])
-    total = Z.dtype.type(0)
-    for j in range(Z.shape[1]):
-        Z[i, j] = math.exp(Z[i, j] - top)
-        total += Z[i, j]
-    for j in range(Z.shape[1]):
-        Z[i, j] /= total
+def softmax_in_place(z):
+    """z (K,) in place: its softmax, the row maximum subtracted first (exp cannot overflow)."""
+    top = z[0]
+    for j in range(1, z.shape[0]):
+        top = max(top, z[j])
+    total = z.dtype.type(0)
+    for j in range(z.shape[0]):
+        z[j] = math.exp(z[j] - top)
+        total += z[j]
+    for j in range(z.shape[0]):
+        z[j] /= total
 
 
 @cuda.jit(device=True)
@@ -178,14 +180,14 @@ def _element(shape):
 @cuda.jit
 def bias_activate(Z, pre, b, kind):
     """Z (B, O) in place: f(Z + b), b (O,); pre (B, O) out: Z + b, written only for GELU and
-    SiLU (whose derivatives need it). The dense_forward epilogue, for products made by cuBLAS.
-    Launch: elementwise_grid(B, O)."""
+    SiLU (whose derivatives need it). The dense_forward_activate epilogue, for products made by
+    cuBLAS. Launch: elementwise_grid(B, O)."""
     i, j, inside = _element(Z.shape)
     if inside:
         z = Z[i, j] + b[j]
         if kind == GELU or kind == SILU:
             pre[i, j] = z
-        Z[i, j] = activate(z, kind)
+        Z[i, j] = activation_value(z, kind)
 
 
 @cuda.jit
@@ -193,20 +195,21 @@ def softmax_rows(Z):
     """Z (B, K) in place: the softmax of every row. Launch: one thread per row."""
     i = cuda.grid(1)
     if i < Z.shape[0]:
-        _softmax_row(Z, i)
+        softmax_in_place(Z[i])
 
 
 @cuda.jit
-def activation_backward(dZ, A, Z, M, kind, masked):
+def activation_backward_masked(dZ, A, Z, M, kind, masked):
     """dZ (B, O) in place: times the dropout mask M (B, O) when `masked`, then times f'(z), from
-    A = f(z) (B, O) or, for GELU and SiLU, Z = z (B, O). The backward_input epilogue, for
+    A = f(z) (B, O) or, for GELU and SiLU, Z = z (B, O): the CPU activation_backward after the
+    mask. The backward_input epilogue, for
     products made by cuBLAS. Launch: elementwise_grid(B, O)."""
     i, j, inside = _element(dZ.shape)
     if inside:
         g = dZ[i, j]
         if masked:
             g *= M[i, j]  # dropped units pass no gradient
-        dZ[i, j] = _times_derivative(g, A[i, j], Z[i, j], kind)
+        dZ[i, j] = times_derivative(g, A[i, j], Z[i, j], kind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,10 +287,10 @@ def _tiled_dot(A, B, transpose_a, transpose_b, n_rows, n_cols, n_inner, ones_row
 
 
 @cuda.jit
-def dense_forward(Z, pre, A, W, b, kind):
+def dense_forward_activate(Z, pre, A, W, b, kind):
     """Z (B, O) = f(A (B, I) @ W (I, O) + b (O,)), f the activation `kind`: the CPU dense_forward
     and activate fused (softmax rows are finished later, by softmax_rows or
-    output_delta_and_loss). pre (B, O) out: the pre-activation, written only for GELU and SiLU.
+    output_delta_and_loss_sums). pre (B, O) out: the pre-activation, written only for GELU and SiLU.
     Launch: product_grid(B, O)."""
     row = cuda.blockIdx.x * TILE + cuda.threadIdx.y
     col = cuda.blockIdx.y * TILE + cuda.threadIdx.x
@@ -296,7 +299,7 @@ def dense_forward(Z, pre, A, W, b, kind):
         z += b[col]
         if kind == GELU or kind == SILU:
             pre[row, col] = z
-        Z[row, col] = activate(z, kind)
+        Z[row, col] = activation_value(z, kind)
 
 
 @cuda.jit
@@ -326,7 +329,7 @@ def backward_input(dA, dZ, W, A, Z, M, kind, masked):
     if row < dA.shape[0] and col < dA.shape[1]:
         if masked:
             g *= M[row, col]
-        dA[row, col] = _times_derivative(g, A[row, col], Z[row, col], kind)
+        dA[row, col] = times_derivative(g, A[row, col], Z[row, col], kind)
 
 
 @cuda.jit
@@ -354,9 +357,10 @@ def xlogy(x, y):
 
 
 @cuda.jit(device=True)
-def _block_sum(partial, value):
+def block_sum(partial, value):
     """The sum over the block's threads of value (float64), in a fixed tree order; every thread
-    of the block must call this. partial: a (blockDim,) float64 shared array."""
+    of the block must call this, and every thread gets the sum. partial: a (blockDim,) float64
+    shared array (blockDim a power of two)."""
     t = cuda.threadIdx.x
     partial[t] = value
     cuda.syncthreads()
@@ -371,49 +375,98 @@ def _block_sum(partial, value):
     return total
 
 
-@cuda.jit
-def output_delta_and_loss(dZ, stats, P, Y, sw, loss, softmax, eps):
-    """Output-layer gradient and the batch's loss, as the CPU output_delta_and_loss.
+@cuda.jit(device=True)
+def delta_and_sample_loss(dz, p, y, w, loss, eps):
+    """One row of the CPU output_delta_and_loss: dz (K,) out: w * (p - y) (every loss is paired
+    with its canonical output activation, so the derivative with respect to the pre-activation
+    is p - y); p (K,) output activations, y (K,) targets, w the row's weight. Returns w * loss
+    of the row (float64). eps: the dtype's machine epsilon; probabilities are clipped to
+    [eps, 1 - eps] inside logs, in float64 as the CPU's mixed-type min/max does."""
+    k = p.shape[0]
+    sample = 0.0
+    for j in range(k):
+        pj = p[j]
+        yj = y[j]
+        dz[j] = (pj - yj) * w
+        if loss == SQUARED_ERROR:
+            sample += (yj - pj) * (yj - pj)
+        elif loss == LOG_LOSS:
+            sample -= xlogy(yj, min(max(float(pj), eps), 1 - eps))
+        elif loss == BINARY_LOG_LOSS:
+            pc = min(max(float(pj), eps), 1 - eps)
+            sample -= xlogy(yj, pc) + xlogy(1 - float(yj), 1 - pc)
+        else:  # POISSON: half deviance, y log(y / p) - y + p
+            sample += xlogy(yj, yj / pj) - yj + pj
+    if loss == SQUARED_ERROR:
+        sample = 0.5 * sample / k  # scikit-learn averages squared error over outputs
+    return w * sample
 
-    dZ (B, K) out: sw * (P - Y) (every loss is paired with its canonical output activation, so
-    the derivative with respect to the pre-activation is p - y). P (B, K): output activations,
-    or with `softmax` pre-activations whose rows get their softmax here first (P then holds the
-    probabilities, as on the CPU). Y (B, K) targets; sw (B,) weights; eps: the dtype's machine
-    epsilon, probabilities are clipped to [eps, 1 - eps] inside logs (in float64, as the CPU's
-    mixed-type min/max does). Adds sum_i sw_i * loss_i to stats[LOSS_SUM] and sum_i sw_i to
-    stats[WEIGHT_SUM]. Launch: ONE block of BLOCK threads, rows spread over them; the sums run in
-    a fixed order, so results do not depend on scheduling.
+
+@cuda.jit
+def output_delta_and_loss_sums(dZ, stats, P, Y, sw, loss, softmax, eps):
+    """The CPU output_delta_and_loss over a batch, its sums kept on the device.
+
+    dZ (B, K) out: sw * (P - Y) (see delta_and_sample_loss). P (B, K): output activations, or
+    with `softmax` pre-activations whose rows get their softmax here first (P then holds the
+    probabilities, as on the CPU). Y (B, K) targets; sw (B,) weights. Adds sum_i sw_i * loss_i
+    to stats[LOSS_SUM] and sum_i sw_i to stats[WEIGHT_SUM]. Launch: ONE block of BLOCK threads,
+    rows spread over them; the sums run in a fixed order, so results do not depend on scheduling.
     """
     partial = cuda.shared.array(BLOCK, dtype=numba.float64)
-    k = P.shape[1]
     loss_sum = 0.0
     weight_sum = 0.0
     for i in range(cuda.threadIdx.x, P.shape[0], cuda.blockDim.x):
         if softmax:
-            _softmax_row(P, i)
-        sample = 0.0
-        for j in range(k):
-            p = P[i, j]
-            y = Y[i, j]
-            dZ[i, j] = (p - y) * sw[i]
-            if loss == SQUARED_ERROR:
-                sample += (y - p) * (y - p)
-            elif loss == LOG_LOSS:
-                sample -= xlogy(y, min(max(float(p), eps), 1 - eps))
-            elif loss == BINARY_LOG_LOSS:
-                pc = min(max(float(p), eps), 1 - eps)
-                sample -= xlogy(y, pc) + xlogy(1 - float(y), 1 - pc)
-            else:  # POISSON: half deviance, y log(y / p) - y + p
-                sample += xlogy(y, y / p) - y + p
-        if loss == SQUARED_ERROR:
-            sample = 0.5 * sample / k  # scikit-learn averages squared error over outputs
-        loss_sum += sw[i] * sample
+            softmax_in_place(P[i])
+        loss_sum += delta_and_sample_loss(dZ[i], P[i], Y[i], sw[i], loss, eps)
         weight_sum += sw[i]
-    loss_sum = _block_sum(partial, loss_sum)
-    weight_sum = _block_sum(partial, weight_sum)
+    loss_sum = block_sum(partial, loss_sum)
+    weight_sum = block_sum(partial, weight_sum)
     if cuda.threadIdx.x == 0:
         stats[LOSS_SUM] += loss_sum
         stats[WEIGHT_SUM] += weight_sum
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer steps for one parameter: written once, used by the per-batch update kernels below and
+# by the persistent epoch kernel (fused.py). Each takes the parameter's value w and its finished
+# gradient g, updates its state slots at index k, and returns the new value. Scalars are in the
+# parameters' dtype, as the CPU's updates cast them.
+# ---------------------------------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def sgd_step(w, g, velocity, k, learning_rate, momentum, nesterov):
+    """The CPU sgd_update for one parameter: momentum, optionally Nesterov's look-ahead."""
+    step = momentum * velocity[k] - learning_rate * g
+    velocity[k] = step
+    if nesterov:  # look ahead along the new velocity
+        step = momentum * step - learning_rate * g
+    return w + step
+
+
+@cuda.jit(device=True)
+def adam_step(w, g, m, v, k, step_size, beta_1, beta_2, epsilon, keep):
+    """The CPU adam_update for one parameter; step_size holds Adam's bias correction; keep:
+    AdamW's 1 - learning_rate * weight_decay for a decayed weight, else 1 (a no-op)."""
+    one = type(beta_1)(1)
+    m[k] = beta_1 * m[k] + (one - beta_1) * g
+    v[k] = beta_2 * v[k] + (one - beta_2) * (g * g)
+    return w * keep - step_size * m[k] / (math.sqrt(v[k]) + epsilon)
+
+
+@cuda.jit(device=True)
+def adagrad_step(w, g, accumulator, k, learning_rate, epsilon):
+    """The CPU adagrad_update for one parameter."""
+    accumulator[k] += g * g
+    return w - learning_rate * g / (math.sqrt(accumulator[k]) + epsilon)
+
+
+@cuda.jit(device=True)
+def rmsprop_step(w, g, mean_square, k, learning_rate, rho, epsilon):
+    """The CPU rmsprop_update for one parameter."""
+    one = type(rho)(1)
+    mean_square[k] = rho * mean_square[k] + (one - rho) * (g * g)
+    return w - learning_rate * g / (math.sqrt(mean_square[k]) + epsilon)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,16 +494,16 @@ def _store_block_squares(squares, params, n_weights, k):
     value = 0.0
     if k < n_weights:
         value = float(params[k] * params[k])
-    total = _block_sum(partial, value)
+    total = block_sum(partial, value)
     if cuda.threadIdx.x == 0:
         squares[cuda.blockIdx.x] = total
 
 
 @cuda.jit
-def finish_gradient(dparams, squares, params, stats, alpha, n_weights):
+def finish_gradient_squares(dparams, squares, params, stats, alpha, n_weights):
     """dparams (P,) in place: (dparams + alpha * W) / sum(sw) (sum(sw) = stats[WEIGHT_SUM]);
-    squares (G,) out: per-block sums of W^2, whose total is the CPU finish_gradient's return
-    value. For L-BFGS; training fuses this into the updates below. Launch: G blocks of BLOCK."""
+    squares (G,) out: per-block sums of W^2, whose total is what the CPU finish_gradient
+    returns. For L-BFGS; training fuses this into the updates below. Launch: G blocks of BLOCK."""
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
@@ -458,32 +511,29 @@ def finish_gradient(dparams, squares, params, stats, alpha, n_weights):
 
 
 @cuda.jit
-def sgd_update(params, velocity, squares, dparams, stats, alpha, n_weights, learning_rate,
-               momentum, nesterov):
-    """The CPU finish_gradient and sgd_update fused: params, velocity (P,) updated in place from
-    the raw batch gradient dparams (P,), which is left finished; squares (G,) out as in
-    finish_gradient. A batch whose weights sum to zero is skipped, as on the CPU. Scalars are in
-    the parameters' dtype. Launch: G blocks of BLOCK."""
+def sgd_update_batch(params, velocity, squares, dparams, stats, alpha, n_weights,
+                     learning_rate, momentum, nesterov):
+    """A batch's update from its raw gradient: the CPU finish_gradient and sgd_update fused.
+    params, velocity (P,) updated in place from the raw batch gradient dparams (P,), which is
+    left finished; squares (G,) out as in finish_gradient_squares. A batch whose weights sum to
+    zero is skipped, as on the CPU. Scalars are in the parameters' dtype. Launch: G blocks of
+    BLOCK."""
     if stats[WEIGHT_SUM] == 0:
         return  # the same for every thread: nobody reaches the block reduction
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
         g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
-        step = momentum * velocity[k] - learning_rate * g
-        velocity[k] = step
-        if nesterov:  # look ahead along the new velocity
-            step = momentum * step - learning_rate * g
-        params[k] += step
+        params[k] = sgd_step(params[k], g, velocity, k, learning_rate, momentum, nesterov)
 
 
 @cuda.jit
-def adam_update(params, m, v, squares, dparams, stats, alpha, n_weights, step_sizes, beta_1,
-                beta_2, epsilon, keep, n_decayed):
-    """The CPU finish_gradient and adam_update fused (see sgd_update). step_sizes (S,) float64:
-    the bias-corrected step size of this call's first, second, ... update (stats[STEPS] counts
-    the updates made). keep: AdamW's 1 - learning_rate * weight_decay, applied to the first
-    n_decayed entries (the weights; 0 for plain Adam)."""
+def adam_update_batch(params, m, v, squares, dparams, stats, alpha, n_weights, step_sizes,
+                      beta_1, beta_2, epsilon, keep, n_decayed):
+    """The CPU finish_gradient and adam_update fused (see sgd_update_batch). step_sizes (S,)
+    float64: the bias-corrected step size of this call's first, second, ... update (stats[STEPS]
+    counts the updates made). keep: AdamW's 1 - learning_rate * weight_decay, applied to the
+    first n_decayed entries (the weights; 0 for plain Adam)."""
     if stats[WEIGHT_SUM] == 0:
         return
     k = cuda.grid(1)
@@ -491,41 +541,34 @@ def adam_update(params, m, v, squares, dparams, stats, alpha, n_weights, step_si
     if k < params.shape[0]:
         g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
         lr = params.dtype.type(step_sizes[int(stats[STEPS])])
-        one = params.dtype.type(1)
-        m[k] = beta_1 * m[k] + (one - beta_1) * g
-        v[k] = beta_2 * v[k] + (one - beta_2) * (g * g)
-        if k < n_decayed:
-            params[k] *= keep
-        params[k] += -lr * m[k] / (math.sqrt(v[k]) + epsilon)
+        factor = keep if k < n_decayed else params.dtype.type(1)
+        params[k] = adam_step(params[k], g, m, v, k, lr, beta_1, beta_2, epsilon, factor)
 
 
 @cuda.jit
-def adagrad_update(params, accumulator, squares, dparams, stats, alpha, n_weights,
-                   learning_rate, epsilon):
-    """The CPU finish_gradient and adagrad_update fused (see sgd_update)."""
+def adagrad_update_batch(params, accumulator, squares, dparams, stats, alpha, n_weights,
+                         learning_rate, epsilon):
+    """The CPU finish_gradient and adagrad_update fused (see sgd_update_batch)."""
     if stats[WEIGHT_SUM] == 0:
         return
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
         g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
-        accumulator[k] += g * g
-        params[k] -= learning_rate * g / (math.sqrt(accumulator[k]) + epsilon)
+        params[k] = adagrad_step(params[k], g, accumulator, k, learning_rate, epsilon)
 
 
 @cuda.jit
-def rmsprop_update(params, mean_square, squares, dparams, stats, alpha, n_weights,
-                   learning_rate, rho, epsilon):
-    """The CPU finish_gradient and rmsprop_update fused (see sgd_update)."""
+def rmsprop_update_batch(params, mean_square, squares, dparams, stats, alpha, n_weights,
+                         learning_rate, rho, epsilon):
+    """The CPU finish_gradient and rmsprop_update fused (see sgd_update_batch)."""
     if stats[WEIGHT_SUM] == 0:
         return
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
         g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
-        one = params.dtype.type(1)
-        mean_square[k] = rho * mean_square[k] + (one - rho) * (g * g)
-        params[k] -= learning_rate * g / (math.sqrt(mean_square[k]) + epsilon)
+        params[k] = rmsprop_step(params[k], g, mean_square, k, learning_rate, rho, epsilon)
 
 
 @cuda.jit
@@ -538,7 +581,7 @@ def close_batch(stats, squares, alpha, rows):
     value = 0.0
     for g in range(cuda.threadIdx.x, squares.shape[0], cuda.blockDim.x):
         value += squares[g]
-    total = _block_sum(partial, value)
+    total = block_sum(partial, value)
     if cuda.threadIdx.x == 0:
         weight_sum = stats[WEIGHT_SUM]
         if weight_sum != 0:

@@ -3,6 +3,8 @@ backend's: same arguments, device arrays. Tiny shapes under the simulator; tests
 a real GPU (see conftest.py)."""
 
 
+import collections
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -13,6 +15,7 @@ from fastmlp import cuda as gpu
 from fastmlp.bundles import Network, OptimizerStep, TrainState
 from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES, RELU
 from fastmlp.cpu import kernels as cpu
+from fastmlp.cuda import device, fused, kernels, launch
 from fastmlp.layout import Layout
 from fastmlp.training import as_features
 
@@ -86,12 +89,18 @@ EPOCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", EPOCH_CASES, ids=lambda c: "-".join(
-    [c[0], c[1], c[2], "csr" if c[3] else "dense", np.dtype(c[4]).name, f"dropout{c[5]}"]))
-def test_train_epoch_matches_the_cpu_backend(case):
+def _take(path, monkeypatch):
+    """Make train_epoch take `path`: "fused" (one launch per epoch, the default for networks
+    that fit in shared memory) or "per-layer"."""
+    monkeypatch.setattr(launch, "FUSED_EPOCHS", path == "fused")
+
+
+def _check_epochs(case, path):
+    """train_epoch on the device against the CPU backend's, one or two epochs of case."""
     solver, activation, head, sparse, dtype, dropout, hidden = case
     layout, params, features, Y, sw = _problem(head, dtype, hidden, sparse=sparse)
     net = _net(layout, activation, head, dropout=dropout)
+    assert launch.epoch_path(params, layout.table, 4, 4, Y.shape[1], net) == path
     host = [params.copy(), np.empty_like(params), np.zeros_like(params), np.zeros_like(params)]
     device = list(_on_device(host))
     data = _on_device(features), *_on_device((Y, sw))
@@ -112,7 +121,38 @@ def test_train_epoch_matches_the_cpu_backend(case):
     assert_allclose(gpu.to_host(device[3]), host[3], **TOL[dtype])
 
 
-def test_train_epoch_skips_a_batch_whose_weights_are_all_zero():
+@pytest.mark.parametrize("path", ["fused", "per-layer"])
+@pytest.mark.parametrize("case", EPOCH_CASES, ids=lambda c: "-".join(
+    [c[0], c[1], c[2], "csr" if c[3] else "dense", np.dtype(c[4]).name, f"dropout{c[5]}"]))
+def test_train_epoch_matches_the_cpu_backend(case, path, monkeypatch):
+    _take(path, monkeypatch)
+    _check_epochs(case, path)
+
+
+def _fused_grid():
+    """The persistent kernel on the rest of the grid: every hidden activation with every loss
+    head (and its output activation), optimizers in turn, float32 every fourth case, CSR every
+    third, dropout every fifth, two hidden layers every second."""
+    solvers = ["sgd", "sgd_nesterov", "adam", "adamw", "adagrad", "rmsprop"]
+    hidden = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
+    pairs = [(activation, head) for activation in hidden for head in OUTPUT]
+    return [(solvers[i % 6], activation, head, i % 3 == 0,
+             np.float32 if i % 4 == 0 else np.float64, 0.25 if i % 5 == 0 else 0.0,
+             (5,) if i % 2 else (4, 3)) for i, (activation, head) in enumerate(pairs)]
+
+
+FUSED_GRID = _fused_grid()
+
+
+@pytest.mark.parametrize("case", FUSED_GRID, ids=lambda c: "-".join(
+    [c[0], c[1], c[2], "csr" if c[3] else "dense", np.dtype(c[4]).name, f"dropout{c[5]}"]))
+def test_the_one_launch_epoch_matches_the_cpu_backend(case):
+    _check_epochs(case, "fused")
+
+
+@pytest.mark.parametrize("path", ["fused", "per-layer"])
+def test_train_epoch_skips_a_batch_whose_weights_are_all_zero(path, monkeypatch):
+    _take(path, monkeypatch)
     layout, params, features, Y, sw = _problem("log_loss", np.float64)
     order = np.random.RandomState(3).permutation(len(Y))
     sw[order[:4]] = 0  # the whole first batch
@@ -128,9 +168,83 @@ def test_train_epoch_skips_a_batch_whose_weights_are_all_zero():
     assert_allclose(gpu.to_host(device[0]), host[0], rtol=1e-10, atol=1e-12)
 
 
+def _count_launches(monkeypatch):
+    """A Counter of kernel launches by kernel name: every kernel of kernels.py and fused.py is
+    replaced by a stand-in that counts each launch of every configuration made from it."""
+    counts = collections.Counter()
+
+    class Counted:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, configuration):
+            configured = self.kernel[configuration]
+
+            def launch_and_count(*args):
+                counts[self.name] += 1
+                return configured(*args)
+
+            return launch_and_count
+
+    for module in (kernels, fused):
+        for name in dir(module):
+            kernel = getattr(module, name)
+            device_function = (getattr(kernel, "_device", False)
+                               or getattr(kernel, "targetoptions", {}).get("device"))
+            if hasattr(kernel, "py_func") and not device_function:
+                monkeypatch.setattr(module, name, Counted(name, kernel))
+    return counts
+
+
+def test_an_epoch_of_a_small_network_is_one_launch(monkeypatch):
+    """The persistent kernel runs every mini-batch: one launch per epoch however many batches
+    there are. The same counter sees the per-layer path's 3L + 3 launches per batch."""
+    counts = _count_launches(monkeypatch)
+    for n in (8, 24):  # 2 and 6 batches of 4
+        layout, params, features, Y, sw = _problem("log_loss", np.float64, (4, 3), n=n)
+        net = _net(layout, "relu", "log_loss")
+        state = _on_device(TrainState(params, np.empty_like(params), np.zeros_like(params),
+                                      np.zeros_like(params)))
+        order = gpu.to_device(np.arange(n))
+        gpu.train_epoch(state, _on_device(features), *_on_device((Y, sw)), order, 4,
+                        _device_net(net), _opt("adam"))
+        assert counts == {"train_epoch_fused": 1}, (n, counts)
+        counts.clear()
+    _take("per-layer", monkeypatch)
+    gpu.train_epoch(state, _on_device(features), *_on_device((Y, sw)), gpu.to_device(order[:8]),
+                    4, _device_net(net), _opt("adam"))
+    n_layers = 3
+    assert sum(counts.values()) == (3 * n_layers + 3) * 2, counts
+    assert "train_epoch_fused" not in counts
+
+
+def test_the_persistent_kernel_is_used_only_where_the_network_fits():
+    layout, params, _, _, _ = _problem("log_loss", np.float64)
+    net = _net(layout, "relu", "log_loss")
+    assert device.shared_bytes_per_block() == device.DEFAULT_SHARED_BYTES  # the simulator's
+    needed = launch.fused_shared_bytes(params, layout.table, 4, 4, 3, net)
+    P = params.shape[0]
+    assert needed == 8 * (P + 4 * (4 + 3 + 1 + 2 * (5 + 3)))  # the kernel's own layout
+    assert launch.epoch_path(params, layout.table, 4, 4, 3, net) == "fused"
+    # A float64 network of 4 - 2000 - 3 has 16,003 parameters: 128 kB, more than a block has.
+    wide = Layout((4, 2000, 3))
+    wide_params = np.zeros(wide.n_params)
+    assert launch.fused_shared_bytes(wide_params, wide.table, 4, 4, 3, net) is None
+    assert launch.epoch_path(wide_params, wide.table, 4, 4, 3, net) == "per-layer"
+    # Dropout and GELU keep more per row; a batch that is too large falls back as well.
+    gelu = _net(layout, "gelu", "log_loss", dropout=0.5)
+    assert launch.fused_shared_bytes(params, layout.table, 4, 4, 3, gelu) == needed + 8 * 4 * (
+        8 + 2 * 5)
+    assert launch.epoch_path(params, layout.table, 400, 4, 3, net) == "per-layer"
+
+
 @pytest.mark.parametrize("sparse, dtype, chunk", [(False, np.float64, 4), (True, np.float64, 16),
                                                   (False, np.float32, 3)])
 def test_loss_and_gradient_matches_the_cpu_backend(sparse, dtype, chunk):
+    _check_loss_and_gradient(sparse, dtype, chunk)
+
+
+def _check_loss_and_gradient(sparse, dtype, chunk):
     layout, params, features, Y, sw = _problem("log_loss", dtype, sparse=sparse)
     net = _net(layout, "tanh", "log_loss", alpha=0.05)
     grad = np.empty_like(params)
@@ -147,6 +261,10 @@ def test_loss_and_gradient_matches_the_cpu_backend(sparse, dtype, chunk):
                                                  ("binary_log_loss", True, np.float32),
                                                  ("poisson", False, np.float64)])
 def test_predict_matches_the_cpu_backend(head, sparse, dtype):
+    _check_predict(head, sparse, dtype)
+
+
+def _check_predict(head, sparse, dtype):
     layout, params, features, _, _ = _problem(head, dtype, sparse=sparse)
     rows = np.array([3, 1, 4, 1, 5, 9, 2])  # repeats, out of order: gathered in chunks of 3
     k = layout.table[-1, 1]
@@ -169,8 +287,9 @@ def test_check_available_accepts_the_simulator_or_a_gpu():
 def test_cublas_products_match_the_cpu_backend(monkeypatch):
     """Every product through cuBLAS (CuPy, zero-copy) instead of the tiled kernels."""
     pytest.importorskip("cupy", reason="the cuBLAS path needs CuPy (pip install cupy-cuda12x)")
-    monkeypatch.setattr(gpu, "CUBLAS_MIN_MACS", 0)
-    test_train_epoch_matches_the_cpu_backend(EPOCH_CASES[2])  # adam, two hidden layers
-    test_train_epoch_matches_the_cpu_backend(EPOCH_CASES[4])  # dropout
-    test_loss_and_gradient_matches_the_cpu_backend(True, np.float64, 4)
-    test_predict_matches_the_cpu_backend("log_loss", False, np.float64)
+    monkeypatch.setattr(launch, "CUBLAS_MIN_MACS", 0)
+    _take("per-layer", monkeypatch)
+    _check_epochs(EPOCH_CASES[2], "per-layer")  # adam, two hidden layers
+    _check_epochs(EPOCH_CASES[4], "per-layer")  # dropout
+    _check_loss_and_gradient(True, np.float64, 4)
+    _check_predict("log_loss", False, np.float64)

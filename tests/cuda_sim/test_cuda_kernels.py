@@ -9,8 +9,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastmlp import codes, reference
 from fastmlp.cpu import kernels as cpu
-from fastmlp.cuda import _blocks, _elementwise_grid, _product_grid, to_device, to_host
 from fastmlp.cuda import kernels as K
+from fastmlp.cuda import to_device, to_host
+from fastmlp.cuda.launch import blocks, elementwise_grid, product_grid
 from fastmlp.training import as_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
@@ -55,7 +56,7 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
     on_device = tuple(to_device(a) for a in features)
 
     Xb = to_device(np.full((4, f), np.nan))
-    K.gather_rows[4, K.ROW_THREADS](Xb, *on_device, to_device(order), 1)
+    K.gather_rows_from[4, K.ROW_THREADS](Xb, *on_device, to_device(order), 1)
     assert_array_equal(to_host(Xb), expected)
 
     Yb, swb = to_device(np.empty((4, k))), to_device(np.empty(4))
@@ -67,7 +68,7 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
     assert_array_equal(to_host(swb), sw[order[1:5]])
 
     # An empty index array means consecutive rows from `start` (L-BFGS chunks).
-    K.gather_rows[4, K.ROW_THREADS](Xb, *on_device, to_device(np.empty(0, np.int64)), 3)
+    K.gather_rows_from[4, K.ROW_THREADS](Xb, *on_device, to_device(np.empty(0, np.int64)), 3)
     cpu.gather_rows(expected, *features, np.arange(3, 7))
     assert_array_equal(to_host(Xb), expected)
 
@@ -82,9 +83,9 @@ def test_bias_activate_and_softmax_rows_match_the_reference(name, dtype):
     Z[0, 0] = 0.0
     b = rng.normal(size=6).astype(dtype)
     Zd, pre = to_device(Z), to_device(np.zeros_like(Z))
-    K.bias_activate[_elementwise_grid(K, *Z.shape)](Zd, pre, to_device(b), CODE[name])
+    K.bias_activate[elementwise_grid(K, *Z.shape)](Zd, pre, to_device(b), CODE[name])
     if name == "softmax":
-        K.softmax_rows[_blocks(7, K.BLOCK), K.BLOCK](Zd)
+        K.softmax_rows[blocks(7, K.BLOCK), K.BLOCK](Zd)
     assert_allclose(to_host(Zd), reference.activate(name, Z + b), **TOL[dtype])
     assert_allclose(to_host(pre), Z + b if name in ("gelu", "silu") else 0)
 
@@ -101,7 +102,7 @@ def test_activation_backward_matches_the_cpu(name, masked):
     expected = dZ * M if masked else dZ.copy()
     cpu.activation_backward(expected, A, Z, CODE[name])
     dZd = to_device(dZ)
-    K.activation_backward[_elementwise_grid(K, *Z.shape)](dZd, to_device(A), to_device(Z),
+    K.activation_backward_masked[elementwise_grid(K, *Z.shape)](dZd, to_device(A), to_device(Z),
                                                           to_device(M), CODE[name], masked)
     assert_allclose(to_host(dZd), expected, **TOL[np.float64])
 
@@ -111,7 +112,7 @@ def test_dropout_forward_draws_the_cpu_masks_bit_for_bit():
     D, M = np.empty_like(A), np.empty_like(A)
     cpu.dropout_forward(D, M, A, 0.4, 12345, 70, 9)
     Dd, Md = to_device(np.empty_like(A)), to_device(np.empty_like(A))
-    K.dropout_forward[_elementwise_grid(K, *A.shape)](Dd, Md, to_device(A), 0.4, 12345, 70, 9)
+    K.dropout_forward[elementwise_grid(K, *A.shape)](Dd, Md, to_device(A), 0.4, 12345, 70, 9)
     assert_array_equal(to_host(Md), M)
     assert_array_equal(to_host(Dd), D)
     assert 0 < (M == 0).sum() < M.size  # the draw did drop some units, not all
@@ -127,11 +128,11 @@ def test_fused_products_straddle_the_tiles():
     B, I, O = 18, 17, 3
     A, W, dZ, b = (rng.normal(size=s) for s in ((B, I), (I, O), (B, O), (O,)))
     Z, pre = to_device(np.full((B, O), np.nan)), to_device(np.zeros((B, O)))
-    K.dense_forward[_product_grid(K, B, O)](Z, pre, to_device(A), to_device(W), to_device(b),
-                                            CODE["identity"])
+    K.dense_forward_activate[product_grid(K, B, O)](Z, pre, to_device(A), to_device(W),
+                                                     to_device(b), CODE["identity"])
     assert_allclose(to_host(Z), A @ W + b, **TOL[np.float64])
     dA = to_device(np.full((B, I), np.nan))
-    K.backward_input[_product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
+    K.backward_input[product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
                                              to_device(A), to_device(A), CODE["identity"], False)
     assert_allclose(to_host(dA), dZ @ W.T, **TOL[np.float64])
 
@@ -142,8 +143,8 @@ def test_dense_forward_fuses_product_bias_and_activation(name, dtype):
     rng = _rng(5)
     A, W, b = (rng.normal(size=s).astype(dtype) for s in ((5, 3), (3, 4), (4,)))
     Z, pre = to_device(np.full((5, 4), np.nan, dtype)), to_device(np.zeros((5, 4), dtype))
-    K.dense_forward[_product_grid(K, 5, 4)](Z, pre, to_device(A), to_device(W), to_device(b),
-                                            CODE[name])
+    K.dense_forward_activate[product_grid(K, 5, 4)](Z, pre, to_device(A), to_device(W),
+                                                     to_device(b), CODE[name])
     z = A @ W + b
     # softmax rows are finished later (output_delta_and_loss or softmax_rows): z comes out.
     expected = z if name == "softmax" else reference.activate(name, z)
@@ -156,7 +157,7 @@ def test_dense_backward_and_column_sums_give_weight_and_bias_gradients():
     B, I, O = 18, 17, 5  # I + 1 = 18 rows of [A, 1].T: the bias row starts a second tile
     A, dZ = rng.normal(size=(B, I)), rng.normal(size=(B, O))
     dW, db = to_device(np.full((I, O), np.nan)), to_device(np.full(O, np.nan))
-    K.dense_backward[_product_grid(K, I + 1, O)](dW, db, to_device(dZ), to_device(A))
+    K.dense_backward[product_grid(K, I + 1, O)](dW, db, to_device(dZ), to_device(A))
     expected_dW, expected_db = np.empty((I, O)), np.empty(O)
     cpu.dense_backward(expected_dW, expected_db, dZ, A)
     assert_allclose(to_host(dW), expected_dW, **TOL[np.float64])
@@ -177,7 +178,7 @@ def test_backward_input_fuses_product_mask_and_derivative(name, masked):
     expected = dZ @ W.T * (M if masked else 1)
     cpu.activation_backward(expected, A, Z, CODE[name])
     dA = to_device(np.full((B, I), np.nan))
-    K.backward_input[_product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
+    K.backward_input[product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
                                              to_device(Z), to_device(M), CODE[name], masked)
     assert_allclose(to_host(dA), expected, **TOL[np.float64])
 
@@ -217,7 +218,7 @@ def test_output_delta_and_loss_matches_the_cpu(head, dtype):
 
     softmax = activation == "softmax"
     Pd, dZd, stats = to_device(Z if softmax else P), to_device(np.empty_like(P)), _stats(0.5, 1)
-    K.output_delta_and_loss[1, K.BLOCK](dZd, stats, Pd, to_device(Y), to_device(sw), loss,
+    K.output_delta_and_loss_sums[1, K.BLOCK](dZd, stats, Pd, to_device(Y), to_device(sw), loss,
                                         softmax, float(np.finfo(dtype).eps))
     loss_sum, weight_sum = to_host(stats)[[K.LOSS_SUM, K.WEIGHT_SUM]]
     tol = dict(rtol=1e-12) if dtype == np.float64 else dict(rtol=1e-5)
@@ -266,16 +267,16 @@ def _gpu_update(kind, params, raw, slots, squares, stats, alpha, step):
     grid = (squares.shape[0], K.BLOCK)
     common = (squares, raw, stats, dt(alpha), N_WEIGHTS)
     if kind in ("sgd", "sgd_plain"):
-        K.sgd_update[grid](params, slots[0], *common, dt(0.1), dt(0.9), kind == "sgd")
+        K.sgd_update_batch[grid](params, slots[0], *common, dt(0.1), dt(0.9), kind == "sgd")
     elif kind == "adagrad":
-        K.adagrad_update[grid](params, slots[0], *common, dt(0.05), dt(1e-8))
+        K.adagrad_update_batch[grid](params, slots[0], *common, dt(0.05), dt(1e-8))
     elif kind == "rmsprop":
-        K.rmsprop_update[grid](params, slots[0], *common, dt(0.01), dt(0.9), dt(1e-8))
+        K.rmsprop_update_batch[grid](params, slots[0], *common, dt(0.01), dt(0.9), dt(1e-8))
     else:
         decay = 0.01 * 0.1 if kind == "adamw" else 0.0
         sizes = to_device(np.array([99.0] * 3 + [cpu.adam_step_size(0.01, 0.9, 0.999,
                                                                     step + 1)]))
-        K.adam_update[grid](params, slots[0], slots[1], *common, sizes, dt(0.9), dt(0.999),
+        K.adam_update_batch[grid](params, slots[0], slots[1], *common, sizes, dt(0.9), dt(0.999),
                             dt(1e-8), dt(1 - decay), N_WEIGHTS if decay else 0)
 
 
@@ -288,7 +289,7 @@ def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
     expected_squares = _cpu_update(kind, *host, alpha, weight_sum, step)
 
     device = [to_device(params), to_device(raw), [to_device(s) for s in slots]]
-    squares = to_device(np.full(_blocks(N_PARAMS, K.BLOCK), np.nan))
+    squares = to_device(np.full(blocks(N_PARAMS, K.BLOCK), np.nan))
     stats = _stats(loss_sum=1.25, weight_sum=weight_sum, total=10.0, steps=3)  # 4th update
     _gpu_update(kind, *device, squares, stats, alpha, step)
     tol = TOL[dtype]
@@ -309,7 +310,7 @@ def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
 def test_a_batch_whose_weights_sum_to_zero_is_skipped():
     params, raw, slots = _update_case(np.float64)
     device = [to_device(params), to_device(raw), [to_device(s) for s in slots]]
-    squares = to_device(np.zeros(_blocks(N_PARAMS, K.BLOCK)))
+    squares = to_device(np.zeros(blocks(N_PARAMS, K.BLOCK)))
     stats = _stats(loss_sum=0.0, weight_sum=0.0, total=7.0, steps=2)
     _gpu_update("adam", *device, squares, stats, 0.3, 2)
     K.close_batch[1, K.BLOCK](stats, squares, 0.3, 4)
@@ -322,13 +323,13 @@ def test_finish_gradient_and_add_into_as_lbfgs_uses_them():
     params, raw, _ = _update_case(np.float64)
     chunk = _rng(10).normal(size=N_PARAMS)
     total = to_device(np.full(N_PARAMS, np.nan))
-    K.add_into[_blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, to_device(raw), True)
-    K.add_into[_blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, to_device(chunk), False)
+    K.add_into[blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, to_device(raw), True)
+    K.add_into[blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, to_device(chunk), False)
     expected = raw + chunk
     assert_array_equal(to_host(total), expected)
 
-    squares = to_device(np.zeros(_blocks(N_PARAMS, K.BLOCK)))
-    K.finish_gradient[_blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, squares, to_device(params),
+    squares = to_device(np.zeros(blocks(N_PARAMS, K.BLOCK)))
+    K.finish_gradient_squares[blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, squares, to_device(params),
                                                            _stats(weight_sum=2.5), 0.3,
                                                            N_WEIGHTS)
     layers = np.array([[8, 5, 0, N_WEIGHTS]])

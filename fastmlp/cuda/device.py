@@ -1,0 +1,208 @@
+"""Whether and where CUDA code can run, and moving arrays between host and device.
+
+Availability checks with errors that say how to fix them, the array moves the driver uses, the
+device's shared-memory size and the one-time CuPy (cuBLAS) probe. Imports without numba-cuda or a
+GPU: nothing here launches a kernel, and numba.cuda is imported only when a function needs it.
+"""
+
+import contextlib
+import importlib.util
+import os
+import warnings
+
+import numba
+import numpy as np
+
+_HOST_COPY = "_fastmlp_host_copy"  # attribute of a device layers table: its host copy
+
+# Shared memory one block may use without opting in: 48 KiB on every CUDA GPU since Kepler
+# (cudaDevAttrMaxSharedMemoryPerBlock). The simulator has no device to ask, so it uses this.
+DEFAULT_SHARED_BYTES = 48 * 1024
+
+_INSTALL_HINT = ("install NVIDIA's CUDA target for Numba with pip install 'fastmlp[cuda]' "
+                 "(numba-cuda[cu12] for CUDA 12 drivers, numba-cuda[cu13] for CUDA 13)")
+
+
+def simulator():
+    """True when numba runs CUDA code in its simulator (NUMBA_ENABLE_CUDASIM=1 at numba import)."""
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+def import_cuda():
+    from numba import cuda
+
+    return cuda
+
+
+def numba_cuda_installed():
+    return importlib.util.find_spec("numba_cuda") is not None
+
+
+def device_count(cuda):
+    """Number of CUDA devices the driver reports; raises numba's error when the driver is
+    missing or fails to start."""
+    return len(cuda.gpus)
+
+
+def compiler_found():
+    """False when numba-cuda cannot find libNVVM, the CUDA compiler it needs for every kernel."""
+    try:
+        from numba.cuda.cudadrv import nvvm
+
+        return nvvm.is_available()
+    except Exception:  # noqa: BLE001 - an older numba without the probe: let the launch tell
+        return True
+
+
+def reason(exc):
+    """The first two non-empty lines of numba's error message, as one line."""
+    lines = [line.strip(" :") for line in str(exc).splitlines() if line.strip(" :")]
+    return ": ".join(lines[:2]) or type(exc).__name__
+
+
+def check_available():
+    """Return None when CUDA training can run here (a usable GPU, or numba's CUDA simulator);
+    otherwise raise RuntimeError saying why and how to fix it."""
+    if simulator():
+        return
+    fallback = "or use device='cpu' (device='auto' picks the GPU only when one is usable)"
+    try:
+        cuda = import_cuda()
+    except Exception as exc:  # noqa: BLE001 - whatever stops numba's CUDA target from loading
+        raise RuntimeError(f"device='cuda' cannot run: numba's CUDA target failed to import "
+                           f"({reason(exc)}). To fix it, {_INSTALL_HINT}; {fallback}."
+                           ) from exc
+    if cuda.is_available():
+        if compiler_found():
+            return
+        raise RuntimeError("device='cuda' cannot run: numba finds the GPU but not libNVVM, the "
+                           f"CUDA compiler its kernels need. To fix it, {_INSTALL_HINT}, whose "
+                           f"toolkit wheels include it; {fallback}.")
+    reasons, fixes = [], []
+    if not numba_cuda_installed():
+        reasons.append("numba-cuda is not installed")
+        fixes.append(_INSTALL_HINT)
+    try:
+        count = device_count(cuda)
+    except Exception as exc:  # noqa: BLE001 - numba's words for a missing or broken driver
+        reasons.append(f"the CUDA driver could not be loaded ({reason(exc)})")
+        fixes.append("install the NVIDIA driver (nvidia-smi must list the GPU); if it is "
+                     "installed, point NUMBA_CUDA_DRIVER at libcuda.so")
+    else:
+        if count == 0:
+            reasons.append("the driver reports no CUDA device")
+            fixes.append("check nvidia-smi and CUDA_VISIBLE_DEVICES")
+        else:
+            reasons.append("numba cannot use the CUDA device (unsupported GPU or toolkit?)")
+            fixes.append("run numba -s to see what it finds")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        reasons.append("NUMBA_ENABLE_CUDASIM=1 was set after numba was imported, so numba's "
+                       "CUDA simulator is off")
+        fixes.append("set it before Python starts to run on the simulator instead")
+    raise RuntimeError(f"device='cuda' cannot run: {'; '.join(reasons)}. To fix it, "
+                       f"{'; '.join(fixes)}; {fallback}.")
+
+
+def shared_bytes_per_block():
+    """Bytes of shared memory one block may use on the current device without opting in
+    (DEFAULT_SHARED_BYTES under the simulator). Asked once per process."""
+    global _SHARED_BYTES
+    if _SHARED_BYTES is None:
+        if simulator():
+            _SHARED_BYTES = DEFAULT_SHARED_BYTES
+        else:
+            device = import_cuda().get_current_device()
+            _SHARED_BYTES = int(getattr(device, "MAX_SHARED_MEMORY_PER_BLOCK",
+                                        DEFAULT_SHARED_BYTES))
+    return _SHARED_BYTES
+
+
+_SHARED_BYTES = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Moving arrays
+# ---------------------------------------------------------------------------------------------
+
+def to_device(array):
+    """A device copy of a host array. A 2-D integer array (the layers table) keeps its host copy
+    beside it, so that launching kernels never has to read it back from the device."""
+    cuda = import_cuda()
+    array = np.ascontiguousarray(array)
+    on_device = cuda.to_device(array)
+    if array.ndim == 2 and array.dtype.kind in "iu":
+        setattr(on_device, _HOST_COPY, array.copy())
+    return on_device
+
+
+def empty(shape, dtype):
+    """An uninitialised device array (nothing is copied from the host)."""
+    return import_cuda().device_array(shape, dtype)
+
+
+def to_host(array):
+    """A host NumPy copy of a device array."""
+    return array.copy_to_host()
+
+
+def copy_to(destination, host_array):
+    """Overwrite a device array in place with the contents of a host array."""
+    destination.copy_to_device(np.ascontiguousarray(host_array, dtype=destination.dtype))
+
+
+def host_table(layers):
+    """The layers table (L, 4) on the host: the copy to_device kept, else read back once."""
+    if isinstance(layers, np.ndarray):
+        return layers
+    table = getattr(layers, _HOST_COPY, None)
+    if table is None:
+        table = layers.copy_to_host()
+        setattr(layers, _HOST_COPY, table)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The optional cuBLAS path
+# ---------------------------------------------------------------------------------------------
+
+def cupy():
+    """CuPy, when it is importable, a real GPU is in use and a small cuBLAS product works on it;
+    else None (tiled kernels only). Checked once per process: a CuPy built for another CUDA
+    version, or a cuBLAS that fails to load, warns and falls back here instead of failing in the
+    middle of a fit. Not run on a GPU yet: the simulator has no cuBLAS."""
+    global _CUPY
+    if simulator():
+        return None
+    if _CUPY is UNCHECKED:
+        _CUPY = _working_cupy()
+    return _CUPY
+
+
+def _working_cupy():
+    try:
+        import cupy
+    except Exception:  # noqa: BLE001 - not installed, or broken: the tiled kernels do the work
+        return None
+    try:
+        with cupy.cuda.Stream.null:
+            a = cupy.ones((2, 2), dtype=cupy.float32)
+            product = cupy.asnumpy(cupy.matmul(a, a))
+        if not np.array_equal(product, np.full((2, 2), 2, np.float32)):
+            raise RuntimeError(f"cupy.matmul of ones gave {product.tolist()}")
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not use it
+        warnings.warn(f"CuPy is installed but its cuBLAS product failed ({reason(exc)}); "
+                      "fastmlp uses its own CUDA matrix kernels instead. Install the CuPy that "
+                      "matches your CUDA version (cupy-cuda12x or cupy-cuda13x) to use cuBLAS.",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return cupy
+
+
+UNCHECKED = object()
+_CUPY = UNCHECKED  # the result of cupy()'s one check
+
+
+def same_stream(cupy_module):
+    """Run CuPy on the legacy default stream, where numba launches its kernels, so that cuBLAS
+    calls and kernels run in the order they are made."""
+    return cupy_module.cuda.Stream.null if cupy_module is not None else contextlib.nullcontext()

@@ -1,0 +1,379 @@
+"""The CUDA backend's launch sequence: train_epoch, loss_and_gradient and predict on device arrays,
+with the CPU backend's arguments and results.
+
+An epoch of a network that fits in one block's shared memory is ONE launch of the persistent
+kernel (fused.py). A wider network takes 3L + 3 launches per mini-batch of L weight layers (see
+_Network), all configured once per call: no allocation, host-device copy or launch
+configuration happens per batch. Only the epoch's loss comes back to the host. Imports without
+numba-cuda or a GPU: kernels are imported on first use.
+"""
+
+import types
+import warnings
+
+import numpy as np
+
+from ..codes import ADAGRAD, ADAMW, GELU, RMSPROP, SGD, SILU, SOFTMAX
+from . import device
+
+# Products with at least this many multiply-adds (rows x fan-in x fan-out) go to cuBLAS when
+# CuPy is importable: below it, the tiled kernel's launch is as cheap as the cuBLAS call.
+CUBLAS_MIN_MACS = 1 << 20
+
+
+def _kernels():
+    from . import kernels
+
+    return kernels
+
+
+def _fused():
+    from . import fused
+
+    return fused
+
+
+def blocks(n, per_block):
+    return max(1, -(-n // per_block))
+
+
+def product_grid(K, rows, cols):
+    """(grid, block) of a tiled product kernel writing a (rows, cols) result. Rows go along the
+    grid's x dimension, which takes up to 2**31 - 1 blocks (y takes at most 65535)."""
+    return (blocks(rows, K.TILE), blocks(cols, K.TILE)), (K.TILE, K.TILE)
+
+
+def elementwise_grid(K, rows, cols):
+    """(grid, block) of an elementwise kernel over (rows, cols): one thread per element, 1-D."""
+    return blocks(rows * cols, K.BLOCK), K.BLOCK
+
+
+def launcher(kernel, grid, block, shared_bytes=0):
+    """`kernel` configured for (grid, block), made once per call and reused by every batch.
+    numba-cuda warns about grids under 128 blocks whenever a configuration is made; small layers
+    and the one-block reductions make such grids by design, so that warning is not shown."""
+    if device.simulator():
+        # The simulator's kernel[...] reconfigures the kernel object itself instead of
+        # returning a new configuration: configure it at each launch there.
+        return lambda *args: kernel[grid, block, 0, shared_bytes](*args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Grid size .* under-utilization")
+        return kernel[grid, block, 0, shared_bytes]
+
+
+class _Network:
+    """Views of one network's parameters and device work buffers for batches of up to `rows`
+    rows, made once per call of train_epoch / loss_and_gradient / predict, never per batch."""
+
+    def __init__(self, params, layers, hidden, output, rows, n_features, n_outputs,
+                 dropout=False):
+        cuda = device.import_cuda()
+        self.K = _kernels()
+        self.cupy = device.cupy()
+        self.table = table = device.host_table(layers)
+        self.n_layers = table.shape[0]
+        self.last = self.n_layers - 1
+        self.hidden, self.output = hidden, output
+        self.kinds = [hidden] * self.last + [output]
+        self.fans = [(int(fan_in), int(fan_out)) for fan_in, fan_out, _, _ in table]
+        self.n_weights = int(table[0, 3])
+        self.W, self.b = self.split(params, table)
+        self.hidden_units = sum(fan_out for _, fan_out in self.fans[:-1])
+        self.eps = float(np.finfo(params.dtype).eps)
+
+        def buffers(width, wanted=True, stand_in=None):
+            return cuda.device_array((rows, width), params.dtype) if wanted else stand_in
+
+        widths = [fan_out for _, fan_out in self.fans]
+        self.acts = [buffers(w) for w in widths]
+        self.deltas = [buffers(w) for w in widths]
+        # An array a kernel takes but never touches for this network is stood in for by acts.
+        self.pre = [buffers(w, kind in (GELU, SILU), a)
+                    for w, kind, a in zip(widths, self.kinds, self.acts)]
+        self.masks = [buffers(w, dropout, a) for w, a in zip(widths, self.acts)]
+        self.dropped = [buffers(w, dropout, a) for w, a in zip(widths, self.acts)]
+        self.Xb = buffers(n_features)
+        self.Yb = buffers(n_outputs)
+        self.swb = cuda.device_array(rows, params.dtype)
+        self._batches = {}
+
+    @staticmethod
+    def split(flat, table):
+        """Per-layer (I, O) weight and (O,) bias views of a flat device buffer."""
+        W = [flat[w:w + i * o].reshape((i, o)) for i, o, w, _ in table]
+        b = [flat[bo:bo + o] for _, o, _, bo in table]
+        return W, b
+
+    def rows(self, n):
+        """Views of the work buffers for a batch of n rows and every launch such a batch makes,
+        made once per distinct n (an epoch has at most two: the batch size and the last one)."""
+        if n in self._batches:
+            return self._batches[n]
+        K = self.K
+        v = types.SimpleNamespace(n=n)
+        for name in ("acts", "deltas", "pre", "masks", "dropped"):
+            setattr(v, name, [a[:n] for a in getattr(self, name)])
+        v.Xb, v.Yb, v.swb = self.Xb[:n], self.Yb[:n], self.swb[:n]
+        v.stage = launcher(K.stage_batch, n, K.ROW_THREADS)
+        v.gather = launcher(K.gather_rows_from, n, K.ROW_THREADS)
+        v.loss = launcher(K.output_delta_and_loss_sums, 1, K.BLOCK)
+        v.softmax = launcher(K.softmax_rows, blocks(n, K.BLOCK), K.BLOCK)
+        v.cublas, v.forward, v.dropout, v.gradient, v.delta = [], [], [], [], []
+        for fan_in, fan_out in self.fans:
+            cublas = self.cupy is not None and n * fan_in * fan_out >= CUBLAS_MIN_MACS
+            v.cublas.append(cublas)
+            v.dropout.append(launcher(K.dropout_forward, *elementwise_grid(K, n, fan_out)))
+            if cublas:  # the product by cuBLAS, then its epilogue as an elementwise kernel
+                v.forward.append(launcher(K.bias_activate, *elementwise_grid(K, n, fan_out)))
+                v.gradient.append(launcher(K.column_sums, blocks(fan_out, K.BLOCK), K.BLOCK))
+                v.delta.append(launcher(K.activation_backward_masked,
+                                         *elementwise_grid(K, n, fan_in)))
+            else:
+                v.forward.append(launcher(K.dense_forward_activate, *product_grid(K, n, fan_out)))
+                v.gradient.append(launcher(K.dense_backward,  # + the bias row
+                                            *product_grid(K, fan_in + 1, fan_out)))
+                v.delta.append(launcher(K.backward_input, *product_grid(K, n, fan_in)))
+        self._batches[n] = v
+        return v
+
+    # ------------------------------------------------------------------ forward and backward
+    def forward(self, v, dropout=0.0, seed=0, first_row=0, out=None):
+        """Forward pass over the n rows staged in v.Xb; returns the (n, K) output activations,
+        written into `out` when given. Softmax rows are left unfinished (see the callers)."""
+        A = v.Xb
+        unit_offset = 0
+        for i in range(self.n_layers):
+            Z = out if out is not None and i == self.last else v.acts[i]
+            if v.cublas[i]:
+                self._cublas(Z, A, self.W[i])
+                v.forward[i](Z, v.pre[i], self.b[i], self.kinds[i])
+            else:
+                v.forward[i](Z, v.pre[i], A, self.W[i], self.b[i], self.kinds[i])
+            A = Z
+            if dropout > 0 and i < self.last:
+                A = v.dropped[i]
+                v.dropout[i](A, v.masks[i], Z, dropout, seed,
+                             first_row * self.hidden_units + unit_offset, self.hidden_units)
+                unit_offset += Z.shape[1]
+        return Z
+
+    def backprop(self, v, dW, db, stats, loss, dropout, seed, first_row):
+        """Forward and backward over the n staged rows: unnormalised gradients into the views
+        dW, db; weighted loss and weight sums added to stats (see output_delta_and_loss)."""
+        P = self.forward(v, dropout, seed, first_row)
+        v.loss(v.deltas[self.last], stats, P, v.Yb, v.swb, loss, self.output == SOFTMAX,
+               self.eps)
+        inputs = v.dropped if dropout > 0 else v.acts
+        for i in range(self.last, -1, -1):
+            dZ = v.deltas[i]
+            A_in = v.Xb if i == 0 else inputs[i - 1]
+            if v.cublas[i]:
+                self._cublas(dW[i], A_in, dZ, transpose_a=True)
+                v.gradient[i](db[i], dZ)
+            else:
+                v.gradient[i](dW[i], db[i], dZ, A_in)
+            if i > 0:
+                dA = v.deltas[i - 1]
+                args = (v.acts[i - 1], v.pre[i - 1], v.masks[i - 1], self.hidden, dropout > 0)
+                if v.cublas[i]:
+                    self._cublas(dA, dZ, self.W[i], transpose_b=True)
+                    v.delta[i](dA, *args)
+                else:
+                    v.delta[i](dA, dZ, self.W[i], *args)
+
+    def _cublas(self, C, A, B, transpose_a=False, transpose_b=False):
+        """C = op(A) @ op(B) by cuBLAS, zero-copy on the same device memory."""
+        cp = self.cupy
+        a, b = cp.asarray(A), cp.asarray(B)
+        cp.matmul(a.T if transpose_a else a, b.T if transpose_b else b, out=cp.asarray(C))
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend's entry points (arguments as in fastmlp/cpu/kernels.py, arrays on the device)
+# ---------------------------------------------------------------------------------------------
+
+# Whether train_epoch may run a whole epoch in one launch of the persistent kernel when the
+# network fits in a block's shared memory (False: always the per-layer kernels, for comparison).
+FUSED_EPOCHS = True
+
+
+def fused_shared_bytes(params, table, batch_size, n_features, n_outputs, net):
+    """Dynamic shared-memory bytes the persistent epoch kernel needs for this network and batch
+    size, or None when they do not fit in one block beside its static arrays (the limit is the
+    device's shared memory per block; see device.shared_bytes_per_block)."""
+    F = _fused()
+    elements = F.shared_elements(params.shape[0], batch_size, n_features, n_outputs,
+                                 int(table[:, 1].sum()), net.hidden in (GELU, SILU),
+                                 net.dropout > 0)
+    needed = elements * params.dtype.itemsize
+    if needed + F.STATIC_SHARED_BYTES > device.shared_bytes_per_block():
+        return None
+    return needed
+
+
+def epoch_path(params, layers, batch_size, n_features, n_outputs, net):
+    """"fused" when train_epoch runs this network's epochs in one launch, else "per-layer"."""
+    table = device.host_table(layers)
+    if FUSED_EPOCHS and fused_shared_bytes(params, table, batch_size, n_features, n_outputs,
+                                           net) is not None:
+        return "fused"
+    return "per-layer"
+
+
+def _step_sizes(opt, n_batches):
+    """Adam's bias-corrected step size of every update this epoch can make, by the CPU's own
+    function (bit-identical), as a float64 device array sent once per epoch; empty for the
+    optimizers that do not use it."""
+    from ..cpu.kernels import adam_step_size
+
+    if opt.kind in (SGD, ADAGRAD, RMSPROP):
+        return device.empty(0, np.float64)
+    return device.to_device(np.array(
+        [adam_step_size(opt.learning_rate, opt.beta_1, opt.beta_2, opt.step + j + 1)
+         for j in range(n_batches)], dtype=np.float64))
+
+
+def _plain(net, opt):
+    """net and opt with every scalar a plain Python number of one type per field, so that the
+    persistent kernel, which takes them whole, compiles once per dtype."""
+    net = net._replace(hidden=int(net.hidden), output=int(net.output), loss=int(net.loss),
+                       alpha=float(net.alpha), dropout=float(net.dropout), seed=int(net.seed))
+    opt = type(opt)(int(opt.kind), float(opt.learning_rate), float(opt.momentum),
+                    bool(opt.nesterov), float(opt.beta_1), float(opt.beta_2),
+                    float(opt.epsilon), float(opt.rho), float(opt.weight_decay), int(opt.step))
+    return net, opt
+
+
+def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
+    """One epoch of mini-batch training on the device (see the CPU train_epoch): batches are
+    gathered on the device from `order`; returns (sum of batch loss * batch rows, Adam's step
+    counter after the epoch), the only numbers copied back. One launch per epoch when the
+    network fits in a block's shared memory (epoch_path), else 3L + 3 launches per batch."""
+    n = order.shape[0]
+    if n == 0:
+        return 0.0, opt.step
+    batch_size = min(batch_size, n)
+    if epoch_path(state.params, net.layers, batch_size, features.X.shape[1], Y.shape[1],
+                  net) == "fused":
+        return _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt)
+    return _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt)
+
+
+def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
+    """train_epoch in one launch of the persistent kernel (fused.py)."""
+    F = _fused()
+    params = state.params
+    net, opt = _plain(net, opt)
+    shared = fused_shared_bytes(params, device.host_table(net.layers), batch_size,
+                                features.X.shape[1], Y.shape[1], net)
+    totals = device.empty(2, np.float64)
+    launcher(F.train_epoch_fused, 1, F.THREADS, shared)(
+        params, state.slot_1, state.slot_2, totals, features, Y, sw, order,
+        _step_sizes(opt, blocks(order.shape[0], batch_size)), batch_size, net, opt,
+        float(np.finfo(params.dtype).eps))
+    result = totals.copy_to_host()
+    step = opt.step
+    if opt.kind not in (SGD, ADAGRAD, RMSPROP):  # Adam and AdamW count their updates
+        step += int(result[F.UPDATES])
+    return float(result[F.EPOCH_TOTAL]), step
+
+
+def _update(network, state, squares, stats, alpha, opt, n_batches):
+    """(launcher, arguments) of the fused finish_gradient + update that opt asks for. Scalars
+    are cast to the parameters' dtype, as the CPU kernels cast them."""
+    K = network.K
+    params, dparams, slot_1, slot_2 = state
+    dt = params.dtype.type
+    common = (squares, dparams, stats, dt(alpha), network.n_weights)
+    grid = (squares.shape[0], K.BLOCK)
+    if opt.kind == SGD:
+        return launcher(K.sgd_update_batch, *grid), (
+            params, slot_1, *common, dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov))
+    if opt.kind == ADAGRAD:
+        return launcher(K.adagrad_update_batch, *grid), (
+            params, slot_1, *common, dt(opt.learning_rate), dt(opt.epsilon))
+    if opt.kind == RMSPROP:
+        return launcher(K.rmsprop_update_batch, *grid), (
+            params, slot_1, *common, dt(opt.learning_rate), dt(opt.rho), dt(opt.epsilon))
+    decay = opt.learning_rate * opt.weight_decay if opt.kind == ADAMW else 0.0
+    return launcher(K.adam_update_batch, *grid), (
+        params, slot_1, slot_2, *common, _step_sizes(opt, n_batches), dt(opt.beta_1),
+        dt(opt.beta_2), dt(opt.epsilon), dt(1 - decay), network.n_weights if decay > 0 else 0)
+
+
+def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
+    """train_epoch with the per-layer kernels: 3L + 3 launches per batch, configured once."""
+    cuda = device.import_cuda()
+    params, dparams = state.params, state.dparams
+    n = order.shape[0]
+    network = _Network(params, net.layers, net.hidden, net.output, batch_size,
+                       features.X.shape[1], Y.shape[1], net.dropout > 0)
+    K = network.K
+    dW, db = _Network.split(dparams, network.table)
+    squares = cuda.device_array(blocks(params.shape[0], K.BLOCK), np.float64)
+    stats = cuda.to_device(np.zeros(K.N_STATS))
+    update, update_args = _update(network, state, squares, stats, net.alpha, opt,
+                                  blocks(n, batch_size))
+    close = launcher(K.close_batch, 1, K.BLOCK)
+    alpha = float(net.alpha)
+    with device.same_stream(network.cupy):
+        for start in range(0, n, batch_size):
+            v = network.rows(min(batch_size, n - start))
+            v.stage(v.Xb, v.Yb, v.swb, *features, Y, sw, order, start)
+            network.backprop(v, dW, db, stats, net.loss, net.dropout, net.seed, start)
+            update(*update_args)
+            close(stats, squares, alpha, v.n)
+    result = stats.copy_to_host()
+    step = opt.step
+    if opt.kind not in (SGD, ADAGRAD, RMSPROP):  # Adam and AdamW count their updates
+        step += int(result[K.STEPS])
+    return float(result[K.EPOCH_TOTAL]), step
+
+
+def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
+    """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, in chunks of
+    at most chunk_rows rows (see the CPU function). Used by L-BFGS."""
+    cuda = device.import_cuda()
+    n = Y.shape[0]
+    chunk_rows = min(chunk_rows, n)
+    network = _Network(params, net.layers, net.hidden, net.output, chunk_rows,
+                       features.X.shape[1], Y.shape[1])
+    K = network.K
+    several = n > chunk_rows
+    chunk_grad = cuda.device_array_like(dparams) if several else dparams
+    dW, db = _Network.split(chunk_grad, network.table)
+    stats = cuda.to_device(np.zeros(K.N_STATS))
+    squares = cuda.device_array(blocks(params.shape[0], K.BLOCK), np.float64)
+    consecutive = cuda.device_array(0, np.int64)  # no index array: rows start, start + 1, ...
+    add = launcher(K.add_into, blocks(dparams.shape[0], K.BLOCK), K.BLOCK)
+    with device.same_stream(network.cupy):
+        for start in range(0, n, chunk_rows):
+            v = network.rows(min(chunk_rows, n - start))
+            v.stage(v.Xb, v.Yb, v.swb, *features, Y, sw, consecutive, start)
+            network.backprop(v, dW, db, stats, net.loss, 0.0, 0, start)
+            if several:
+                add(dparams, chunk_grad, start == 0)
+        launcher(K.finish_gradient_squares, squares.shape[0], K.BLOCK)(
+            dparams, squares, params, stats, params.dtype.type(net.alpha), network.n_weights)
+    sums = stats.copy_to_host()
+    loss_sum, weight_sum = sums[K.LOSS_SUM], sums[K.WEIGHT_SUM]
+    weight_squares = float(np.sum(squares.copy_to_host()))
+    return float(loss_sum / weight_sum + 0.5 * net.alpha * weight_squares / weight_sum)
+
+
+def predict(out, params, features, rows, net, chunk_rows):
+    """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk (see
+    the CPU function)."""
+    n = rows.shape[0]
+    if n == 0:
+        return
+    chunk_rows = min(chunk_rows, n)
+    network = _Network(params, net.layers, net.hidden, net.output, chunk_rows,
+                       features.X.shape[1], 0)
+    with device.same_stream(network.cupy):
+        for start in range(0, n, chunk_rows):
+            v = network.rows(min(chunk_rows, n - start))
+            v.gather(v.Xb, *features, rows, start)
+            P = network.forward(v, out=out[start:start + v.n])
+            if net.output == SOFTMAX:
+                v.softmax(P)

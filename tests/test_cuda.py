@@ -11,6 +11,7 @@ kernel compiles for a real GPU, which the simulator cannot check.
 """
 
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -55,6 +56,67 @@ def test_cuda_backend_under_the_simulator():
         summary = output.strip().splitlines()[-1] if output.strip() else ""
         assert child.returncode == 0, f"{shard} under the simulator:\n{output[-8000:]}"
         assert re.search(r"\d+ passed", summary) and "failed" not in summary, output[-3000:]
+
+
+@pytest.mark.skipif(device.target() == "gpu", reason="on a GPU machine tests/cuda_sim runs")
+def test_the_cuda_suite_skips_loudly_where_cuda_cannot_run():
+    """Without the simulator or a GPU, every file of tests/cuda_sim is reported as skipped with
+    the reason, instead of nothing being collected."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p",
+                             "no:cacheprovider", "cuda_sim"], cwd=TESTS, capture_output=True,
+                            text=True, env=_child_env(NUMBA_ENABLE_CUDASIM="0"), timeout=300)
+    files = {path.name for path in (TESTS / "cuda_sim").glob("test_*.py")}
+    skipped = set(re.findall(r"SKIPPED \[1\] cuda_sim/(test_\w+\.py):\d+: CUDA code cannot run "
+                             r"in this process", result.stdout))
+    assert skipped == files and len(files) == 3, result.stdout[-3000:]
+    assert f"{len(files)} skipped" in result.stdout
+
+
+def _public_functions(module):
+    """{name: signature} of the public functions a module defines or re-exports."""
+    return {name: inspect.signature(getattr(value, "py_func", value))
+            for name, value in vars(module).items()
+            if not name.startswith("_") and callable(value) and not inspect.ismodule(value)
+            and not inspect.isclass(value)}
+
+
+def test_both_backends_expose_the_same_interface():
+    """fastmlp.cpu and fastmlp.cuda are interchangeable for the driver: the same public
+    functions with the same signatures (arguments as in the CPU kernels)."""
+    import fastmlp.cpu as cpu_backend
+
+    on_cpu, on_cuda = _public_functions(cpu_backend), _public_functions(gpu)
+    assert set(on_cpu) == set(on_cuda) >= {"train_epoch", "loss_and_gradient", "predict",
+                                           "to_device", "to_host", "empty", "copy_to",
+                                           "check_available"}
+    for name, signature in on_cpu.items():
+        assert on_cuda[name] == signature, (name, signature, on_cuda[name])
+    assert (cpu_backend.NAME, gpu.NAME) == ("cpu", "cuda")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                    reason="needs numba-cuda (pip install 'fastmlp[cuda]'); no GPU needed")
+def test_a_kernel_name_means_the_same_contract_on_both_backends():
+    """Below the backend interface, a CUDA kernel or device function named like a CPU kernel
+    takes the same arguments (kernels that fuse several CPU steps carry other names)."""
+    result = _run_python("""
+        import inspect
+        from fastmlp.cpu import kernels as cpu
+        from fastmlp.cuda import kernels as gpu
+
+        def functions(module):
+            return {name: inspect.signature(value.py_func) for name, value in vars(module).items()
+                    if not name.startswith("_") and hasattr(value, "py_func")}
+
+        on_cpu, on_gpu = functions(cpu), functions(gpu)
+        shared = sorted(set(on_cpu) & set(on_gpu))
+        for name in shared:
+            assert on_cpu[name] == on_gpu[name], (name, on_cpu[name], on_gpu[name])
+        print("SHARED:", " ".join(shared))
+    """, NUMBA_ENABLE_CUDASIM="0")
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    shared = re.search(r"SHARED: (.*)", result.stdout).group(1).split()
+    assert {"dense_backward", "dropout_forward", "uniform", "xlogy"} <= set(shared), shared
 
 
 def _run_python(code, **env):

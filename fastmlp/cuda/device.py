@@ -60,6 +60,16 @@ def reason(exc):
     return ": ".join(lines[:2]) or type(exc).__name__
 
 
+def target():
+    """Where CUDA code runs in this process: "simulator", "gpu", or None (it cannot run)."""
+    if simulator():
+        return "simulator"
+    try:
+        return "gpu" if import_cuda().is_available() else None
+    except Exception:  # noqa: BLE001 - no CUDA target at all
+        return None
+
+
 def check_available():
     """Return None when CUDA training can run here (a usable GPU, or numba's CUDA simulator);
     otherwise raise RuntimeError saying why and how to fix it."""

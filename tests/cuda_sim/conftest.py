@@ -1,26 +1,12 @@
 """The CUDA suite needs numba's CUDA target live when numba is imported: the simulator
 (NUMBA_ENABLE_CUDASIM=1; tests/test_cuda.py starts such a process) or a real GPU. In any other
-process these files are not collected. Tests marked `gpu` run only on a real GPU."""
+process each file skips at module level and says why. Tests marked `gpu` run only on a GPU."""
 
-import numba
 import pytest
 
+from fastmlp.cuda.device import target
 
-def _target():
-    """'simulator', 'gpu', or None when CUDA code cannot run in this process."""
-    if numba.config.ENABLE_CUDASIM:
-        return "simulator"
-    try:
-        from numba import cuda
-
-        return "gpu" if cuda.is_available() else None
-    except Exception:  # noqa: BLE001 - no CUDA target at all
-        return None
-
-
-TARGET = _target()
-if TARGET is None:
-    collect_ignore_glob = ["test_*.py"]
+TARGET = target()
 
 
 def pytest_configure(config):

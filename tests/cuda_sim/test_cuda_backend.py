@@ -10,14 +10,21 @@ import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose
 
-from fastmlp import codes
-from fastmlp import cuda as gpu
-from fastmlp.bundles import Network, OptimizerStep, TrainState
-from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES, RELU
-from fastmlp.cpu import kernels as cpu
-from fastmlp.cuda import device, fused, kernels, launch
-from fastmlp.layout import Layout
-from fastmlp.training import as_features
+from fastmlp.cuda.device import target
+
+if target() is None:
+    pytest.skip("CUDA code cannot run in this process: these tests need numba's CUDA simulator "
+                "(NUMBA_ENABLE_CUDASIM=1 before numba is imported, as tests/test_cuda.py runs "
+                "them) or a usable GPU", allow_module_level=True)
+
+from fastmlp import codes  # noqa: E402
+from fastmlp import cuda as gpu  # noqa: E402
+from fastmlp.bundles import Network, OptimizerStep, TrainState  # noqa: E402
+from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES, RELU  # noqa: E402
+from fastmlp.cpu import kernels as cpu  # noqa: E402
+from fastmlp.cuda import device, fused, kernels, launch  # noqa: E402
+from fastmlp.layout import Layout  # noqa: E402
+from fastmlp.training import as_features  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
 

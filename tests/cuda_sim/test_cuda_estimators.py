@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-import fastmlp
+from fastmlp.cuda.device import target
+
+if target() is None:
+    pytest.skip("CUDA code cannot run in this process: these tests need numba's CUDA simulator "
+                "(NUMBA_ENABLE_CUDASIM=1 before numba is imported, as tests/test_cuda.py runs "
+                "them) or a usable GPU", allow_module_level=True)
+
+import fastmlp  # noqa: E402
 
 
 def _classification(n=24):

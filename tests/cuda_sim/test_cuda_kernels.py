@@ -7,12 +7,19 @@ import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fastmlp import codes, reference
-from fastmlp.cpu import kernels as cpu
-from fastmlp.cuda import kernels as K
-from fastmlp.cuda import to_device, to_host
-from fastmlp.cuda.launch import blocks, elementwise_grid, product_grid
-from fastmlp.training import as_features
+from fastmlp.cuda.device import target
+
+if target() is None:
+    pytest.skip("CUDA code cannot run in this process: these tests need numba's CUDA simulator "
+                "(NUMBA_ENABLE_CUDASIM=1 before numba is imported, as tests/test_cuda.py runs "
+                "them) or a usable GPU", allow_module_level=True)
+
+from fastmlp import codes, reference  # noqa: E402
+from fastmlp.cpu import kernels as cpu  # noqa: E402
+from fastmlp.cuda import kernels as K  # noqa: E402
+from fastmlp.cuda import to_device, to_host  # noqa: E402
+from fastmlp.cuda.launch import blocks, elementwise_grid, product_grid  # noqa: E402
+from fastmlp.training import as_features  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
 

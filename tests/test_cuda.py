@@ -351,6 +351,9 @@ def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
         for contestant in ("fastmlp cuda", "fastmlp cpu"):
             assert re.search(rf"\| {workload} .*\| {contestant} \| \d+\.\d+ \| \d+\.\d+x \|",
                              table), (workload, contestant, table)
+    # W1 is too large for the one-launch epoch kernel (as the real W1 is), W2 fits (as W2 does)
+    assert re.search(r"\| W1 [^|]*\| fastmlp cuda \|.*\| per-layer \|", table), table
+    assert re.search(r"\| W2 [^|]*\| fastmlp cuda \|.*\| fused \|", table), table
     # same model on both devices: the W1 test accuracies agree
     accuracies = re.findall(r"\| W1 .*\| fastmlp c(?:uda|pu) \|.*\| (\d\.\d+) \|", table)
     assert len(accuracies) == 2 and accuracies[0] == accuracies[1], table

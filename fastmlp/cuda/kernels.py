@@ -489,7 +489,7 @@ def _finished_gradient(dparams, params, stats, alpha, n_weights, k):
 @cuda.jit(device=True)
 def _store_block_squares(squares, params, n_weights, k):
     """squares[block] := the sum of this block's squared weights, read before any update (the
-    CPU finish_gradient's ||W||^2, summed by close_batch). Every thread must call this."""
+    CPU finish_gradient's ||W||^2, summed by _close). Every thread must call this."""
     partial = cuda.shared.array(BLOCK, dtype=numba.float64)
     value = 0.0
     if k < n_weights:
@@ -510,31 +510,82 @@ def finish_gradient_squares(dparams, squares, params, stats, alpha, n_weights):
         _finished_gradient(dparams, params, stats, alpha, n_weights, k)
 
 
+@cuda.jit(device=True)
+def _close(stats, squares, alpha, rows):
+    """Block-wide end of a mini-batch: add its regularised loss times its row count to
+    stats[EPOCH_TOTAL], as the CPU train_epoch does, and count the update in stats[STEPS]; then
+    clear the batch sums. squares (G,): the update's per-block sums of W^2, added in a fixed
+    order; alpha: float64. Every thread of the block must call this."""
+    partial = cuda.shared.array(BLOCK, dtype=numba.float64)
+    value = 0.0
+    for g in range(cuda.threadIdx.x, squares.shape[0], cuda.blockDim.x):
+        value += squares[g]
+    total = block_sum(partial, value)
+    if cuda.threadIdx.x == 0:
+        weight_sum = stats[WEIGHT_SUM]
+        stats[EPOCH_TOTAL] += (stats[LOSS_SUM] / weight_sum
+                               + 0.5 * alpha * total / weight_sum) * rows
+        stats[STEPS] += 1
+        stats[LOSS_SUM] = 0
+        stats[WEIGHT_SUM] = 0
+
+
+@cuda.jit(device=True)
+def _close_in_last_block(stats, squares, done, alpha, rows):
+    """Every thread of every block of an update kernel calls this at its end: the last block to
+    finish closes the batch (_close), so that no separate launch is needed, and re-arms done
+    (1,) int32 for the next batch. Blocks count themselves with one integer atomic after a
+    memory fence (CUDA's threadFenceReduction pattern); the sum itself runs in a fixed order."""
+    last = cuda.shared.array(1, dtype=numba.int32)
+    cuda.syncthreads()  # this block has read stats and written its squares entry
+    if cuda.threadIdx.x == 0:
+        cuda.threadfence()
+        last[0] = 1 if cuda.atomic.add(done, 0, 1) == cuda.gridDim.x - 1 else 0
+    cuda.syncthreads()
+    if last[0] == 1:
+        _close(stats, squares, alpha, rows)
+        if cuda.threadIdx.x == 0:
+            done[0] = 0
+
+
+@cuda.jit(device=True)
+def _skipped(stats):
+    """True when the batch's weights sum to zero: the update is skipped, as on the CPU (the same
+    answer for every thread, so nobody reaches a block reduction); its loss sum is cleared."""
+    if stats[WEIGHT_SUM] != 0:
+        return False
+    if cuda.grid(1) == 0:
+        stats[LOSS_SUM] = 0
+    return True
+
+
 @cuda.jit
-def sgd_update_batch(params, velocity, squares, dparams, stats, alpha, n_weights,
-                     learning_rate, momentum, nesterov):
-    """A batch's update from its raw gradient: the CPU finish_gradient and sgd_update fused.
-    params, velocity (P,) updated in place from the raw batch gradient dparams (P,), which is
-    left finished; squares (G,) out as in finish_gradient_squares. A batch whose weights sum to
-    zero is skipped, as on the CPU. Scalars are in the parameters' dtype. Launch: G blocks of
-    BLOCK."""
-    if stats[WEIGHT_SUM] == 0:
-        return  # the same for every thread: nobody reaches the block reduction
+def sgd_update_batch(params, velocity, squares, dparams, stats, done, alpha, n_weights,
+                     learning_rate, momentum, nesterov, alpha_64, rows):
+    """A batch's update from its raw gradient: the CPU finish_gradient and sgd_update fused, and
+    the batch closed (see _close) by the last block. params, velocity (P,) updated in place from
+    the raw batch gradient dparams (P,), which is left finished; squares (G,) out as in
+    finish_gradient_squares; done (1,) int32: 0 between batches. A batch whose weights sum to
+    zero is skipped, as on the CPU. Scalars are in the parameters' dtype but alpha_64 (float64);
+    rows: the batch's row count. Launch: G blocks of BLOCK."""
+    if _skipped(stats):
+        return
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
         g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
         params[k] = sgd_step(params[k], g, velocity, k, learning_rate, momentum, nesterov)
+    _close_in_last_block(stats, squares, done, alpha_64, rows)
 
 
 @cuda.jit
-def adam_update_batch(params, m, v, squares, dparams, stats, alpha, n_weights, step_sizes,
-                      beta_1, beta_2, epsilon, keep, n_decayed):
+def adam_update_batch(params, m, v, squares, dparams, stats, done, alpha, n_weights, step_sizes,
+                      beta_1, beta_2, epsilon, keep, n_decayed, alpha_64, rows):
     """The CPU finish_gradient and adam_update fused (see sgd_update_batch). step_sizes (S,)
     float64: the bias-corrected step size of this call's first, second, ... update (stats[STEPS]
     counts the updates made). keep: AdamW's 1 - learning_rate * weight_decay, applied to the
     first n_decayed entries (the weights; 0 for plain Adam)."""
-    if stats[WEIGHT_SUM] == 0:
+    if _skipped(stats):
         return
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
@@ -543,53 +594,35 @@ def adam_update_batch(params, m, v, squares, dparams, stats, alpha, n_weights, s
         lr = params.dtype.type(step_sizes[int(stats[STEPS])])
         factor = keep if k < n_decayed else params.dtype.type(1)
         params[k] = adam_step(params[k], g, m, v, k, lr, beta_1, beta_2, epsilon, factor)
+    _close_in_last_block(stats, squares, done, alpha_64, rows)
 
 
 @cuda.jit
-def adagrad_update_batch(params, accumulator, squares, dparams, stats, alpha, n_weights,
-                         learning_rate, epsilon):
+def adagrad_update_batch(params, accumulator, squares, dparams, stats, done, alpha, n_weights,
+                         learning_rate, epsilon, alpha_64, rows):
     """The CPU finish_gradient and adagrad_update fused (see sgd_update_batch)."""
-    if stats[WEIGHT_SUM] == 0:
+    if _skipped(stats):
         return
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
         g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
         params[k] = adagrad_step(params[k], g, accumulator, k, learning_rate, epsilon)
+    _close_in_last_block(stats, squares, done, alpha_64, rows)
 
 
 @cuda.jit
-def rmsprop_update_batch(params, mean_square, squares, dparams, stats, alpha, n_weights,
-                         learning_rate, rho, epsilon):
+def rmsprop_update_batch(params, mean_square, squares, dparams, stats, done, alpha, n_weights,
+                         learning_rate, rho, epsilon, alpha_64, rows):
     """The CPU finish_gradient and rmsprop_update fused (see sgd_update_batch)."""
-    if stats[WEIGHT_SUM] == 0:
+    if _skipped(stats):
         return
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
         g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
         params[k] = rmsprop_step(params[k], g, mean_square, k, learning_rate, rho, epsilon)
-
-
-@cuda.jit
-def close_batch(stats, squares, alpha, rows):
-    """End of a mini-batch: unless its weights summed to zero (then it was skipped), add its
-    regularised loss times its row count to stats[EPOCH_TOTAL], as the CPU train_epoch does, and
-    count the update in stats[STEPS]; then clear the batch sums. squares (G,): the update's
-    per-block sums of W^2; alpha: float64. Launch: ONE block of BLOCK threads."""
-    partial = cuda.shared.array(BLOCK, dtype=numba.float64)
-    value = 0.0
-    for g in range(cuda.threadIdx.x, squares.shape[0], cuda.blockDim.x):
-        value += squares[g]
-    total = block_sum(partial, value)
-    if cuda.threadIdx.x == 0:
-        weight_sum = stats[WEIGHT_SUM]
-        if weight_sum != 0:
-            stats[EPOCH_TOTAL] += (stats[LOSS_SUM] / weight_sum
-                                   + 0.5 * alpha * total / weight_sum) * rows
-            stats[STEPS] += 1
-        stats[LOSS_SUM] = 0
-        stats[WEIGHT_SUM] = 0
+    _close_in_last_block(stats, squares, done, alpha_64, rows)
 
 
 @cuda.jit

@@ -2,10 +2,16 @@
 with the CPU backend's arguments and results.
 
 An epoch of a network that fits in one block's shared memory is ONE launch of the persistent
-kernel (fused.py). A wider network takes 3L + 3 launches per mini-batch of L weight layers (see
+kernel (fused.py). A wider network takes 3L + 2 launches per mini-batch of L weight layers (see
 _Network), all configured once per call: no allocation, host-device copy or launch
-configuration happens per batch. Only the epoch's loss comes back to the host. Imports without
-numba-cuda or a GPU: kernels are imported on first use.
+configuration happens per batch. They are: the gather of inputs, targets and weights; per layer
+one product + bias + activation; the softmax, output delta and loss; per layer the weight and
+bias gradient product and, for L - 1 of them, the product + dropout mask + activation
+derivative; the update, with gradient finishing and the batch's loss bookkeeping fused in.
+Dropout adds a launch per hidden layer; a product made by cuBLAS (CuPy installed, at least
+CUBLAS_MIN_MACS multiply-adds) becomes two launches, the cuBLAS call and its epilogue. Only the
+epoch's loss comes back to the host. Imports without numba-cuda or a GPU: kernels are imported
+on first use.
 """
 
 import types
@@ -248,7 +254,7 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     """One epoch of mini-batch training on the device (see the CPU train_epoch): batches are
     gathered on the device from `order`; returns (sum of batch loss * batch rows, Adam's step
     counter after the epoch), the only numbers copied back. One launch per epoch when the
-    network fits in a block's shared memory (epoch_path), else 3L + 3 launches per batch."""
+    network fits in a block's shared memory (epoch_path), else 3L + 2 launches per batch."""
     n = order.shape[0]
     if n == 0:
         return 0.0, opt.step
@@ -278,31 +284,36 @@ def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
     return float(result[F.EPOCH_TOTAL]), step
 
 
-def _update(network, state, squares, stats, alpha, opt, n_batches):
-    """(launcher, arguments) of the fused finish_gradient + update that opt asks for. Scalars
-    are cast to the parameters' dtype, as the CPU kernels cast them."""
+def _update(network, state, squares, stats, done, alpha, opt, n_batches):
+    """(launcher, arguments) of the fused finish_gradient + update + batch close that opt asks
+    for; each launch appends the batch's row count. Scalars are cast to the parameters' dtype,
+    as the CPU kernels cast them."""
     K = network.K
     params, dparams, slot_1, slot_2 = state
     dt = params.dtype.type
-    common = (squares, dparams, stats, dt(alpha), network.n_weights)
+    common = (squares, dparams, stats, done, dt(alpha), network.n_weights)
+    alpha_64 = float(alpha)
     grid = (squares.shape[0], K.BLOCK)
     if opt.kind == SGD:
         return launcher(K.sgd_update_batch, *grid), (
-            params, slot_1, *common, dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov))
+            params, slot_1, *common, dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
+            alpha_64)
     if opt.kind == ADAGRAD:
         return launcher(K.adagrad_update_batch, *grid), (
-            params, slot_1, *common, dt(opt.learning_rate), dt(opt.epsilon))
+            params, slot_1, *common, dt(opt.learning_rate), dt(opt.epsilon), alpha_64)
     if opt.kind == RMSPROP:
         return launcher(K.rmsprop_update_batch, *grid), (
-            params, slot_1, *common, dt(opt.learning_rate), dt(opt.rho), dt(opt.epsilon))
+            params, slot_1, *common, dt(opt.learning_rate), dt(opt.rho), dt(opt.epsilon),
+            alpha_64)
     decay = opt.learning_rate * opt.weight_decay if opt.kind == ADAMW else 0.0
     return launcher(K.adam_update_batch, *grid), (
         params, slot_1, slot_2, *common, _step_sizes(opt, n_batches), dt(opt.beta_1),
-        dt(opt.beta_2), dt(opt.epsilon), dt(1 - decay), network.n_weights if decay > 0 else 0)
+        dt(opt.beta_2), dt(opt.epsilon), dt(1 - decay), network.n_weights if decay > 0 else 0,
+        alpha_64)
 
 
 def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
-    """train_epoch with the per-layer kernels: 3L + 3 launches per batch, configured once."""
+    """train_epoch with the per-layer kernels: 3L + 2 launches per batch, configured once."""
     cuda = device.import_cuda()
     params, dparams = state.params, state.dparams
     n = order.shape[0]
@@ -312,17 +323,15 @@ def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
     dW, db = _Network.split(dparams, network.table)
     squares = cuda.device_array(blocks(params.shape[0], K.BLOCK), np.float64)
     stats = cuda.to_device(np.zeros(K.N_STATS))
-    update, update_args = _update(network, state, squares, stats, net.alpha, opt,
+    done = cuda.to_device(np.zeros(1, np.int32))  # blocks of the update done with this batch
+    update, update_args = _update(network, state, squares, stats, done, net.alpha, opt,
                                   blocks(n, batch_size))
-    close = launcher(K.close_batch, 1, K.BLOCK)
-    alpha = float(net.alpha)
     with device.same_stream(network.cupy):
         for start in range(0, n, batch_size):
             v = network.rows(min(batch_size, n - start))
             v.stage(v.Xb, v.Yb, v.swb, *features, Y, sw, order, start)
             network.backprop(v, dW, db, stats, net.loss, net.dropout, net.seed, start)
-            update(*update_args)
-            close(stats, squares, alpha, v.n)
+            update(*update_args, v.n)
     result = stats.copy_to_host()
     step = opt.step
     if opt.kind not in (SGD, ADAGRAD, RMSPROP):  # Adam and AdamW count their updates

@@ -205,7 +205,7 @@ def _count_launches(monkeypatch):
 
 def test_an_epoch_of_a_small_network_is_one_launch(monkeypatch):
     """The persistent kernel runs every mini-batch: one launch per epoch however many batches
-    there are. The same counter sees the per-layer path's 3L + 3 launches per batch."""
+    there are. The same counter sees the per-layer path's 3L + 2 launches per batch."""
     counts = _count_launches(monkeypatch)
     for n in (8, 24):  # 2 and 6 batches of 4
         layout, params, features, Y, sw = _problem("log_loss", np.float64, (4, 3), n=n)
@@ -221,7 +221,7 @@ def test_an_epoch_of_a_small_network_is_one_launch(monkeypatch):
     gpu.train_epoch(state, _on_device(features), *_on_device((Y, sw)), gpu.to_device(order[:8]),
                     4, _device_net(net), _opt("adam"))
     n_layers = 3
-    assert sum(counts.values()) == (3 * n_layers + 3) * 2, counts
+    assert sum(counts.values()) == (3 * n_layers + 2) * 2, counts
     assert "train_epoch_fused" not in counts
 
 

@@ -269,27 +269,32 @@ def _cpu_update(kind, params, raw, slots, alpha, weight_sum, step):
     return squares
 
 
-def _gpu_update(kind, params, raw, slots, squares, stats, alpha, step):
+def _gpu_update(kind, params, raw, slots, squares, stats, done, alpha, step, rows=4):
     dt = params.dtype.type
     grid = (squares.shape[0], K.BLOCK)
-    common = (squares, raw, stats, dt(alpha), N_WEIGHTS)
+    common = (squares, raw, stats, done, dt(alpha), N_WEIGHTS)
+    close = (float(alpha), rows)
     if kind in ("sgd", "sgd_plain"):
-        K.sgd_update_batch[grid](params, slots[0], *common, dt(0.1), dt(0.9), kind == "sgd")
+        K.sgd_update_batch[grid](params, slots[0], *common, dt(0.1), dt(0.9), kind == "sgd",
+                                 *close)
     elif kind == "adagrad":
-        K.adagrad_update_batch[grid](params, slots[0], *common, dt(0.05), dt(1e-8))
+        K.adagrad_update_batch[grid](params, slots[0], *common, dt(0.05), dt(1e-8), *close)
     elif kind == "rmsprop":
-        K.rmsprop_update_batch[grid](params, slots[0], *common, dt(0.01), dt(0.9), dt(1e-8))
+        K.rmsprop_update_batch[grid](params, slots[0], *common, dt(0.01), dt(0.9), dt(1e-8),
+                                     *close)
     else:
         decay = 0.01 * 0.1 if kind == "adamw" else 0.0
         sizes = to_device(np.array([99.0] * 3 + [cpu.adam_step_size(0.01, 0.9, 0.999,
                                                                     step + 1)]))
-        K.adam_update_batch[grid](params, slots[0], slots[1], *common, sizes, dt(0.9), dt(0.999),
-                            dt(1e-8), dt(1 - decay), N_WEIGHTS if decay else 0)
+        K.adam_update_batch[grid](params, slots[0], slots[1], *common, sizes, dt(0.9),
+                                  dt(0.999), dt(1e-8), dt(1 - decay), N_WEIGHTS if decay else 0,
+                                  *close)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["sgd", "sgd_plain", "adam", "adamw", "adagrad", "rmsprop"])
 def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
+    """One launch finishes the gradient, updates, and (in its last block) closes the batch."""
     params, raw, slots = _update_case(dtype)
     alpha, weight_sum, step = 0.3, 2.5, 3
     host = [params.copy(), raw.copy(), [s.copy() for s in slots]]
@@ -298,7 +303,9 @@ def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
     device = [to_device(params), to_device(raw), [to_device(s) for s in slots]]
     squares = to_device(np.full(blocks(N_PARAMS, K.BLOCK), np.nan))
     stats = _stats(loss_sum=1.25, weight_sum=weight_sum, total=10.0, steps=3)  # 4th update
-    _gpu_update(kind, *device, squares, stats, alpha, step)
+    done = to_device(np.zeros(1, np.int32))
+    assert squares.shape[0] > 1  # several blocks: one of them closes the batch
+    _gpu_update(kind, *device, squares, stats, done, alpha, step, rows=4)
     tol = TOL[dtype]
     assert_allclose(to_host(device[0]), host[0], **tol)
     assert_allclose(to_host(device[1]), host[1], **tol)  # the finished gradient stays behind
@@ -306,12 +313,12 @@ def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
         assert_allclose(to_host(on_device), on_host, **tol)
     assert_allclose(to_host(squares).sum(), expected_squares, rtol=tol["rtol"])
 
-    K.close_batch[1, K.BLOCK](stats, squares, alpha, 4)
     result = to_host(stats)
     expected_total = 10.0 + (1.25 / weight_sum + 0.5 * alpha * expected_squares / weight_sum) * 4
     assert_allclose(result[K.EPOCH_TOTAL], expected_total, rtol=tol["rtol"])
     assert result[K.STEPS] == 4
     assert result[K.LOSS_SUM] == 0 and result[K.WEIGHT_SUM] == 0  # ready for the next batch
+    assert to_host(done)[0] == 0  # re-armed for the next batch
 
 
 def test_a_batch_whose_weights_sum_to_zero_is_skipped():
@@ -319,11 +326,12 @@ def test_a_batch_whose_weights_sum_to_zero_is_skipped():
     device = [to_device(params), to_device(raw), [to_device(s) for s in slots]]
     squares = to_device(np.zeros(blocks(N_PARAMS, K.BLOCK)))
     stats = _stats(loss_sum=0.0, weight_sum=0.0, total=7.0, steps=2)
-    _gpu_update("adam", *device, squares, stats, 0.3, 2)
-    K.close_batch[1, K.BLOCK](stats, squares, 0.3, 4)
+    done = to_device(np.zeros(1, np.int32))
+    _gpu_update("adam", *device, squares, stats, done, 0.3, 2)
     assert_array_equal(to_host(device[0]), params)
     assert_array_equal(to_host(device[2][0]), slots[0])
     assert_array_equal(to_host(stats)[[K.EPOCH_TOTAL, K.STEPS]], [7.0, 2.0])
+    assert to_host(done)[0] == 0
 
 
 def test_finish_gradient_and_add_into_as_lbfgs_uses_them():

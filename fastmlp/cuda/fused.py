@@ -190,7 +190,13 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
                     r = e // fan_in
                     c = e - r * fan_in
                     g = dt(0)
-                    for o in range(fan_out):
+                    # Thread c starts at column c mod O: neighbouring threads then read W from
+                    # different shared-memory banks instead of all from one (stride O).
+                    shift = c % fan_out
+                    for step in range(fan_out):
+                        o = step + shift
+                        if o >= fan_out:
+                            o -= fan_out
                         g += sh[dz_at + r * fan_out + o] * sh[w_at + c * fan_out + o]
                     if dropping:
                         g *= sh[masks_at + B * below + e]  # dropped units pass no gradient

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 import fastmlp
 from fastmlp import cuda as gpu
@@ -245,7 +246,7 @@ def test_device_cuda_without_a_gpu_raises_and_auto_falls_back(no_gpu):
     with pytest.raises(RuntimeError, match="device='cuda' cannot run: the CUDA driver"):
         clf.fit(X, y)
     assert not hasattr(clf, "n_iter_")  # nothing half-fitted
-    with pytest.warns(Warning):  # ConvergenceWarning: 3 epochs
+    with pytest.warns(ConvergenceWarning):  # 3 epochs
         auto = fastmlp.MLPClassifier(device="auto", max_iter=3).fit(X, y)
     assert auto.predict(X).shape == (4,)
     with pytest.raises(RuntimeError, match="device='cuda' cannot run"):

@@ -87,9 +87,10 @@ def gather_rows_from(Xb, X, X_data, X_indices, X_indptr, rows, start):
 
 
 @cuda.jit
-def stage_batch(Xb, Yb, swb, X, X_data, X_indices, X_indptr, Y, sw, rows, start):
-    """The CPU _stage_batch: Xb (B, F), Yb (B, K), swb (B,) out: inputs, targets Y (N, K) and
-    weights sw (N,) of the rows chosen as in gather_rows_from. Launch: B blocks of ROW_THREADS."""
+def stage_batch_from(Xb, Yb, swb, X, X_data, X_indices, X_indptr, Y, sw, rows, start):
+    """The CPU stage_batch for the rows chosen as in gather_rows_from: Xb (B, F), Yb (B, K), swb
+    (B,) out: their inputs, targets Y (N, K) and weights sw (N,). Launch: B blocks of
+    ROW_THREADS."""
     r = cuda.blockIdx.x
     i = _row_index(rows, start + r)
     _gather_row(Xb, r, i, X, X_data, X_indices, X_indptr)

@@ -120,7 +120,7 @@ class _Network:
         for name in ("acts", "deltas", "pre", "masks", "dropped"):
             setattr(v, name, [a[:n] for a in getattr(self, name)])
         v.Xb, v.Yb, v.swb = self.Xb[:n], self.Yb[:n], self.swb[:n]
-        v.stage = launcher(K.stage_batch, n, K.ROW_THREADS)
+        v.stage = launcher(K.stage_batch_from, n, K.ROW_THREADS)
         v.gather = launcher(K.gather_rows_from, n, K.ROW_THREADS)
         v.loss = launcher(K.output_delta_and_loss_sums, 1, K.BLOCK)
         v.softmax = launcher(K.softmax_rows, blocks(n, K.BLOCK), K.BLOCK)

@@ -68,7 +68,7 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
 
     Yb, swb = to_device(np.empty((4, k))), to_device(np.empty(4))
     Xb = to_device(np.full((4, f), np.nan))
-    K.stage_batch[4, K.ROW_THREADS](Xb, Yb, swb, *on_device, to_device(Y), to_device(sw),
+    K.stage_batch_from[4, K.ROW_THREADS](Xb, Yb, swb, *on_device, to_device(Y), to_device(sw),
                                     to_device(order), 1)
     assert_array_equal(to_host(Xb), expected)
     assert_array_equal(to_host(Yb), Y[order[1:5]])

@@ -265,9 +265,10 @@ def _mean_loss(loss, P, Y, sw):
     P = np.ascontiguousarray(P)
     weights = np.ones(len(P), P.dtype) if sw is None else np.ascontiguousarray(sw, P.dtype)
     from .cpu.kernels import output_delta_and_loss  # the compiled loss, run on host arrays
+    from .cpu.switches import Const
 
     total = output_delta_and_loss(np.empty_like(P), P, np.ascontiguousarray(Y, P.dtype),
-                                          weights, loss)
+                                  weights, Const(loss))
     return float(total / weights.sum())
 
 

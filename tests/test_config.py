@@ -36,4 +36,4 @@ def test_cache_is_used_when_writable():
     from fastmlp.cpu import kernels
 
     assert config.CACHE is True
-    assert type(kernels.train_epoch._cache).__name__ == "FunctionCache"
+    assert type(kernels.epoch._cache).__name__ == "FunctionCache"

@@ -253,7 +253,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             sw = sw * class_sw.astype(sw.dtype)
         validation = self._validation_set(validation_data, X.dtype)
         layer_units = [X.shape[1]] + hidden_sizes + [Y.shape[1]]
-        if not first_pass and self._layout.layer_units != tuple(layer_units):
+        if not first_pass and fitted and self._layout.layer_units != tuple(layer_units):
             raise ValueError(f"The network shape {layer_units} differs from the fitted one "
                              f"{list(self._layout.layer_units)}; warm_start and partial_fit "
                              "need the same hidden_layer_sizes and number of outputs.")
@@ -798,7 +798,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return P
 
     def predict_log_proba(self, X):
-        """Logarithm of ``predict_proba(X)``.
+        """Logarithm of ``predict_proba(X)``, finite where probabilities underflow to 0.
 
         Parameters
         ----------
@@ -808,16 +808,23 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        # From the output layer's pre-activations z, never log(p): p underflows to 0 (and
-        # log(p) to -inf) long before log p does, in float32 especially.
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            log_proba = np.log(proba)
+        underflow = proba < np.finfo(proba.dtype).tiny
+        if not underflow.any():
+            return log_proba
+        # Where p is 0 or subnormal, log(p) is -inf or inexact (in float32 from logits of about
+        # -87 on): take log p from the output layer's pre-activations z instead.
         Z = self._forward(X, logits=True)
         if self.out_activation_ == "softmax":
             Z = Z - Z.max(axis=1, keepdims=True)
-            return Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
-        log_p = -np.logaddexp(0, -Z)  # log sigmoid(z)
-        if self.n_outputs_ == 1:
-            return np.hstack([-np.logaddexp(0, Z), log_p])  # log(1 - sigmoid(z)), log sigmoid(z)
-        return log_p
+            exact = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+        else:
+            exact = -np.logaddexp(0, -Z)  # log sigmoid(z)
+            if self.n_outputs_ == 1:  # columns log(1 - sigmoid(z)), log sigmoid(z)
+                exact = np.hstack([-np.logaddexp(0, Z), exact])
+        return np.where(underflow, exact, log_proba)
 
     @_mini_batch_only
     @_keeps_state_on_error

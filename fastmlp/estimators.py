@@ -8,6 +8,7 @@ MLPRegressor, so that changing the import is all a user has to do.
 import copy
 import functools
 import types
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -415,7 +416,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
         For tools that take scikit-learn models (converters, inspection). Parameters scikit-learn
         does not have (``dtype``, ``dropout``, ...) are dropped, and a solver it does not have
         becomes 'adam' (the solver does not affect predictions); weights are copied in the
-        model's dtype. Raises ValueError for a hidden activation scikit-learn cannot compute.
+        model's dtype. A UserWarning lists what was dropped that shaped the training (a solver,
+        dropout, class weights, ...), since refitting the returned model would not reproduce it.
+        Raises ValueError for a hidden activation scikit-learn cannot compute (ONNX export
+        handles every activation: see :meth:`to_onnx`).
         """
         from sklearn import neural_network
 
@@ -424,6 +428,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if self.activation not in ("identity", "logistic", "tanh", "relu"):
             raise ValueError(f"scikit-learn's {sklearn_class.__name__} has no "
                              f"{self.activation!r} activation, so it cannot reproduce this model")
+        dropped = _dropped_by_conversion(self)
+        if dropped:
+            warnings.warn(f"to_sklearn: scikit-learn's {sklearn_class.__name__} has no "
+                          f"{'; no '.join(dropped)}. Predictions are the same, but refitting the "
+                          "returned estimator would train differently.", UserWarning,
+                          stacklevel=2)
         known = sklearn_class().get_params(deep=False)
         params = {k: v for k, v in self.get_params(deep=False).items() if k in known}
         if params["solver"] not in ("lbfgs", "sgd", "adam"):
@@ -438,6 +448,29 @@ class BaseMultilayerPerceptron(BaseEstimator):
             est._label_binarizer = copy.deepcopy(self._label_binarizer)
             est.classes_ = est._label_binarizer.classes_
         return est
+
+    def to_onnx(self, X, **kwargs):
+        """An ONNX model computing this model's predictions (needs the ``onnx`` extra).
+
+        Same as ``fastmlp.onnx.to_onnx(self, X, **kwargs)``: every activation, output and
+        dtype is supported, and the outputs are ``label`` and ``probabilities`` (classifier) or
+        ``variable`` (regressor).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A few rows of input: their dtype and width set the ONNX input's type and shape.
+        **kwargs
+            ``zipmap`` (classifiers, default False), and arguments of ``skl2onnx.to_onnx``.
+
+        Returns
+        -------
+        onnx.ModelProto
+        """
+        from .onnx import to_onnx
+
+        check_is_fitted(self)
+        return to_onnx(self, X, **kwargs)
 
     @classmethod
     def from_sklearn(cls, est):
@@ -473,6 +506,26 @@ class BaseMultilayerPerceptron(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _dropped_by_conversion(est):
+    """What a scikit-learn copy of `est` cannot keep that shaped its training, as phrases (empty
+    when nothing is lost). Prediction-only settings (dtype, device, progress_bar) are not
+    listed."""
+    dropped = []
+    if est.solver not in ("lbfgs", "sgd", "adam"):
+        dropped.append(f"solver={est.solver!r} (it becomes 'adam')")
+    if est.dropout > 0:
+        dropped.append(f"dropout={est.dropout}")
+    if getattr(est, "class_weight", None) is not None:
+        dropped.append(f"class_weight={est.class_weight!r}")
+    if est.learning_rate_decay is not None:
+        dropped.append(f"learning_rate_decay={est.learning_rate_decay!r}")
+    if est.early_stopping and not est.restore_best_weights:
+        dropped.append("restore_best_weights=False")
+    if est.callbacks:
+        dropped.append("callbacks")
+    return dropped
 
 
 _FITTED_ATTRIBUTES = ("n_iter_", "t_", "n_features_in_", "feature_names_in_", "n_outputs_",

@@ -221,3 +221,33 @@ def test_predict_log_proba_is_computed_in_log_space(target, dtype):
     log_proba = clf.predict_log_proba(X_digits)
     assert np.isfinite(log_proba).all() and log_proba.min() < -100
     assert log_proba.dtype == np.dtype(dtype)
+
+
+# ----------------------------------------------------------------------------- to_sklearn
+def test_to_sklearn_warns_about_each_training_setting_it_drops():
+    clf = MLPClassifier(hidden_layer_sizes=(8,), solver="adamw", dropout=0.2,
+                        class_weight="balanced", learning_rate_decay="cosine", max_iter=3,
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X_digits, y_digits)
+    with pytest.warns(UserWarning, match="to_sklearn") as record:
+        theirs = clf.to_sklearn()
+    message = str(record[0].message)
+    for dropped in ("solver='adamw'", "dropout=0.2", "class_weight='balanced'",
+                    "learning_rate_decay='cosine'"):
+        assert dropped in message
+    assert theirs.solver == "adam"
+    assert_allclose(theirs.predict_proba(X_digits), clf.predict_proba(X_digits), rtol=1e-5,
+                    atol=1e-6)
+
+
+def test_to_sklearn_is_silent_when_nothing_is_dropped():
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0, dtype="float64",
+                        progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X_digits, y_digits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.to_sklearn()

@@ -555,7 +555,9 @@ default='relu'
         each epoch with t the samples seen so far; or divide by 5 whenever ``n_iter_no_change``
         epochs fail to improve by ``tol``.
     learning_rate_init : float, default=0.001
-        Initial step size for sgd and adam.
+        Initial step size of the mini-batch solvers. The default is scikit-learn's (and Adam's
+        usual one); Adagrad's steps shrink as squared gradients accumulate, so with
+        solver='adagrad' it learns slowly: start from 0.01, PyTorch's Adagrad default.
     power_t : float, default=0.5
         Exponent of the 'invscaling' schedule (sgd only).
     max_iter : int, default=200

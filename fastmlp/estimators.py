@@ -615,7 +615,8 @@ default='relu'
     restore_best_weights : bool, default=True
         With early stopping, end ``fit`` with the weights of the best validation epoch
         (scikit-learn's behaviour); False keeps the last epoch's weights. In ``partial_fit``
-        the best weights are restored when the stopping rule fires.
+        the best weights are restored when the stopping rule fires. When the loss diverges
+        with a validation set monitored, the best weights are restored either way.
     callbacks : list of callables, default=None
         Each is called after every epoch with a :class:`fastmlp.EpochRecord` (epoch, training
         and validation loss, validation score, seconds, learning rate); returning True stops

@@ -171,7 +171,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
     # ------------------------------------------------------------------ fitted parameters
     # Before the first fit, coefs_ and intercepts_ may be assigned (as in scikit-learn): the lists
     # are kept as given and become the starting weights of the next partial_fit or warm_start
-    # fit (see _adopt_initial_weights); a fit from scratch draws new weights instead.
+    # fit (see _initial_weights); a fit from scratch draws new weights instead.
     @property
     def coefs_(self):
         """Weight matrices, one per layer: views into the flat parameter buffer."""
@@ -247,7 +247,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted model "
                              f"({self._params.dtype}); refit from scratch to change it.")
 
-        X, Y, Y_stratify = self._validate_input(X, y, incremental, reset=first_pass)
+        X, Y, Y_stratify = self._validate_input(X, y, incremental,
+                                                reset=first_pass or not fitted)
         sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
         class_sw = self._class_sample_weight(Y, incremental)
         if class_sw is not None:

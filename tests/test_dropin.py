@@ -75,6 +75,7 @@ def test_divergence_under_early_stopping_matches_sklearn_up_to_the_diverged_epoc
     assert np.isfinite(ours.predict(X_iris)).all()
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # scoring huge outputs
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_divergence_never_leaves_nan_weights_even_without_restore_best_weights(dtype):
     reg = MLPRegressor(dtype=dtype, restore_best_weights=False, **DIVERGING)
@@ -132,6 +133,7 @@ def test_weights_assigned_before_the_first_fit_start_training_as_in_sklearn(warm
                 clf.partial_fit(X_digits, y_digits, classes=np.unique(y_digits))
         models.append(clf)
     theirs, ours = models
+    assert ours.n_features_in_ == 64 and ours.n_outputs_ == 4
     assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
     for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
         assert_allclose(a, b, rtol=1e-10)

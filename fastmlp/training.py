@@ -155,7 +155,8 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     net = network(est, device=device)
     sample_idx = np.arange(n_train)
     callbacks = list(est.callbacks or ())
-    progress = ProgressBar(1 if incremental else est.max_iter) if est.verbose >= 2 else None
+    show_progress = getattr(est, "progress_bar", False)
+    progress = ProgressBar(1 if incremental else est.max_iter) if show_progress else None
     if progress is not None:
         callbacks.append(progress)
     if val_rows is not None and getattr(est, "validation_scores_", None) is None:
@@ -163,6 +164,7 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
         est.validation_scores_, est.validation_loss_curve_ = [], []
         est.best_validation_score_ = -np.inf
     est.stopped_early_ = False
+    diverged = False
 
     try:
         est.n_iter_ = 0
@@ -182,31 +184,52 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
                                          data.Y, data.sw, order, batch_size, net,
                                          optimizer.kernel_args()[1])
             optimizer.epoch_done(step)
-            if not np.isfinite(total):
+            # A diverged epoch ends training. With validation weights to fall back on (scikit-learn
+            # issue 29504) it is recorded with a NaN score and the best weights are restored
+            # below; without them nothing usable is left, so the fit raises.
+            diverged = not np.isfinite(total)
+            if diverged and (val_rows is None or est._best_params is None):
                 raise DivergenceError(
-                    f"Training diverged: the loss became {total / n_train} in epoch "
-                    f"{est.n_iter_ + 1}. The learning rate (learning_rate_init="
-                    f"{est.learning_rate_init}) is probably too large, or the input has large "
-                    "values and needs scaling (e.g. StandardScaler). The estimator was left as "
-                    "it was before this call.")
+                    "Solver produced non-finite parameter weights. The input data may contain "
+                    f"large values and need to be preprocessed. (The training loss became "
+                    f"{total / n_train} in epoch {est.n_iter_ + 1}: the learning rate "
+                    f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
+                    "the input has large values and needs scaling, e.g. StandardScaler.) The "
+                    "estimator was left as it was before this call.")
 
             est.n_iter_ += 1
             est.loss_ = total / n_train
             est.t_ += n_train
             est.loss_curve_.append(est.loss_)
-            if est.verbose and progress is None:
+            if est.verbose:
                 print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
             val_score = val_loss = None
-            if val_rows is not None:
-                val_score, val_loss = _validate(est, val_data, val_rows, device, params)
+            if diverged:
+                val_score = val_loss = np.nan
                 est.validation_loss_curve_.append(val_loss)
-            _update_no_improvement_count(est, val_score, lambda: be.to_host(params).copy())
-            optimizer.iteration_ends(est.t_)
+                est.validation_scores_.append(val_score)
+                if est.verbose and est.early_stopping:
+                    print("Validation score: %f" % val_score)
+            else:
+                if val_rows is not None:
+                    val_score, val_loss = _validate(est, val_data, val_rows, device, params)
+                    est.validation_loss_curve_.append(val_loss)
+                _update_no_improvement_count(est, val_score, lambda: be.to_host(params).copy())
+                optimizer.iteration_ends(est.t_)
 
             record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
                                  time.perf_counter() - started, learning_rate, est)
             stop_requested = any([bool(callback(record)) for callback in callbacks])
+            if diverged:
+                warnings.warn(
+                    f"Training diverged: the loss became {est.loss_} in epoch {est.n_iter_}. "
+                    "Training stopped there and the weights of the best validation epoch "
+                    f"(score {est.best_validation_score_}) were restored. The learning rate "
+                    f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
+                    "the input needs scaling.", ConvergenceWarning, stacklevel=3)
+                est.stopped_early_ = True
+                break
 
             if est._no_improvement_count > est.n_iter_no_change:
                 if est.early_stopping:
@@ -244,8 +267,8 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
 
     # scikit-learn keeps the best validation weights at the end of an early-stopped fit; a
     # partial_fit sequence gets them when its stopping rule fires.
-    if est.early_stopping and est.restore_best_weights and est._best_params is not None and (
-            not incremental or est.stopped_early_):
+    if diverged or (est.early_stopping and est.restore_best_weights and
+                    est._best_params is not None and (not incremental or est.stopped_early_)):
         est._params[:] = est._best_params
 
 

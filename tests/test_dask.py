@@ -412,11 +412,23 @@ def test_sparse_chunks_train_like_dense_ones(one_worker):
     assert_array_equal(sparse._params, ours._params)
 
 
+def test_classes_are_computed_from_y_when_not_given(inproc):
+    X, y, _, _ = _blobs(400)
+    order = np.argsort(y, kind="stable")  # sorted: the first partition lacks the last class
+    X, y = X[order], np.array(["a", "b", "c"])[y[order]]
+    Xd, yd = da.from_array(X, chunks=(200, 20)), da.from_array(y, chunks=200)
+    params = dict(hidden_layer_sizes=(8,), dtype="float64", random_state=0)
+    computed = fmd.fit(MLPClassifier(**params), Xd, yd, client=inproc, epochs=2)
+    given = fmd.fit(MLPClassifier(**params), Xd, yd, classes=["a", "b", "c"], client=inproc,
+                    epochs=2)
+    assert_array_equal(computed.classes_, ["a", "b", "c"])
+    assert_array_equal(computed._params, given._params)
+
+
 def test_bad_arguments_are_rejected_before_any_work(one_worker):
     X, y, _, _ = _blobs(200)
     Xd, yd = da.from_array(X, chunks=(100, 20)), da.from_array(y, chunks=100)
     cases = [
-        (MLPClassifier(), {}, ValueError, "classes must be given"),
         (MLPClassifier(solver="lbfgs"), {"classes": [0, 1, 2]}, ValueError, "solver"),
         (MLPClassifier(early_stopping=True), {"classes": [0, 1, 2]}, ValueError,
          "early_stopping"),

@@ -189,10 +189,17 @@ def test_callbacks_are_a_plain_parameter():
     assert search.best_estimator_.callbacks is not None
 
 
-def test_verbose_2_shows_progress(capsys):
-    MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, verbose=2, random_state=0).fit(X, y)
-    err = capsys.readouterr().err
+def test_progress_bar_is_its_own_parameter_and_leaves_stdout_alone(capsys):
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, progress_bar=True, random_state=0)
+    clf.fit(X, y)
+    out, err = capsys.readouterr()
     assert "loss" in err and ("3/3" in err or "epoch 3" in err)
+    assert out == ""  # verbose=False: nothing on stdout
+    assert clone(clf).get_params()["progress_bar"] is True
+    # verbose at any level prints scikit-learn's lines and no bar.
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, verbose=2, random_state=0).fit(X, y)
+    out, err = capsys.readouterr()
+    assert out.count("Iteration ") == 3 and err == ""
 
 
 # ----------------------------------------------------------------------- learning-rate decay

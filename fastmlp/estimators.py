@@ -7,6 +7,7 @@ MLPRegressor, so that changing the import is all a user has to do.
 
 import copy
 import functools
+import threading
 from numbers import Integral, Real
 
 import numpy as np
@@ -21,7 +22,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import persistence
+from . import conversion, fitted_state, persistence
 from .layout import Layout
 from .training import (
     DivergenceError,
@@ -54,6 +55,33 @@ def _keeps_state_on_error(method):
                 delattr(self, key)
             vars(self).update(saved)
             raise
+
+    return wrapper
+
+
+_FITTING = set()  # id() of every estimator whose fit or partial_fit is running
+_FITTING_LOCK = threading.Lock()
+
+
+def _one_fit_at_a_time(method):
+    """Refuse to start fitting an estimator that is already being fitted (by another thread, or
+    by a callback of its own fit): two fits would interleave their updates of one fitted state.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _FITTING_LOCK:
+            if id(self) in _FITTING:
+                raise RuntimeError(
+                    f"This {type(self).__name__} is already being fitted (in another thread or "
+                    f"by one of its callbacks); {method.__name__} cannot run on it at the same "
+                    "time. Fit a copy (sklearn.base.clone) instead.")
+            _FITTING.add(id(self))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with _FITTING_LOCK:
+                _FITTING.discard(id(self))
 
     return wrapper
 
@@ -266,8 +294,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self._params = params
         self._best_params = None  # the best validation weights, once a validation set scores
         self._optimizer = None
-        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
-                     "validation_loss_curve_", "stopped_early_"):
+        for name in fitted_state.PER_FIT:
             vars(self).pop(name, None)
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
@@ -304,6 +331,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                                  "%s is not stochastic." % self.solver)
         return True
 
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit the model to data matrix X and target(s) y.
@@ -330,10 +358,17 @@ class BaseMultilayerPerceptron(BaseEstimator):
                          validation_data=validation_data)
 
     def save(self, path):
-        """Write the fitted model to `path` in fastmlp's model format.
+        """Write the fitted model to `path` in fastmlp's model format, atomically.
 
         The file is a zip of JSON metadata and a .npy parameter buffer (no pickle), readable by
-        :func:`fastmlp.load`; see ``fastmlp/persistence.py`` for the layout.
+        :func:`fastmlp.load`; see ``fastmlp/persistence.py`` for the layout. Everything is
+        checked before the first byte is written, and the new file replaces `path` only once it
+        is complete and on disk: a failed or killed save leaves an earlier file intact.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write the model.
         """
         check_is_fitted(self)
         persistence.save(self, path)
@@ -346,67 +381,30 @@ class BaseMultilayerPerceptron(BaseEstimator):
         becomes 'adam' (the solver does not affect predictions); weights are copied in the
         model's dtype. Raises ValueError for a hidden activation scikit-learn cannot compute.
         """
-        from sklearn import neural_network
-
-        check_is_fitted(self)
-        sklearn_class = getattr(neural_network, type(self).__name__)
-        if self.activation not in ("identity", "logistic", "tanh", "relu"):
-            raise ValueError(f"scikit-learn's {sklearn_class.__name__} has no "
-                             f"{self.activation!r} activation, so it cannot reproduce this model")
-        known = sklearn_class().get_params(deep=False)
-        params = {k: v for k, v in self.get_params(deep=False).items() if k in known}
-        if params["solver"] not in ("lbfgs", "sgd", "adam"):
-            params["solver"] = "adam"
-        est = sklearn_class(**params)
-        for name in _FITTED_ATTRIBUTES:
-            if name in vars(self):
-                setattr(est, name, copy.deepcopy(vars(self)[name]))
-        est.coefs_ = [c.copy() for c in self.coefs_]
-        est.intercepts_ = [b.copy() for b in self.intercepts_]
-        if "_label_binarizer" in vars(self):
-            est._label_binarizer = copy.deepcopy(self._label_binarizer)
-            est.classes_ = est._label_binarizer.classes_
-        return est
+        return conversion.to_sklearn(self)
 
     @classmethod
     def from_sklearn(cls, est):
         """A fastmlp estimator holding the weights of a fitted scikit-learn MLP of the same kind.
 
         The dtype follows the scikit-learn model's weights (float32 or float64).
-        """
-        from sklearn import neural_network
 
-        expected = getattr(neural_network, cls.__name__)
-        if not isinstance(est, expected):
-            raise TypeError(f"from_sklearn expects a fitted {expected.__name__}, got "
-                            f"{type(est).__name__}")
-        check_is_fitted(est)
-        dtype = np.result_type(*est.coefs_).name
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"unsupported weight dtype {dtype}")
-        ours = cls(**est.get_params(deep=False), dtype=dtype)
-        for name in _FITTED_ATTRIBUTES:
-            if name in vars(est):
-                setattr(ours, name, copy.deepcopy(vars(est)[name]))
-        ours._layout = Layout([c.shape[0] for c in est.coefs_] + [est.coefs_[-1].shape[1]])
-        ours._params = ours._layout.pack(est.coefs_, est.intercepts_, dtype)
-        ours._best_params = None
-        ours._optimizer = None
-        ours._no_improvement_count = 0
-        if hasattr(est, "_label_binarizer"):
-            ours._label_binarizer = copy.deepcopy(est._label_binarizer)
-            ours.classes_ = ours._label_binarizer.classes_
-        return ours
+        Parameters
+        ----------
+        est : fitted sklearn.neural_network.MLPClassifier or MLPRegressor
+            Of the same kind as `cls`.
+
+        Returns
+        -------
+        estimator : cls
+        """
+        return conversion.from_sklearn(cls, est)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
 
-
-_FITTED_ATTRIBUTES = ("n_iter_", "t_", "n_features_in_", "feature_names_in_", "n_outputs_",
-                      "n_layers_", "out_activation_", "loss_", "best_loss_", "loss_curve_",
-                      "validation_scores_", "best_validation_score_")
 
 _SHARED_PARAMETERS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
@@ -732,6 +730,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return np.log(proba, out=proba)
 
     @available_if(lambda est: est._check_solver())
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def partial_fit(self, X, y, sample_weight=None, classes=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
@@ -891,6 +890,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     @available_if(lambda est: est._check_solver())
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def partial_fit(self, X, y, sample_weight=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
@@ -909,3 +909,6 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True,
                          validation_data=validation_data)
+
+
+fitted_state.register(MLPClassifier, MLPRegressor)

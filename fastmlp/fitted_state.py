@@ -7,7 +7,7 @@ Nothing here reads files or runs kernels; this module imports no other part of f
 
 import math
 from collections import namedtuple
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.preprocessing import LabelBinarizer
@@ -181,7 +181,11 @@ def check_consistency(estimator):
     names = state.get("feature_names_in_")
     if names is not None and len(names) != units[0]:
         raise ValueError("feature_names_in_ does not match the input width")
-    if list(units[1:-1]) != [int(u) for u in np.atleast_1d(estimator.hidden_layer_sizes)]:
+    sizes = estimator.hidden_layer_sizes
+    sizes = [sizes] if isinstance(sizes, (str, dict)) or not hasattr(sizes, "__iter__") else \
+        list(sizes)
+    if not all(isinstance(u, Integral) and not isinstance(u, bool) for u in sizes) or \
+            [int(u) for u in sizes] != list(units[1:-1]):
         raise ValueError("hidden_layer_sizes disagree with layer_units")
     if estimator.out_activation_ != estimator._output_activation():
         raise ValueError(f"output activation {_short(estimator.out_activation_)} does not match "

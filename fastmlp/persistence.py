@@ -338,9 +338,8 @@ def _read_metadata(archive):
     if info.file_size > MAX_METADATA_BYTES:
         raise ModelFileError(f"metadata.json is larger than {MAX_METADATA_BYTES // 2**20} MiB")
     with archive.open(info) as member:
-        raw = member.read(MAX_METADATA_BYTES + 1)
-    if len(raw) > MAX_METADATA_BYTES:
-        raise ModelFileError(f"metadata.json is larger than {MAX_METADATA_BYTES // 2**20} MiB")
+        # Asking for the declared size bounds what deflate may produce in one step, too.
+        raw = member.read(info.file_size)
     return _parse_json(raw)
 
 
@@ -428,7 +427,7 @@ def _read_params(archive, n_params, dtype):
             raise ModelFileError(f"params.npy is not a readable .npy array ({_line(exc)})") \
                 from None
         if shape != (n_params,) or stored != dtype:
-            raise ModelFileError(f"params.npy holds {_short(stored)}{_short(list(shape), 30)}, "
+            raise ModelFileError(f"params.npy holds {str(stored)[:40]}{_short(list(shape), 30)}, "
                                  f"the network needs {dtype}[{n_params}]")
         if info.file_size != header.tell() + n_bytes:
             raise ModelFileError("params.npy is truncated or has trailing data")

@@ -40,6 +40,7 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import fitted_state
+from ._version import __version__
 from .fitted_state import FITTED, _short
 
 FORMAT = "fastmlp-model"
@@ -93,8 +94,6 @@ def save(estimator, path, *, extra=None):
         If anything that would be written is not representable or would not load back; the target
         is then untouched.
     """
-    from . import __version__
-
     check_is_fitted(estimator)
     meta = _metadata(estimator, extra, __version__)
     params = estimator._params

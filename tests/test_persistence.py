@@ -311,3 +311,33 @@ def test_max_params_bounds_the_network_and_can_be_raised(tmp_path):
         fastmlp.load(path, max_params=1e9)
     with pytest.raises(ValueError, match="at least 1"):
         fastmlp.load(path, max_params=0)
+
+
+def test_the_modules_import_each_other_without_cycles():
+    """Persistence and conversion sit below the estimators: nothing in fastmlp imports in a
+    circle (the package's __init__, which gathers the public names, aside)."""
+    import ast
+
+    package = Path(fastmlp.__file__).parent
+    graph = {}
+    for file in package.rglob("*.py"):
+        if file.name == "__init__.py" and file.parent == package:
+            continue
+        parts = file.relative_to(package).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        here = parts[:-1]
+        graph[name] = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here[:len(here) - (node.level - 1)]
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                graph[name] |= {".".join(base + tuple(t.split("."))) for t in targets}
+    assert {"persistence", "conversion", "fitted_state", "estimators"} <= set(graph)
+
+    def visit(name, path):
+        assert name not in path, f"import cycle: {' -> '.join(path + (name,))}"
+        for dependency in graph.get(name, ()):
+            visit(dependency, path + (name,))
+
+    for name in graph:
+        visit(name, ())

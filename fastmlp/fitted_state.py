@@ -139,7 +139,7 @@ def label_binarizer(y_type, classes, n_outputs):
     outputs that does not match the labels.
     """
     if y_type not in ("binary", "multiclass", "multilabel-indicator"):
-        raise ValueError(f"unknown target type {_short(y_type)}")
+        raise ValueError(f"unknown target type {short_repr(y_type)}")
     if not isinstance(classes, list) or len(classes) < 2:
         raise ValueError("a classifier needs a list of at least two class labels")
     kinds = {type(c) for c in classes}
@@ -188,8 +188,8 @@ def check_consistency(estimator):
             [int(u) for u in sizes] != list(units[1:-1]):
         raise ValueError("hidden_layer_sizes disagree with layer_units")
     if estimator.out_activation_ != estimator._output_activation():
-        raise ValueError(f"output activation {_short(estimator.out_activation_)} does not match "
-                         "the estimator's parameters")
+        raise ValueError(f"output activation {short_repr(estimator.out_activation_)} does not "
+                         "match the estimator's parameters")
     if estimator._params.dtype != np.dtype(estimator.dtype):
         raise ValueError(f"parameters are {estimator._params.dtype}, the model's dtype is "
                          f"{estimator.dtype}")
@@ -199,10 +199,10 @@ def check_consistency(estimator):
         unknown = [label for label in class_weight if label not in known]
         if unknown:
             raise ValueError(f"class_weight names {len(unknown)} label(s) that are not classes, "
-                             f"such as {_short(unknown[0])}")
+                             f"such as {short_repr(unknown[0])}")
 
 
-def _short(value, limit=60):
+def short_repr(value, limit=60):
     """repr(value), cut to `limit` characters: messages stay one short line whatever a file
     holds."""
     text = repr(value)
@@ -210,4 +210,4 @@ def _short(value, limit=60):
 
 
 __all__ = ["FITTED", "PER_FIT", "SHARED_WITH_SKLEARN", "Field", "check_consistency",
-           "label_binarizer", "rebuild", "register"]
+           "label_binarizer", "rebuild", "register", "short_repr"]

@@ -41,7 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import fitted_state
 from ._version import __version__
-from .fitted_state import FITTED, _short
+from .fitted_state import FITTED, short_repr
 
 FORMAT = "fastmlp-model"
 FORMAT_VERSION = 2
@@ -312,8 +312,9 @@ def _check_members(archive, file_size):
     if sorted(names) != sorted(_MEMBERS):
         duplicated = sorted({n for n in names if names.count(n) > 1}) if len(names) < 10 else []
         if duplicated:
-            raise ModelFileError(f"archive member {_short(duplicated[0])} appears twice")
-        shown = ", ".join(_short(n, 30) for n in names[:3]) + (", ..." if len(names) > 3 else "")
+            raise ModelFileError(f"archive member {short_repr(duplicated[0])} appears twice")
+        shown = ", ".join(short_repr(n, 30) for n in names[:3]) + \
+            (", ..." if len(names) > 3 else "")
         raise ModelFileError(f"unexpected archive members ({len(names)}: {shown}); a model file "
                              "holds metadata.json and params.npy")
     for info in infos:
@@ -369,15 +370,15 @@ def _parse_json(raw):
     version = meta.get("format_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
         raise ModelFileError(
-            f"model file format version {_short(version)} (written by fastmlp "
-            f"{_short(meta.get('fastmlp_version'))}) is not supported by this fastmlp, which "
+            f"model file format version {short_repr(version)} (written by fastmlp "
+            f"{short_repr(meta.get('fastmlp_version'))}) is not supported by this fastmlp, which "
             f"reads versions {' and '.join(map(str, READABLE_VERSIONS))}")
     for key, kind in _REQUIRED_KEYS.items():
         if not isinstance(meta.get(key), kind):
             raise ModelFileError(f"metadata field {key!r} is missing or malformed")
     unknown = set(meta) - set(_REQUIRED_KEYS) - _OPTIONAL_KEYS[version]
     if unknown:
-        raise ModelFileError(f"unknown metadata field {_short(sorted(unknown)[0])}")
+        raise ModelFileError(f"unknown metadata field {short_repr(sorted(unknown)[0])}")
     return meta
 
 
@@ -391,12 +392,12 @@ def _no_repeated_keys(pairs):
 def _network(meta, max_params):
     """(layer_units, n_params) from checked metadata; refuses networks above `max_params`."""
     if meta["estimator"] not in fitted_state.ESTIMATORS:
-        raise ModelFileError(f"unknown estimator {_short(meta['estimator'])}")
+        raise ModelFileError(f"unknown estimator {short_repr(meta['estimator'])}")
     if meta["dtype"] not in ("float32", "float64"):
-        raise ModelFileError(f"unsupported dtype {_short(meta['dtype'])}")
+        raise ModelFileError(f"unsupported dtype {short_repr(meta['dtype'])}")
     units = meta["layer_units"]
     if not 2 <= len(units) <= MAX_LAYERS + 2 or not all(type(u) is int and u > 0 for u in units):
-        raise ModelFileError(f"layer_units {_short(units)} do not describe a network")
+        raise ModelFileError(f"layer_units {short_repr(units)} do not describe a network")
     n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
     if max_params is not None and n_params > max_params:
         raise ModelFileError(f"the network has {n_params} parameters, more than "
@@ -426,8 +427,9 @@ def _read_params(archive, n_params, dtype):
             raise ModelFileError(f"params.npy is not a readable .npy array ({_line(exc)})") \
                 from None
         if shape != (n_params,) or stored != dtype:
-            raise ModelFileError(f"params.npy holds {str(stored)[:40]}{_short(list(shape), 30)}, "
-                                 f"the network needs {dtype}[{n_params}]")
+            raise ModelFileError(f"params.npy holds {str(stored)[:40]}"
+                                 f"{short_repr(list(shape), 30)}, the network needs "
+                                 f"{dtype}[{n_params}]")
         if info.file_size != header.tell() + n_bytes:
             raise ModelFileError("params.npy is truncated or has trailing data")
         params = np.empty(n_params, dtype)
@@ -448,7 +450,7 @@ def _assemble(meta, params, max_params):
     """(estimator, extra) from checked metadata and parameters, applying fit's rules."""
     cls = fitted_state.ESTIMATORS.get(meta["estimator"])
     if cls is None:
-        raise ModelFileError(f"unknown estimator {_short(meta['estimator'])}")
+        raise ModelFileError(f"unknown estimator {short_repr(meta['estimator'])}")
     units, n_params = _network(meta, max_params)
     if params.dtype.name != meta["dtype"] or params.shape != (n_params,):
         raise ModelFileError(f"parameters are {params.dtype}{list(params.shape)}, the metadata "
@@ -459,7 +461,7 @@ def _assemble(meta, params, max_params):
     attributes = {}
     for name, value in meta["attributes"].items():
         if name not in FITTED:
-            raise ModelFileError(f"unknown attributes such as {_short(name)}")
+            raise ModelFileError(f"unknown attributes such as {short_repr(name)}")
         try:
             attributes[name] = FITTED[name].check(value)
         except ValueError as exc:

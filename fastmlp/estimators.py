@@ -11,7 +11,6 @@ import threading
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
@@ -23,10 +22,12 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import conversion, fitted_state, persistence
+from .bundles import Features
 from .layout import Layout
 from .training import (
     DivergenceError,
     TrainingData,
+    as_features,
     backend,
     predict_rows,
     run_lbfgs,
@@ -34,7 +35,6 @@ from .training import (
 )
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "adagrad", "rmsprop", "adamw")
-_INT_INDEX = np.int64  # sparse indices are normalised to one type: one compiled specialisation
 
 
 def _keeps_state_on_error(method):
@@ -106,16 +106,6 @@ def resolve_device(device):
             return "cpu"
         raise
     return "cuda"
-
-
-def _as_features(X):
-    """The (X, X_data, X_indices, X_indptr) tuple the kernels take, for dense or sparse X."""
-    if sp.issparse(X):
-        X = X.tocsr()
-        return (np.empty((0, X.shape[1]), dtype=X.dtype), np.ascontiguousarray(X.data),
-                X.indices.astype(_INT_INDEX), X.indptr.astype(_INT_INDEX))
-    return (X, np.empty(0, dtype=X.dtype), np.empty(0, dtype=_INT_INDEX),
-            np.empty(0, dtype=_INT_INDEX))
 
 
 def _check_sample_weight(sample_weight, n_samples, dtype):
@@ -235,7 +225,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if first_pass:
             self._initialize(Y.shape[1], layer_units, X.dtype, random_state)
 
-        data = TrainingData(_as_features(X), Y, sw, sample_weight is not None or
+        data = TrainingData(as_features(X), Y, sw, sample_weight is not None or
                             class_sw is not None, Y_stratify).on(device)
         if self.solver in _STOCHASTIC_SOLVERS:
             run_stochastic(self, data, incremental, random_state, device,
@@ -273,7 +263,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         sw_given = len(validation_data) == 3 and validation_data[2] is not None
         sw_val = _check_sample_weight(validation_data[2] if sw_given else None, X_val.shape[0],
                                       dtype)
-        return TrainingData(_as_features(X_val), Y_val, sw_val, sw_given)
+        return TrainingData(as_features(X_val), Y_val, sw_val, sw_given)
 
     def _initialize(self, n_outputs, layer_units, dtype, random_state):
         """Fresh fitted state. Weights are drawn exactly as scikit-learn draws them (Glorot
@@ -322,7 +312,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._params.dtype,
                           order="C", reset=False)
         device = resolve_device(self.device)
-        features = tuple(backend(device).to_device(a) for a in _as_features(X))
+        features = Features(*(backend(device).to_device(a) for a in as_features(X)))
         return predict_rows(self, features, np.arange(X.shape[0]), device)
 
     def _check_solver(self):

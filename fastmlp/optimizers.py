@@ -9,7 +9,8 @@ import math
 
 import numpy as np
 
-from .cpu.kernels import ADAGRAD, ADAM, ADAMW, RMSPROP, SGD
+from .bundles import OptimizerStep
+from .codes import ADAGRAD, ADAM, ADAMW, RMSPROP, SGD
 
 
 def decay_factor(decay, epoch, horizon):
@@ -61,9 +62,9 @@ class SGDOptimizer(Optimizer):
         self.velocity = np.zeros(n_params, dtype=dtype)
 
     def kernel_args(self):
-        """(state slots, opt tuple) in the form train_epoch takes."""
-        opt = (SGD, self.current_learning_rate(), self.momentum, self.nesterov, 0.0, 0.0, 0.0,
-               0.0, 0.0, 0)
+        """(state slots, bundles.OptimizerStep) in the form train_epoch takes."""
+        opt = OptimizerStep(SGD, self.current_learning_rate(), self.momentum, self.nesterov,
+                            0.0, 0.0, 0.0, 0.0, 0.0, 0)
         return (self.velocity, self.velocity), opt
 
     def current_learning_rate(self):
@@ -107,8 +108,8 @@ class AdamOptimizer(Optimizer):
 
     def kernel_args(self):
         kind = ADAMW if self.weight_decay > 0 else ADAM
-        opt = (kind, self.current_learning_rate(), 0.0, False, self.beta_1, self.beta_2,
-               self.epsilon, 0.0, self.weight_decay, self.step)
+        opt = OptimizerStep(kind, self.current_learning_rate(), 0.0, False, self.beta_1,
+                            self.beta_2, self.epsilon, 0.0, self.weight_decay, self.step)
         return (self.m, self.v), opt
 
     def epoch_done(self, step):
@@ -140,8 +141,8 @@ class SquaredGradientOptimizer(AdamOptimizer):
         self.m = np.zeros(n_params, dtype=dtype)
 
     def kernel_args(self):
-        opt = (self.kind, self.current_learning_rate(), 0.0, False, 0.0, 0.0, self.epsilon,
-               self.rho, 0.0, 0)
+        opt = OptimizerStep(self.kind, self.current_learning_rate(), 0.0, False, 0.0, 0.0,
+                            self.epsilon, self.rho, 0.0, 0)
         return (self.m, self.m), opt
 
 

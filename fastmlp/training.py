@@ -13,11 +13,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
+from . import codes
+from .bundles import Features, Network, TrainState
 from .callbacks import EpochRecord, ProgressBar
-from .cpu import kernels
 from .optimizers import make_optimizer
 
 # Each backend is a module with the same functions (see fastmlp/cpu/__init__.py); the driver below
@@ -42,7 +44,7 @@ class DivergenceError(ValueError):
 class TrainingData:
     """Validated training data in the form the kernels take.
 
-    features: (X, X_data, X_indices, X_indptr), dense or CSR (see kernels.gather_rows);
+    features: a bundles.Features, dense or CSR;
     Y (N, K) float targets (one-hot or indicator for classifiers); sw (N,) sample weights, ones
     when the user gave none (weighted_by_user says which); Y_stratify: labels to stratify the
     validation split on, or None.
@@ -62,18 +64,30 @@ class TrainingData:
     def on(self, device):
         """The same data with its arrays moved to `device` once, for a whole fit."""
         move = backend(device).to_device
-        return replace(self, features=tuple(move(a) for a in self.features), Y=move(self.Y),
+        return replace(self, features=Features(*(move(a) for a in self.features)), Y=move(self.Y),
                        sw=move(self.sw), host=self)
 
 
-def network(est, dropout_seed=0):
-    """The (layers, hidden, output, loss, alpha, dropout, seed) tuple the kernels take."""
+def as_features(X):
+    """The bundles.Features the kernels take, for dense or sparse (validated) X. Sparse indices
+    are normalised to int64: one type, one compiled specialisation."""
+    if sp.issparse(X):
+        X = X.tocsr()
+        return Features(np.empty((0, X.shape[1]), dtype=X.dtype), np.ascontiguousarray(X.data),
+                        X.indices.astype(np.int64), X.indptr.astype(np.int64))
+    empty_index = np.empty(0, dtype=np.int64)
+    return Features(X, np.empty(0, dtype=X.dtype), empty_index, empty_index)
+
+
+def network(est, dropout_seed=0, device="cpu"):
+    """The bundles.Network the kernels take, its layer table on `device`."""
     loss = est.loss
     if loss == "log_loss" and est.out_activation_ == "logistic":
         loss = "binary_log_loss"
-    return (est._layout.table, kernels.ACTIVATION_CODES[est.activation],
-            kernels.ACTIVATION_CODES[est.out_activation_], kernels.LOSS_CODES[loss],
-            float(est.alpha), float(getattr(est, "dropout", 0.0)), int(dropout_seed))
+    return Network(backend(device).to_device(est._layout.table),
+                   codes.ACTIVATION_CODES[est.activation],
+                   codes.ACTIVATION_CODES[est.out_activation_], codes.LOSS_CODES[loss],
+                   float(est.alpha), float(getattr(est, "dropout", 0.0)), int(dropout_seed))
 
 
 def predict_rows(est, features, rows, device="cpu", params=None):
@@ -81,11 +95,11 @@ def predict_rows(est, features, rows, device="cpu", params=None):
 
     features must already live on `device`; params defaults to the fitted parameters."""
     be = backend(device)
-    layers, hidden, output = network(est)[:3]
+    net = network(est, device=device)._replace(dropout=0.0)  # inference: no dropout
     params = be.to_device(est._params) if params is None else params
     out = be.empty((len(rows), est.n_outputs_), est._params.dtype)
-    be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)),
-               be.to_device(layers), hidden, output, CHUNK_ROWS)
+    be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)), net,
+               CHUNK_ROWS)
     return be.to_host(out)
 
 
@@ -138,8 +152,7 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     train_rows, val_data, val_rows = _validation_split(est, data, rs, validation)
     n_train = train_rows.shape[0]
     batch_size = _batch_size(est, n_train)
-    layers, *rest = network(est)
-    net = (be.to_device(layers), *rest)
+    net = network(est, device=device)
     sample_idx = np.arange(n_train)
     callbacks = list(est.callbacks or ())
     progress = ProgressBar(1 if incremental else est.max_iter) if est.verbose >= 2 else None
@@ -162,11 +175,11 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
                 rs.shuffle(permutation)
                 sample_idx = sample_idx[permutation]
             order = be.to_device(sample_idx if val_data is not data else train_rows[sample_idx])
-            if net[5] > 0:  # dropout: fresh masks each epoch, drawn only when dropout is used
-                net = net[:6] + (int(rs.randint(0, 2**62)),)
+            if net.dropout > 0:  # fresh masks each epoch, drawn only when dropout is used
+                net = net._replace(seed=int(rs.randint(0, 2**62)))
             learning_rate = optimizer.current_learning_rate()  # this epoch's, for the record
-            total, step = be.train_epoch((params, dparams) + slots, data.features, data.Y,
-                                         data.sw, order, batch_size, net,
+            total, step = be.train_epoch(TrainState(params, dparams, *slots), data.features,
+                                         data.Y, data.sw, order, batch_size, net,
                                          optimizer.kernel_args()[1])
             optimizer.epoch_done(step)
             if not np.isfinite(total):
@@ -243,7 +256,7 @@ def _validate(est, val_data, rows, device, params):
     host = val_data.host or val_data
     sw = host.sw[rows] if host.weighted_by_user else None
     Y = host.Y[rows]
-    return est._score_outputs(outputs, Y, sw), _mean_loss(network(est)[3], outputs, Y, sw)
+    return est._score_outputs(outputs, Y, sw), _mean_loss(network(est).loss, outputs, Y, sw)
 
 
 def _mean_loss(loss, P, Y, sw):
@@ -251,7 +264,9 @@ def _mean_loss(loss, P, Y, sw):
     (output_delta_and_loss), run on host arrays."""
     P = np.ascontiguousarray(P)
     weights = np.ones(len(P), P.dtype) if sw is None else np.ascontiguousarray(sw, P.dtype)
-    total = kernels.output_delta_and_loss(np.empty_like(P), P, np.ascontiguousarray(Y, P.dtype),
+    from .cpu.kernels import output_delta_and_loss  # the compiled loss, run on host arrays
+
+    total = output_delta_and_loss(np.empty_like(P), P, np.ascontiguousarray(Y, P.dtype),
                                           weights, loss)
     return float(total / weights.sum())
 
@@ -287,8 +302,7 @@ def run_lbfgs(est, data, device="cpu"):
     be = backend(device)
     params = be.to_device(est._params)
     dparams = be.empty(est._params.shape, est._params.dtype)
-    layers, *rest = network(est)
-    net = (be.to_device(layers), *rest)
+    net = network(est, device=device)
 
     def loss_and_gradient(x):
         be.copy_to(params, x.astype(est._params.dtype, copy=False))

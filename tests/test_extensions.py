@@ -219,7 +219,7 @@ def kernel_learning_rates(monkeypatch):
     rates, train_epoch = [], cpu.train_epoch
 
     def recording(state, features, Y, sw, order, batch_size, net, opt):
-        rates.append(opt[1])
+        rates.append(opt.learning_rate)
         return train_epoch(state, features, Y, sw, order, batch_size, net, opt)
 
     monkeypatch.setattr(cpu, "train_epoch", recording)
@@ -273,7 +273,7 @@ def test_decayed_adam_fit_equals_the_reference_loop(monkeypatch):
 
     def recording(state, *args):
         if not first_params:  # the initial weights, as the first epoch receives them
-            first_params.append(state[0].copy())
+            first_params.append(state.params.copy())
         return train_epoch(state, *args)
 
     monkeypatch.setattr(cpu, "train_epoch", recording)

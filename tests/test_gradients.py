@@ -4,9 +4,11 @@ the flat parameter vector, in float64, for every hidden activation with every ou
 import numpy as np
 import pytest
 
+from fastmlp.bundles import Network
+from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES
 from fastmlp.cpu import kernels
-from fastmlp.estimators import _as_features
 from fastmlp.layout import Layout
+from fastmlp.training import as_features
 
 HEADS = [("softmax", "log_loss", 3), ("logistic", "binary_log_loss", 2),
          ("identity", "squared_error", 1), ("exp", "poisson", 2)]
@@ -26,9 +28,9 @@ def _setup(activation, head, n_outputs, alpha, seed=0, dropout=0.0):
     else:
         Y = rng.normal(size=(9, n_outputs))
     sw = rng.uniform(0.5, 2.0, 9)
-    net = (layout.table, kernels.ACTIVATION_CODES[activation],
-           kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha, dropout, 77)
-    features = _as_features(X)
+    net = Network(layout.table, ACTIVATION_CODES[activation], ACTIVATION_CODES[head[0]],
+                  LOSS_CODES[head[1]], alpha, dropout, 77)
+    features = as_features(X)
 
     def loss_and_grad(p):
         grad = np.empty_like(p)

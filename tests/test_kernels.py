@@ -6,9 +6,11 @@ import scipy.sparse as sp
 from numpy.testing import assert_allclose
 
 from fastmlp import reference
+from fastmlp.bundles import Network, OptimizerStep, TrainState
+from fastmlp.codes import ACTIVATION_CODES, ADAGRAD, ADAM, ADAMW, LOSS_CODES, RMSPROP, SGD
 from fastmlp.cpu import kernels
-from fastmlp.estimators import _as_features
 from fastmlp.layout import Layout
+from fastmlp.training import as_features
 
 HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
 # (output activation, loss) pairs the estimators use.
@@ -19,9 +21,8 @@ TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, ato
 
 def _net(units, activation, head, alpha=0.0, dropout=0.0, seed=0):
     layout = Layout(units)
-    return layout, (layout.table, kernels.ACTIVATION_CODES[activation],
-                    kernels.ACTIVATION_CODES[head[0]], kernels.LOSS_CODES[head[1]], alpha,
-                    dropout, seed)
+    return layout, Network(layout.table, ACTIVATION_CODES[activation], ACTIVATION_CODES[head[0]],
+                           LOSS_CODES[head[1]], alpha, dropout, seed)
 
 
 def _problem(units, head, dtype, n=13, seed=0):
@@ -43,7 +44,7 @@ def _problem(units, head, dtype, n=13, seed=0):
 
 
 def kernels_features(X):
-    return _as_features(X)
+    return as_features(X)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -52,11 +53,11 @@ def test_activate_and_its_derivative(name, dtype):
     Z = np.random.RandomState(1).normal(scale=3, size=(9, 5)).astype(dtype)
     Z[0, 0] = 0.0
     A = Z.copy()
-    kernels.activate(A, kernels.ACTIVATION_CODES[name])
+    kernels.activate(A, ACTIVATION_CODES[name])
     assert_allclose(A, reference.activate(name, Z), **TOL[dtype])
     if name in HIDDEN:
         dZ = np.ones_like(Z) * 0.5
-        kernels.activation_backward(dZ, A, Z, kernels.ACTIVATION_CODES[name])
+        kernels.activation_backward(dZ, A, Z, ACTIVATION_CODES[name])
         assert_allclose(dZ, 0.5 * reference.activation_derivative(name, A, Z), **TOL[dtype])
 
 
@@ -68,7 +69,7 @@ def test_output_delta_and_loss(head, dtype):
     if head[0] == "softmax":
         P /= P.sum(axis=1, keepdims=True)
     dZ = np.empty_like(P)
-    total = kernels.output_delta_and_loss(dZ, P, Y, sw, kernels.LOSS_CODES[head[1]])
+    total = kernels.output_delta_and_loss(dZ, P, Y, sw, LOSS_CODES[head[1]])
     assert_allclose(total / sw.sum(), reference.loss(head[1], Y, P, sw), **TOL[dtype])
     assert_allclose(dZ, (P - Y) * sw[:, None], **TOL[dtype])
 
@@ -98,13 +99,13 @@ def test_predict_against_reference_dense_and_sparse(dtype):
     units = (7, 6, 3)
     layout, params, X, _, _ = _problem(units, HEADS[0], dtype, n=23)
     X[X < 0.3] = 0
-    table, hidden, output = _net(units, "tanh", HEADS[0])[1][:3]
+    net = _net(units, "tanh", HEADS[0])[1]
     want = reference.forward(layout.coefs(params), layout.intercepts(params), X, "tanh",
                              "softmax")[-1]
     rows = np.arange(23)[::-1].copy()
     for features in (kernels_features(X), kernels_features(sp.csr_matrix(X))):
         out = np.empty((23, 3), dtype)
-        kernels.predict(out, params, features, rows, table, hidden, output, 5)
+        kernels.predict(out, params, features, rows, net, 5)
         assert_allclose(out, want[rows], **TOL[dtype])
 
 
@@ -201,11 +202,11 @@ def _dropout_masks(units, n_rows, rate, seed, first_row):
 
 
 SOLVER_OPTS = {
-    "sgd": (kernels.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-    "adam": (kernels.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 0),
-    "adamw": (kernels.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, 0),
-    "adagrad": (kernels.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
-    "rmsprop": (kernels.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
+    "sgd": OptimizerStep(SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+    "adam": OptimizerStep(ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 0),
+    "adamw": OptimizerStep(ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, 0),
+    "adagrad": OptimizerStep(ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
+    "rmsprop": OptimizerStep(RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
 }
 
 
@@ -224,7 +225,7 @@ def test_train_epoch_against_a_reference_loop(solver, dropout, dtype):
     slot_1, slot_2 = np.zeros_like(params), np.zeros_like(params)
     opt = SOLVER_OPTS[solver]
     start = params.copy()
-    total, step = kernels.train_epoch((params, np.empty_like(params), slot_1, slot_2),
+    total, step = kernels.train_epoch(TrainState(params, np.empty_like(params), slot_1, slot_2),
                                       kernels_features(X), Y, sw, order, batch, net, opt)
 
     p_ref = [a.copy() for a in layout.coefs(start) + layout.intercepts(start)]
@@ -261,9 +262,9 @@ def test_train_epoch_skips_batches_with_zero_total_weight():
     sw[:3] = 0.0
     _, net = _net(units, "relu", HEADS[2])
     before = params.copy()
-    opt = (kernels.SGD, 0.1, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
+    opt = OptimizerStep(SGD, 0.1, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     velocity = np.zeros_like(params)
-    total, _ = kernels.train_epoch((params, np.empty_like(params), velocity, velocity),
+    total, _ = kernels.train_epoch(TrainState(params, np.empty_like(params), velocity, velocity),
                                    kernels_features(X), Y, sw, np.arange(3), 3, net, opt)
     assert total == 0.0
     assert_allclose(params, before)

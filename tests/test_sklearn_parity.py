@@ -182,8 +182,7 @@ def test_lbfgs_loss_and_gradient_match_sklearn_at_the_same_point():
     for multi-output squared error too (where scikit-learn's gradient is not the gradient of its
     loss, issue 8349: fastmlp reproduces that by default)."""
     from fastmlp.cpu import kernels
-    from fastmlp.estimators import _as_features
-    from fastmlp.training import network
+    from fastmlp.training import as_features, network
 
     for kind in ("binary", "multiclass", "multioutput"):
         X, y = _data(kind)
@@ -196,7 +195,7 @@ def test_lbfgs_loss_and_gradient_match_sklearn_at_the_same_point():
         else:
             Y = theirs._label_binarizer.transform(y).astype(float)
         grad = np.empty_like(x)
-        loss = kernels.loss_and_gradient(grad, x.copy(), _as_features(X), np.ascontiguousarray(Y),
+        loss = kernels.loss_and_gradient(grad, x.copy(), as_features(X), np.ascontiguousarray(Y),
                                          np.ones(len(X)), network(ours), 64)
         n = theirs.n_layers_
         their_loss, their_grad = theirs._loss_grad_lbfgs(

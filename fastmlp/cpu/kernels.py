@@ -14,30 +14,26 @@ import math
 
 import numpy as np
 
+from ..codes import (
+    ADAGRAD,
+    ADAMW,
+    BINARY_LOG_LOSS,
+    ELU,
+    EXP,
+    GELU,
+    LEAKY_RELU,
+    LEAKY_SLOPE,
+    LOG_LOSS,
+    LOGISTIC,
+    RELU,
+    RMSPROP,
+    SGD,
+    SILU,
+    SOFTMAX,
+    SQUARED_ERROR,
+    TANH,
+)
 from ..config import njit
-
-# Activation codes. Hidden layers use identity, logistic, tanh, relu and the four after exp;
-# output layers use identity, logistic, softmax or exp.
-IDENTITY, LOGISTIC, TANH, RELU, SOFTMAX, EXP = 0, 1, 2, 3, 4, 5
-LEAKY_RELU, ELU, GELU, SILU = 6, 7, 8, 9
-ACTIVATION_CODES = {"identity": IDENTITY, "logistic": LOGISTIC, "tanh": TANH, "relu": RELU,
-                    "softmax": SOFTMAX, "exp": EXP, "leaky_relu": LEAKY_RELU, "elu": ELU,
-                    "gelu": GELU, "silu": SILU}
-LEAKY_SLOPE = 0.01  # leaky_relu's slope for z < 0
-# GELU and SiLU derivatives need the pre-activation z, not only the output; the forward pass keeps
-# z for them (see forward).
-NEEDS_PRE_ACTIVATION = (GELU, SILU)
-
-# Loss codes. Each is paired with the output activation that makes it "canonical", so that the
-# derivative of the loss with respect to the output pre-activation is just (p - y).
-SQUARED_ERROR, LOG_LOSS, BINARY_LOG_LOSS, POISSON = 0, 1, 2, 3
-LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS,
-              "binary_log_loss": BINARY_LOG_LOSS, "poisson": POISSON}
-
-SGD, ADAM, ADAGRAD, RMSPROP, ADAMW = 0, 1, 2, 3, 4
-OPTIMIZER_CODES = {"sgd": SGD, "adam": ADAM, "adagrad": ADAGRAD, "rmsprop": RMSPROP,
-                   "adamw": ADAMW}
-
 
 # ---------------------------------------------------------------------------------------------
 # Views into flat buffers. `layers` is Layout.table: rows (fan_in, fan_out, w_offset, b_offset).
@@ -321,10 +317,10 @@ def forward(work, params, Xb, net, first_row):
 
     work = (acts, pre, masks, dropped): per-layer slots (see layer_rows) for activations,
     pre-activations (kept only for GELU/SiLU), dropout masks and dropped-out activations.
-    net = (layers, hidden, output, loss, alpha, dropout, seed); dropout > 0 means training with
-    dropout: first_row is the batch's position in the epoch, which fixes the dropout draws.
+    net: a bundles.Network; net.dropout > 0 means training with dropout: first_row is the
+    batch's position in the epoch, which fixes the dropout draws.
     """
-    layers, hidden, output, dropout, seed = net[0], net[1], net[2], net[5], net[6]
+    layers, hidden, output, dropout = net.layers, net.hidden, net.output, net.dropout
     acts, pre, masks, dropped = work
     n = Xb.shape[0]
     last = layers.shape[0] - 1
@@ -342,7 +338,7 @@ def forward(work, params, Xb, net, first_row):
         activate(Z, kind)
         if dropout > 0 and i < last:
             dropout_forward(layer_rows(dropped, layers, i, n), layer_rows(masks, layers, i, n), Z,
-                            dropout, seed, first_row * hidden_units + unit_offset, hidden_units)
+                            dropout, net.seed, first_row * hidden_units + unit_offset, hidden_units)
             unit_offset += layers[i, 1]
     return layer_rows(acts, layers, last, n)
 
@@ -356,7 +352,7 @@ def backprop(dparams, work, deltas, params, Xb, Yb, sw, net, first_row):
     work buffers with room for B rows of every layer (see forward). Xb (B, F), Yb (B, K), sw (B,).
     Returns sum_i sw_i * loss_i.
     """
-    layers, hidden, loss, dropout = net[0], net[1], net[3], net[5]
+    layers, hidden, loss, dropout = net.layers, net.hidden, net.loss, net.dropout
     acts, pre, masks, _ = work
     n = Xb.shape[0]
     last = layers.shape[0] - 1
@@ -485,7 +481,7 @@ def _work_buffers(dtype_like, layers, n_rows, n_features, n_outputs):
 def _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows):
     """Gather the listed rows of inputs, targets and weights into the staging buffers; returns
     (B, F), (B, K) and (B,) views."""
-    X, X_data, X_indices, X_indptr = features
+    X, X_data, X_indices, X_indptr = features.X, features.data, features.indices, features.indptr
     n = rows.shape[0]
     Xb = batch_rows(xbuf, n, X.shape[1])
     Yb = batch_rows(ybuf, n, Y.shape[1])
@@ -501,21 +497,15 @@ def _stage_batch(xbuf, ybuf, swbuf, features, Y, sw, rows):
 def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     """One epoch of mini-batch training, every batch in this one call.
 
-    state: (params, dparams, slot_1, slot_2), flat (P,) buffers updated in place; slot_1 is the
-    SGD velocity, Adam's first moment, Adagrad's accumulator or RMSprop's mean square; slot_2 is
-    Adam's second moment.
-    features: (X, X_data, X_indices, X_indptr), dense or CSR input (see gather_rows).
-    Y (N, K) targets; sw (N,) sample weights; order (n,) the rows to visit, in visiting order.
-    net: (layers, hidden, output, loss, alpha, dropout, seed).
-    opt: (kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, rho, weight_decay,
-    step); step is Adam's update counter before this epoch.
+    state: a bundles.TrainState, updated in place; features: a bundles.Features, dense or CSR;
+    Y (N, K) targets; sw (N,) sample weights; order (n,) the rows to visit, in visiting order;
+    net: a bundles.Network; opt: a bundles.OptimizerStep.
     Returns (sum over batches of batch loss * batch rows, Adam's step counter after the epoch).
     """
-    params, dparams, slot_1, slot_2 = state
-    layers, alpha = net[0], net[4]
-    (kind, learning_rate, momentum, nesterov, beta_1, beta_2, epsilon, rho, weight_decay,
-     step) = opt
-    X = features[0]
+    params, dparams, slot_1, slot_2 = state.params, state.dparams, state.slot_1, state.slot_2
+    layers, alpha = net.layers, net.alpha
+    kind, learning_rate, epsilon, step = opt.kind, opt.learning_rate, opt.epsilon, opt.step
+    X = features.X
     work, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, batch_size, X.shape[1],
                                                     Y.shape[1])
     n_weights = layers[0, 3]
@@ -530,17 +520,17 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
         squares = finish_gradient(dparams, params, layers, alpha, sw_sum)
         total += (loss_sum / sw_sum + 0.5 * alpha * squares / sw_sum) * rows.shape[0]
         if kind == SGD:
-            sgd_update(params, slot_1, dparams, learning_rate, momentum, nesterov)
+            sgd_update(params, slot_1, dparams, learning_rate, opt.momentum, opt.nesterov)
         elif kind == ADAGRAD:
             adagrad_update(params, slot_1, dparams, learning_rate, epsilon)
         elif kind == RMSPROP:
-            rmsprop_update(params, slot_1, dparams, learning_rate, rho, epsilon)
+            rmsprop_update(params, slot_1, dparams, learning_rate, opt.rho, epsilon)
         else:  # ADAM, ADAMW
             step += 1
-            decay = learning_rate * weight_decay if kind == ADAMW else 0.0
+            decay = learning_rate * opt.weight_decay if kind == ADAMW else 0.0
             adam_update(params, slot_1, slot_2, dparams,
-                        adam_step_size(learning_rate, beta_1, beta_2, step),
-                        beta_1, beta_2, epsilon, decay, n_weights)
+                        adam_step_size(learning_rate, opt.beta_1, opt.beta_2, step),
+                        opt.beta_1, opt.beta_2, epsilon, decay, n_weights)
     return total, step
 
 
@@ -548,8 +538,8 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
 def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, computed in
     chunks of at most chunk_rows rows so that memory stays bounded. Used by L-BFGS."""
-    layers, alpha = net[0], net[4]
-    X = features[0]
+    layers, alpha = net.layers, net.alpha
+    X = features.X
     n = Y.shape[0]
     chunk_rows = min(chunk_rows, n)
     work, deltas, xbuf, ybuf, swbuf = _work_buffers(params, layers, chunk_rows, X.shape[1],
@@ -570,13 +560,13 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
 
 
 @njit
-def predict(out, params, features, rows, layers, hidden, output, chunk_rows):
-    """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk."""
-    X, X_data, X_indices, X_indptr = features
+def predict(out, params, features, rows, net, chunk_rows):
+    """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk;
+    net.dropout must be 0 (inference)."""
+    X, X_data, X_indices, X_indptr = features.X, features.data, features.indices, features.indptr
     n = rows.shape[0]
     chunk_rows = min(chunk_rows, n)
-    work, _, xbuf, _, _ = _work_buffers(params, layers, chunk_rows, X.shape[1], 0)
-    net = (layers, hidden, output, 0, 0.0, 0.0, 0)  # inference: no dropout
+    work, _, xbuf, _, _ = _work_buffers(params, net.layers, chunk_rows, X.shape[1], 0)
     for start in range(0, n, chunk_rows):
         chunk = rows[start:start + chunk_rows]
         if X_indptr.shape[0] == 0 and _consecutive(chunk):

@@ -24,7 +24,7 @@ import warnings
 import numba
 import numpy as np
 
-from ..cpu.kernels import ADAGRAD, ADAMW, GELU, RMSPROP, SGD, SILU, SOFTMAX
+from ..codes import ADAGRAD, ADAMW, GELU, RMSPROP, SGD, SILU, SOFTMAX
 
 NAME = "cuda"
 
@@ -411,7 +411,7 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     if n == 0:
         return 0.0, opt[-1]
     batch_size = min(batch_size, n)
-    network = _Network(params, layers, hidden, output, batch_size, features[0].shape[1],
+    network = _Network(params, layers, hidden, output, batch_size, features.X.shape[1],
                        Y.shape[1], dropout > 0)
     K = network.K
     dW, db = _Network.split(dparams, network.table)
@@ -441,7 +441,7 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     layers, hidden, output, loss, alpha = net[:5]
     n = Y.shape[0]
     chunk_rows = min(chunk_rows, n)
-    network = _Network(params, layers, hidden, output, chunk_rows, features[0].shape[1],
+    network = _Network(params, layers, hidden, output, chunk_rows, features.X.shape[1],
                        Y.shape[1])
     K = network.K
     several = n > chunk_rows
@@ -466,14 +466,15 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     return float(loss_sum / weight_sum + 0.5 * alpha * weight_squares / weight_sum)
 
 
-def predict(out, params, features, rows, layers, hidden, output, chunk_rows):
+def predict(out, params, features, rows, net, chunk_rows):
     """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk (see
     the CPU function)."""
+    layers, hidden, output = net.layers, net.hidden, net.output
     n = rows.shape[0]
     if n == 0:
         return
     chunk_rows = min(chunk_rows, n)
-    network = _Network(params, layers, hidden, output, chunk_rows, features[0].shape[1], 0)
+    network = _Network(params, layers, hidden, output, chunk_rows, features.X.shape[1], 0)
     with _same_stream(network.cupy):
         for start in range(0, n, chunk_rows):
             v = network.rows(min(chunk_rows, n - start))

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ..cpu.kernels import (
+from ..codes import (
     BINARY_LOG_LOSS,
     ELU,
     EXP,

@@ -8,10 +8,13 @@ import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose
 
+from fastmlp import codes
 from fastmlp import cuda as gpu
+from fastmlp.bundles import Network, OptimizerStep, TrainState
+from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES, RELU
 from fastmlp.cpu import kernels as cpu
-from fastmlp.estimators import _as_features
 from fastmlp.layout import Layout
+from fastmlp.training import as_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
 
@@ -21,15 +24,15 @@ OUTPUT = {"log_loss": "softmax", "binary_log_loss": "logistic", "squared_error":
 
 
 def _opt(solver, step=0):
-    """The opt tuple an optimizer spec (fastmlp/optimizers.py) hands train_epoch."""
-    return {
-        "sgd_nesterov": (cpu.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-        "sgd": (cpu.SGD, 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-        "adam": (cpu.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, step),
-        "adamw": (cpu.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, step),
-        "adagrad": (cpu.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
-        "rmsprop": (cpu.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
-    }[solver]
+    """The OptimizerStep an optimizer spec (fastmlp/optimizers.py) hands train_epoch."""
+    return OptimizerStep(*{
+        "sgd_nesterov": (codes.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+        "sgd": (codes.SGD, 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+        "adam": (codes.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, step),
+        "adamw": (codes.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, step),
+        "adagrad": (codes.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
+        "rmsprop": (codes.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
+    }[solver])
 
 
 def _problem(head, dtype, hidden=(5,), n=10, sparse=False, seed=0):
@@ -49,22 +52,24 @@ def _problem(head, dtype, hidden=(5,), n=10, sparse=False, seed=0):
     else:
         Y = rng.normal(size=(n, k))
     X = X.astype(dtype)
-    features = _as_features(sp.csr_matrix(X) if sparse else X)
+    features = as_features(sp.csr_matrix(X) if sparse else X)
     return (layout, rng.uniform(-0.6, 0.6, layout.n_params).astype(dtype), features,
             Y.astype(dtype), rng.uniform(0.5, 2.0, n).astype(dtype))
 
 
 def _net(layout, activation, head, alpha=0.01, dropout=0.0, seed=99):
-    return (layout.table, cpu.ACTIVATION_CODES[activation],
-            cpu.ACTIVATION_CODES[OUTPUT[head]], cpu.LOSS_CODES[head], alpha, dropout, seed)
+    return Network(layout.table, ACTIVATION_CODES[activation], ACTIVATION_CODES[OUTPUT[head]],
+                   LOSS_CODES[head], alpha, dropout, seed)
 
 
 def _on_device(arrays):
-    return tuple(gpu.to_device(a) for a in arrays)
+    """The same bundle (Features, TrainState) or tuple, its arrays on the device."""
+    moved = [gpu.to_device(a) for a in arrays]
+    return type(arrays)(*moved) if hasattr(arrays, "_fields") else tuple(moved)
 
 
 def _device_net(net):
-    return (gpu.to_device(net[0]),) + net[1:]
+    return net._replace(layers=gpu.to_device(net.layers))
 
 
 # Every hidden activation, every loss head, every optimizer (SGD with and without Nesterov), dense
@@ -94,9 +99,9 @@ def test_train_epoch_matches_the_cpu_backend(case):
     step = 5  # as after an earlier partial_fit
     for epoch in range(epochs):
         order = np.random.RandomState(epoch).permutation(len(Y))
-        expected = cpu.train_epoch(tuple(host), features, Y, sw, order, 4, net,
+        expected = cpu.train_epoch(TrainState(*host), features, Y, sw, order, 4, net,
                                    _opt(solver, step))
-        total, new_step = gpu.train_epoch(tuple(device), *data, gpu.to_device(order), 4,
+        total, new_step = gpu.train_epoch(TrainState(*device), *data, gpu.to_device(order), 4,
                                           _device_net(net), _opt(solver, step))
         assert isinstance(total, float) and isinstance(new_step, int)
         assert new_step == expected[1]
@@ -113,9 +118,9 @@ def test_train_epoch_skips_a_batch_whose_weights_are_all_zero():
     sw[order[:4]] = 0  # the whole first batch
     net = _net(layout, "tanh", "log_loss")
     host = [params.copy(), np.empty_like(params), np.zeros_like(params), np.zeros_like(params)]
-    expected = cpu.train_epoch(tuple(host), features, Y, sw, order, 4, net, _opt("adam"))
-    device = _on_device([params, np.empty_like(params), np.zeros_like(params),
-                         np.zeros_like(params)])
+    expected = cpu.train_epoch(TrainState(*host), features, Y, sw, order, 4, net, _opt("adam"))
+    device = _on_device(TrainState(params, np.empty_like(params), np.zeros_like(params),
+                                   np.zeros_like(params)))
     got = gpu.train_epoch(device, _on_device(features), *_on_device((Y, sw, order)), 4,
                           _device_net(net), _opt("adam"))
     assert got[1] == expected[1] == 2  # two updates from three batches
@@ -146,11 +151,11 @@ def test_predict_matches_the_cpu_backend(head, sparse, dtype):
     rows = np.array([3, 1, 4, 1, 5, 9, 2])  # repeats, out of order: gathered in chunks of 3
     k = layout.table[-1, 1]
     out = np.empty((len(rows), k), dtype)
-    cpu.predict(out, params, features, rows, layout.table, cpu.RELU,
-                cpu.ACTIVATION_CODES[OUTPUT[head]], 3)
+    net = Network(layout.table, RELU, ACTIVATION_CODES[OUTPUT[head]], 0, 0.0, 0.0, 0)
+    cpu.predict(out, params, features, rows, net, 3)
     out_d = gpu.to_device(np.full_like(out, np.nan))
     gpu.predict(out_d, gpu.to_device(params), _on_device(features), gpu.to_device(rows),
-                gpu.to_device(layout.table), cpu.RELU, cpu.ACTIVATION_CODES[OUTPUT[head]], 3)
+                _device_net(net), 3)
     assert_allclose(gpu.to_host(out_d), out, **TOL[dtype])
 
 

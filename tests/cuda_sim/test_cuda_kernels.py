@@ -7,16 +7,16 @@ import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fastmlp import reference
+from fastmlp import codes, reference
 from fastmlp.cpu import kernels as cpu
 from fastmlp.cuda import _blocks, _elementwise_grid, _product_grid, to_device, to_host
 from fastmlp.cuda import kernels as K
-from fastmlp.estimators import _as_features
+from fastmlp.training import as_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
 
 HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
-CODE = cpu.ACTIVATION_CODES
+CODE = codes.ACTIVATION_CODES
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=2e-5, atol=2e-6)}
 
 
@@ -47,7 +47,7 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
     rng = _rng()
     n, f, k = 7, 5, 3
     X = _csr_with_duplicates(rng, n, f) if sparse else rng.normal(size=(n, f))
-    features = _as_features(X)
+    features = as_features(X)
     Y, sw = rng.normal(size=(n, k)), rng.uniform(size=n)
     order = np.array([6, 4, 2, 2, 0, 5])
     expected = np.empty((4, f))
@@ -184,9 +184,9 @@ def test_backward_input_fuses_product_mask_and_derivative(name, masked):
 
 # ------------------------------------------------------------------------------ loss
 
-HEADS = {"log_loss": ("softmax", cpu.LOG_LOSS), "binary_log_loss": ("logistic",
-         cpu.BINARY_LOG_LOSS), "squared_error": ("identity", cpu.SQUARED_ERROR),
-         "poisson": ("exp", cpu.POISSON)}
+HEADS = {"log_loss": ("softmax", codes.LOG_LOSS), "binary_log_loss": ("logistic",
+         codes.BINARY_LOG_LOSS), "squared_error": ("identity", codes.SQUARED_ERROR),
+         "poisson": ("exp", codes.POISSON)}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -1,0 +1,55 @@
+"""The named bundles every backend's kernels take: the network, the input rows, the training state
+and one epoch's optimizer settings.
+
+Numba compiles a named tuple to a plain struct, so naming the fields costs nothing at run time;
+kernels read ``net.layers``, never ``net[0]``. Plain data only: no logic lives here.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Network(NamedTuple):
+    """The network a kernel runs: its shape, activations, loss and regularisation."""
+
+    layers: np.ndarray  # (L, 4) int64 rows (fan_in, fan_out, weight offset, bias offset)
+    hidden: int         # activation code of every hidden layer (fastmlp/codes.py)
+    output: int         # activation code of the output layer
+    loss: int           # loss code
+    alpha: float        # L2 penalty on the weights (not the biases)
+    dropout: float      # dropout rate on hidden units while training; 0.0 for none
+    seed: int           # seed of this epoch's dropout masks
+
+
+class Features(NamedTuple):
+    """The input rows, dense or CSR: exactly one of the two forms is non-empty."""
+
+    X: np.ndarray        # (N, F) dense input; (0, F) when the input is CSR (F gives the width)
+    data: np.ndarray     # (nnz,) CSR values; empty for dense input
+    indices: np.ndarray  # (nnz,) int64 CSR column indices; empty for dense input
+    indptr: np.ndarray   # (N + 1,) int64 CSR row pointers; empty for dense input
+
+
+class TrainState(NamedTuple):
+    """Flat (P,) buffers a training epoch updates in place."""
+
+    params: np.ndarray   # weights of every layer, then biases (fastmlp/layout.py)
+    dparams: np.ndarray  # the batch gradient (work space)
+    slot_1: np.ndarray   # SGD velocity, Adam's first moment, Adagrad's sum, RMSprop's mean square
+    slot_2: np.ndarray   # Adam's second moment; the same array as slot_1 for other optimizers
+
+
+class OptimizerStep(NamedTuple):
+    """One epoch's optimizer settings; fields an optimizer does not use are 0."""
+
+    kind: int              # optimizer code (fastmlp/codes.py)
+    learning_rate: float   # this epoch's rate, schedules and decay applied
+    momentum: float        # SGD
+    nesterov: bool         # SGD
+    beta_1: float          # Adam, AdamW
+    beta_2: float          # Adam, AdamW
+    epsilon: float         # Adam, AdamW, Adagrad, RMSprop
+    rho: float             # RMSprop
+    weight_decay: float    # AdamW's decoupled decay
+    step: int              # Adam's update counter before this epoch

@@ -341,3 +341,15 @@ def test_the_modules_import_each_other_without_cycles():
 
     for name in graph:
         visit(name, ())
+
+
+def test_float64_parameters_for_a_float32_model_are_refused(tmp_path):
+    path = _saved(tmp_path)  # a float32 model
+    with zipfile.ZipFile(path) as archive:
+        params = np.load(io.BytesIO(archive.read("params.npy")))
+    as_float64 = io.BytesIO()
+    np.save(as_float64, params.astype(np.float64))
+    _rewrite(path, lambda m: m.update(dtype="float64"), params_bytes=as_float64.getvalue())
+    with pytest.raises(ModelFileError, match="parameters are float64, the model's dtype is "
+                                             "float32"):
+        fastmlp.load(path)

@@ -7,8 +7,8 @@ MLPRegressor, so that changing the import is all a user has to do.
 
 import copy
 import functools
+import threading
 import types
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,7 +22,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import persistence
+from . import conversion, fitted_state, persistence
 from .bundles import Features
 from .layout import Layout
 from .training import (
@@ -78,6 +78,33 @@ class _mini_batch_only:
                 "continue from (scikit-learn's MLPRegressor runs a complete fit instead). Use "
                 "fit, or a mini-batch solver: 'sgd', 'adam', 'adagrad', 'rmsprop' or 'adamw'.")
         return types.MethodType(self.method, obj)
+
+
+_FITTING = set()  # id() of every estimator whose fit or partial_fit is running
+_FITTING_LOCK = threading.Lock()
+
+
+def _one_fit_at_a_time(method):
+    """Refuse to start fitting an estimator that is already being fitted (by another thread, or
+    by a callback of its own fit): two fits would interleave their updates of one fitted state.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _FITTING_LOCK:
+            if id(self) in _FITTING:
+                raise RuntimeError(
+                    f"This {type(self).__name__} is already being fitted (in another thread or "
+                    f"by one of its callbacks); {method.__name__} cannot run on it at the same "
+                    "time. Fit a copy (sklearn.base.clone) instead.")
+            _FITTING.add(id(self))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with _FITTING_LOCK:
+                _FITTING.discard(id(self))
+
+    return wrapper
 
 
 def resolve_device(device):
@@ -326,8 +353,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         self._params = params
         self._best_params = None  # the best validation weights, once a validation set scores
         self._optimizer = None
-        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
-                     "validation_loss_curve_", "stopped_early_"):
+        for name in fitted_state.PER_FIT:
             vars(self).pop(name, None)
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
@@ -367,6 +393,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             est.out_activation_ = "identity"
         return predict_rows(est, features, np.arange(X.shape[0]), device)
 
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit the model to data matrix X and target(s) y.
@@ -393,10 +420,17 @@ class BaseMultilayerPerceptron(BaseEstimator):
                          validation_data=validation_data)
 
     def save(self, path):
-        """Write the fitted model to `path` in fastmlp's model format.
+        """Write the fitted model to `path` in fastmlp's model format, atomically.
 
         The file is a zip of JSON metadata and a .npy parameter buffer (no pickle), readable by
-        :func:`fastmlp.load`; see ``fastmlp/persistence.py`` for the layout.
+        :func:`fastmlp.load`; see ``fastmlp/persistence.py`` for the layout. Everything is
+        checked before the first byte is written, and the new file replaces `path` only once it
+        is complete and on disk: a failed or killed save leaves an earlier file intact.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write the model.
         """
         check_is_fitted(self)
         persistence.save(self, path)
@@ -412,33 +446,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         Raises ValueError for a hidden activation scikit-learn cannot compute (ONNX export
         handles every activation: see :meth:`to_onnx`).
         """
-        from sklearn import neural_network
-
-        check_is_fitted(self)
-        sklearn_class = getattr(neural_network, type(self).__name__)
-        if self.activation not in ("identity", "logistic", "tanh", "relu"):
-            raise ValueError(f"scikit-learn's {sklearn_class.__name__} has no "
-                             f"{self.activation!r} activation, so it cannot reproduce this model")
-        dropped = _dropped_by_conversion(self)
-        if dropped:
-            warnings.warn(f"to_sklearn: scikit-learn's {sklearn_class.__name__} has no "
-                          f"{'; no '.join(dropped)}. Predictions are the same, but refitting the "
-                          "returned estimator would train differently.", UserWarning,
-                          stacklevel=2)
-        known = sklearn_class().get_params(deep=False)
-        params = {k: v for k, v in self.get_params(deep=False).items() if k in known}
-        if params["solver"] not in ("lbfgs", "sgd", "adam"):
-            params["solver"] = "adam"
-        est = sklearn_class(**params)
-        for name in _FITTED_ATTRIBUTES:
-            if name in vars(self):
-                setattr(est, name, copy.deepcopy(vars(self)[name]))
-        est.coefs_ = [c.copy() for c in self.coefs_]
-        est.intercepts_ = [b.copy() for b in self.intercepts_]
-        if "_label_binarizer" in vars(self):
-            est._label_binarizer = copy.deepcopy(self._label_binarizer)
-            est.classes_ = est._label_binarizer.classes_
-        return est
+        return conversion.to_sklearn(self)
 
     def to_onnx(self, X, **kwargs):
         """An ONNX model computing this model's predictions (needs the ``onnx`` extra).
@@ -468,60 +476,23 @@ class BaseMultilayerPerceptron(BaseEstimator):
         """A fastmlp estimator holding the weights of a fitted scikit-learn MLP of the same kind.
 
         The dtype follows the scikit-learn model's weights (float32 or float64).
-        """
-        from sklearn import neural_network
 
-        expected = getattr(neural_network, cls.__name__)
-        if not isinstance(est, expected):
-            raise TypeError(f"from_sklearn expects a fitted {expected.__name__}, got "
-                            f"{type(est).__name__}")
-        check_is_fitted(est)
-        dtype = np.result_type(*est.coefs_).name
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"unsupported weight dtype {dtype}")
-        ours = cls(**est.get_params(deep=False), dtype=dtype)
-        for name in _FITTED_ATTRIBUTES:
-            if name in vars(est):
-                setattr(ours, name, copy.deepcopy(vars(est)[name]))
-        ours._layout = Layout([c.shape[0] for c in est.coefs_] + [est.coefs_[-1].shape[1]])
-        ours._params = ours._layout.pack(est.coefs_, est.intercepts_, dtype)
-        ours._best_params = None
-        ours._optimizer = None
-        ours._no_improvement_count = 0
-        if hasattr(est, "_label_binarizer"):
-            ours._label_binarizer = copy.deepcopy(est._label_binarizer)
-            ours.classes_ = ours._label_binarizer.classes_
-        return ours
+        Parameters
+        ----------
+        est : fitted sklearn.neural_network.MLPClassifier or MLPRegressor
+            Of the same kind as `cls`.
+
+        Returns
+        -------
+        estimator : cls
+        """
+        return conversion.from_sklearn(cls, est)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
 
-
-def _dropped_by_conversion(est):
-    """What a scikit-learn copy of `est` cannot keep that shaped its training, as phrases (empty
-    when nothing is lost). Prediction-only settings (dtype, device, progress_bar) are not
-    listed."""
-    dropped = []
-    if est.solver not in ("lbfgs", "sgd", "adam"):
-        dropped.append(f"solver={est.solver!r} (it becomes 'adam')")
-    if est.dropout > 0:
-        dropped.append(f"dropout={est.dropout}")
-    if getattr(est, "class_weight", None) is not None:
-        dropped.append(f"class_weight={est.class_weight!r}")
-    if est.learning_rate_decay is not None:
-        dropped.append(f"learning_rate_decay={est.learning_rate_decay!r}")
-    if est.early_stopping and not est.restore_best_weights:
-        dropped.append("restore_best_weights=False")
-    if est.callbacks:
-        dropped.append("callbacks")
-    return dropped
-
-
-_FITTED_ATTRIBUTES = ("n_iter_", "t_", "n_features_in_", "feature_names_in_", "n_outputs_",
-                      "n_layers_", "out_activation_", "loss_", "best_loss_", "loss_curve_",
-                      "validation_scores_", "best_validation_score_")
 
 _SHARED_PARAMETERS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
@@ -874,6 +845,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return np.where(underflow, exact, log_proba)
 
     @_mini_batch_only
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def partial_fit(self, X, y, sample_weight=None, classes=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
@@ -1035,6 +1007,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
     @_mini_batch_only
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def partial_fit(self, X, y, sample_weight=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
@@ -1053,3 +1026,6 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True,
                          validation_data=validation_data)
+
+
+fitted_state.register(MLPClassifier, MLPRegressor)

@@ -5,7 +5,9 @@ A model file is a zip archive with two members:
 - ``metadata.json``: format and fastmlp versions, the estimator class, its constructor parameters,
   the scalar and list fitted attributes, the network's layer sizes, the dtype and the class labels;
 - ``params.npy``: the flat parameter buffer (weights of every layer, then biases), read with
-  ``allow_pickle=False``.
+  ``allow_pickle=False``;
+- format version 2 only: ``preprocessing.json``, the column preprocessing the network's inputs
+  need (``fastmlp.preprocessing.TabularPreprocessor.to_dict``), written by ``fastmlp train``.
 
 Loading trusts nothing in the file: sizes are checked against the declared network before anything
 is allocated, the class is looked up in a fixed table, and no value is ever evaluated.
@@ -13,6 +15,7 @@ is allocated, the class is looked up in a fixed table, and no value is ever eval
 
 import io
 import json
+import warnings
 import zipfile
 import zlib
 
@@ -22,7 +25,13 @@ from sklearn.preprocessing import LabelBinarizer
 from .layout import Layout
 
 FORMAT = "fastmlp-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this fastmlp reads and writes
+# The members of each version. A file is written with the lowest version that holds it: models
+# without preprocessing stay version 1, readable by fastmlp releases that know only version 1,
+# while a model with preprocessing is version 2, which those releases refuse by name rather than
+# load and then feed unpreprocessed features.
+_MEMBERS = {1: {"metadata.json", "params.npy"},
+            2: {"metadata.json", "params.npy", "preprocessing.json"}}
 MAX_METADATA_BYTES = 16 * 2**20
 MAX_PARAMETERS = 2**31  # a 8 GiB float32 model; anything larger is not a model we wrote
 
@@ -45,9 +54,20 @@ def _jsonable(value):
     return value
 
 
-def save(estimator, path):
-    """Write a fitted estimator to `path` (see the module docstring for the format)."""
+def save(estimator, path, preprocessing=None):
+    """Write a fitted estimator to `path` (see the module docstring for the format).
+
+    `preprocessing`, a fitted ``fastmlp.preprocessing.TabularPreprocessor`` whose output the
+    estimator was trained on, is stored beside it (format version 2).
+    """
     from . import __version__
+
+    extra = None
+    if preprocessing is not None:
+        if preprocessing.n_features_out_ != estimator.n_features_in_:
+            raise ValueError(f"the preprocessing makes {preprocessing.n_features_out_} features, "
+                             f"the estimator takes {estimator.n_features_in_}")
+        extra = json.dumps(preprocessing.to_dict(), allow_nan=False)
 
     params = estimator.get_params(deep=False)
     # Objects that are not data are not saved: a RandomState instance, callback functions.
@@ -58,7 +78,7 @@ def save(estimator, path):
         params["class_weight"] = {"items": [[k, v] for k, v in params["class_weight"].items()]}
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if extra is None else 2,
         "fastmlp_version": __version__,
         "estimator": type(estimator).__name__,
         "params": _jsonable(params),
@@ -75,10 +95,44 @@ def save(estimator, path):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("metadata.json", json.dumps(meta, allow_nan=True))
         archive.writestr("params.npy", buffer.getvalue())
+        if extra is not None:
+            archive.writestr("preprocessing.json", extra)
 
 
 def load(path):
-    """Read a model written by ``save``; raises ModelFileError for anything else."""
+    """Read a model written by ``save``; raises ModelFileError for anything else.
+
+    A file that also holds column preprocessing (written by ``fastmlp train``) loads with a
+    warning: the network alone expects preprocessed features; ``load_with_preprocessing``
+    returns both.
+    """
+    estimator, preprocessing = _load(path)
+    if preprocessing is not None:
+        warnings.warn(f"{path} holds column preprocessing (written by 'fastmlp train'): the "
+                      "network returned by fastmlp.load expects preprocessed features. Use "
+                      "fastmlp.persistence.load_with_preprocessing to get both", UserWarning,
+                      stacklevel=2)
+    return estimator
+
+
+def load_with_preprocessing(path):
+    """Read a model file and the column preprocessing stored with it.
+
+    Returns
+    -------
+    estimator : MLPClassifier or MLPRegressor
+    preprocessing : fastmlp.preprocessing.TabularPreprocessor or None
+        None for files without preprocessing (format version 1).
+
+    Raises
+    ------
+    ModelFileError
+        For anything that is not a readable fastmlp model file.
+    """
+    return _load(path)
+
+
+def _load(path):
     from .estimators import MLPClassifier, MLPRegressor
 
     try:
@@ -86,6 +140,8 @@ def load(path):
             meta = _read_metadata(archive)
             layout = Layout(meta["layer_units"])
             params = _read_params(archive, layout.n_params, np.dtype(meta["dtype"]))
+            preprocessing = (_read_preprocessing(archive, path)
+                             if meta["format_version"] == 2 else None)
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
@@ -118,12 +174,15 @@ def load(path):
         estimator._label_binarizer = _label_binarizer(meta, path)
         estimator.classes_ = estimator._label_binarizer.classes_
     _check_consistency(estimator, path)
-    return estimator
+    if preprocessing is not None and preprocessing.n_features_out_ != estimator.n_features_in_:
+        raise ModelFileError(f"{path}: the preprocessing makes {preprocessing.n_features_out_} "
+                             f"features, the network takes {estimator.n_features_in_}")
+    return estimator, preprocessing
 
 
 def _read_metadata(archive):
     names = set(archive.namelist())
-    if names != {"metadata.json", "params.npy"}:
+    if names not in _MEMBERS.values():
         raise ModelFileError(f"unexpected archive members {sorted(names)}")
     if archive.getinfo("metadata.json").file_size > MAX_METADATA_BYTES:
         raise ModelFileError("metadata.json is implausibly large")
@@ -133,11 +192,15 @@ def _read_metadata(archive):
         raise ModelFileError(f"metadata.json is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError("this is not a fastmlp model file")
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if type(version) is not int or version not in _MEMBERS:
         raise ModelFileError(
-            f"model file format version {meta.get('format_version')!r} (written by fastmlp "
+            f"model file format version {version!r} (written by fastmlp "
             f"{meta.get('fastmlp_version')!r}) is not supported by this fastmlp, which reads "
-            f"version {FORMAT_VERSION}")
+            f"versions 1 to {FORMAT_VERSION}")
+    if names != _MEMBERS[version]:
+        raise ModelFileError(f"a version {version} model file holds {sorted(_MEMBERS[version])}, "
+                             f"this one holds {sorted(names)}")
     expected = {"estimator": str, "params": dict, "layer_units": list, "dtype": str,
                 "attributes": dict}
     for key, kind in expected.items():
@@ -188,6 +251,17 @@ def _read_params(archive, n_params, dtype):
     if not np.isfinite(params).all():
         raise ModelFileError("params.npy contains non-finite values")
     return params
+
+
+def _read_preprocessing(archive, path):
+    from .preprocessing import TabularPreprocessor
+
+    if archive.getinfo("preprocessing.json").file_size > MAX_METADATA_BYTES:
+        raise ModelFileError("preprocessing.json is implausibly large")
+    try:
+        return TabularPreprocessor.from_dict(json.loads(archive.read("preprocessing.json")))
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:  # JSONDecodeError included
+        raise ModelFileError(f"{path}: preprocessing.json is not valid ({exc})") from exc
 
 
 def _label_binarizer(meta, path):

@@ -157,6 +157,8 @@ def _train(args):
               file=sys.stderr)
 
     preprocessing = None if args.no_preprocess else TabularPreprocessor()
+    if args.no_preprocess:  # checked on every row, so that a message names the first bad one
+        _plain_features(args.data, table, "--no-preprocess", target_hint)
     X_train = _features(args.data, table.take(train_rows), preprocessing, args.dtype,
                         "--no-preprocess", target_hint, fit=True)
     X_test = None if test_rows is None else _features(

@@ -197,7 +197,7 @@ def _read_metadata(archive):
         raise ModelFileError(
             f"model file format version {version!r} (written by fastmlp "
             f"{meta.get('fastmlp_version')!r}) is not supported by this fastmlp, which reads "
-            f"versions 1 to {FORMAT_VERSION}")
+            f"version {' or '.join(str(v) for v in sorted(_MEMBERS))}")
     if names != _MEMBERS[version]:
         raise ModelFileError(f"a version {version} model file holds {sorted(_MEMBERS[version])}, "
                              f"this one holds {sorted(names)}")

@@ -48,9 +48,9 @@ class Table(NamedTuple):
 def table_from_array(X):
     """A Table of the numeric 2-D array X, its columns named x0, x1, ... and matched by
     position."""
+    X = np.asarray(X, dtype=np.float64)
     names = tuple(f"x{j}" for j in range(X.shape[1]))
-    return Table(names, (NUMBER,) * len(names), np.asarray(X, dtype=np.float64), (), None,
-                 False)
+    return Table(names, (NUMBER,) * len(names), X, (), None, False)
 
 
 class TabularPreprocessor:

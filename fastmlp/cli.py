@@ -34,6 +34,7 @@ EXIT_BAD_INPUT = 2  # argparse's status for usage errors; every input error uses
 MAX_AUTO_CLASSES = 20  # an integer target with more distinct values is taken as a quantity
 MAX_SEED = 2**32 - 1  # numpy's RandomState accepts seeds in [0, 2**32)
 
+
 # ---------------------------------------------------------------------------- train
 def _choose_task(requested, data):
     """("classify" | "regress", why) from --task, the data set, or (why not None) a guess from
@@ -59,19 +60,19 @@ def _choose_task(requested, data):
     return "regress", "the target is continuous"
 
 
-def _split(X, y, classify, test_size, random_state):
-    """(X_train, X_test, y_train, y_test); the test parts are None when test_size is 0."""
+def _split(rows, y, classify, test_size, random_state):
+    """(rows_train, rows_test, y_train, y_test); the test parts are None when test_size is 0."""
     if test_size == 0:
-        return X, None, y, None
+        return rows, None, y, None
     stratify = None
     if classify and y.ndim == 1 and np.unique(y, return_counts=True)[1].min() >= 2:
         stratify = y  # keeps every class in both parts where it can
     try:
-        return train_test_split(X, y, test_size=test_size, random_state=random_state,
+        return train_test_split(rows, y, test_size=test_size, random_state=random_state,
                                 stratify=stratify)
     except ValueError as exc:
-        raise InputError(f"cannot split off a test set with --test-size {test_size}: {exc}") \
-            from None
+        raise InputError(f"cannot split off a test set with --test-size {test_size}: "
+                         f"{_one_line(exc)}") from None
 
 
 def _fit(model, X, y, quiet):

@@ -235,6 +235,15 @@ def _number_stats(column):
     return {"fill": fill, "mean": float(unit.mean() * peak), "scale": float(unit.std() * peak)}
 
 
+def _finite_number(value):
+    if type(value) not in (int, float):  # bool, str, None, ...
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float's range
+        return False
+
+
 _FIELDS = {NUMBER: {"name", "kind", "fill", "mean", "scale"},
            TEXT: {"name", "kind", "fill", "categories"}}
 
@@ -250,8 +259,7 @@ def _checked_column(index, column):
         raise ValueError(f"{where}: the name must be text")
     if column["kind"] == NUMBER:
         values = [column["fill"], column["mean"], column["scale"]]
-        if not all(type(v) in (int, float) and math.isfinite(v) for v in values) \
-                or column["scale"] <= 0:
+        if not all(_finite_number(v) for v in values) or column["scale"] <= 0:
             raise ValueError(f"{where}: fill, mean and scale must be finite numbers, scale "
                              "positive")
         return {key: (float(v) if key in ("fill", "mean", "scale") else v)

@@ -116,6 +116,7 @@ def _mutations():
     return {
         "scale zero": set_field(0, "scale", 0.0),
         "mean text": set_field(0, "mean", "1"),
+        "mean huge integer": set_field(0, "mean", 10**400),
         "fill bool": set_field(0, "fill", True),
         "unknown kind": set_field(0, "kind", "date"),
         "missing field": drop_field(1, "categories"),

@@ -180,8 +180,13 @@ class _CsvColumns:
 
     def __init__(self, path, target, target_required, columns, kinds):
         self.path = path
-        with self._open() as file:
-            header = next(csv.reader(file), None)
+        try:
+            with self._open() as file:
+                header = next(csv.reader(file), None)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text ({exc})") from None
+        except csv.Error as exc:
+            raise InputError(f"{path}: not valid CSV ({exc})") from None
         if not header:
             raise InputError(f"{path}: the file is empty (a header row is expected)")
         self.header = [name.strip() for name in header]

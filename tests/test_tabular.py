@@ -87,3 +87,15 @@ def test_zero_byte_npz_is_refused(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(InputError, match="not a readable .npz file"):
         load_data(str(path))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"caf\xe9,y\n1,0\n", "not UTF-8 text"),
+    (b"a,y\n1,0\n\xff,1\n", "not UTF-8 text"),
+    (b"a,y\n" + b"1" * 200_000 + b",0\n", "not valid CSV"),  # beyond csv's field limit
+])
+def test_unreadable_csv_text_is_an_input_error(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_data(str(path), target_required=True)

@@ -7,8 +7,8 @@ on them and on pipelines holding them. skl2onnx is imported only here, never by 
 
 import numpy as np
 
+from . import fitted_state  # the estimator classes, registered by fastmlp.estimators
 from .codes import LEAKY_SLOPE
-from .estimators import MLPClassifier, MLPRegressor
 
 __all__ = ["register", "to_onnx"]
 
@@ -188,11 +188,11 @@ def register():
     skl2onnx is installed). Raises ImportError naming the packages when it is not."""
     skl2onnx = _skl2onnx()
     skl2onnx.update_registered_converter(
-        MLPClassifier, "FastmlpMLPClassifier", _classifier_shapes, _convert_classifier,
+        fitted_state.ESTIMATORS["MLPClassifier"], "FastmlpMLPClassifier", _classifier_shapes, _convert_classifier,
         options={"zipmap": [True, False, "columns"], "output_class_labels": [False, True],
                  "nocl": [False]})
     skl2onnx.update_registered_converter(
-        MLPRegressor, "FastmlpMLPRegressor", _regressor_shapes, _convert_regressor)
+        fitted_state.ESTIMATORS["MLPRegressor"], "FastmlpMLPRegressor", _regressor_shapes, _convert_regressor)
 
 
 def to_onnx(model, X, *, zipmap=False, **kwargs):
@@ -219,7 +219,7 @@ def to_onnx(model, X, *, zipmap=False, **kwargs):
     register()
     options = kwargs.pop("options", None)
     if options is None:
-        options = {MLPClassifier: {"zipmap": zipmap}}
+        options = {fitted_state.ESTIMATORS["MLPClassifier"]: {"zipmap": zipmap}}
     return skl2onnx.to_onnx(model, X, options=options, **kwargs)
 
 

@@ -31,6 +31,7 @@ import re
 import secrets
 import stat
 import struct
+import warnings
 import zipfile
 import zlib
 from numbers import Integral, Real
@@ -74,7 +75,7 @@ class ModelFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------- save
-def save(estimator, path, *, extra=None):
+def save(estimator, path, *, extra=None, preprocessing=None):
     """Write a fitted estimator to `path` atomically (see the module docstring for the format).
 
     Parameters
@@ -87,6 +88,9 @@ def save(estimator, path, *, extra=None):
         Information stored beside the model under ``metadata.json``'s ``extra`` key and returned
         by `load_with_extra` (for instance the command line's preprocessing). Checked like the
         rest of the metadata: plain JSON types, nesting and size within the loader's limits.
+    preprocessing : fastmlp.preprocessing.TabularPreprocessor, optional
+        The fitted column preprocessing whose output the estimator was trained on (``fastmlp
+        train``), stored as ``extra["preprocessing"]`` and returned by `load_with_preprocessing`.
 
     Raises
     ------
@@ -95,6 +99,11 @@ def save(estimator, path, *, extra=None):
         is then untouched.
     """
     check_is_fitted(estimator)
+    if preprocessing is not None:
+        if preprocessing.n_features_out_ != estimator.n_features_in_:
+            raise ValueError(f"the preprocessing makes {preprocessing.n_features_out_} features, "
+                             f"the estimator takes {estimator.n_features_in_}")
+        extra = {**(extra or {}), "preprocessing": preprocessing.to_dict()}
     meta = _metadata(estimator, extra, __version__)
     params = estimator._params
     text = json.dumps(meta, allow_nan=True).encode("utf-8")
@@ -232,7 +241,32 @@ def load(path, *, max_params=MAX_PARAMS):
     OSError
         When the file cannot be opened (FileNotFoundError, PermissionError).
     """
-    return load_with_extra(path, max_params=max_params)[0]
+    estimator, extra = load_with_extra(path, max_params=max_params)
+    if "preprocessing" in extra:
+        warnings.warn(f"{os.fspath(path)} holds column preprocessing (written by 'fastmlp "
+                      "train'): the network returned by fastmlp.load expects preprocessed "
+                      "features. fastmlp.persistence.load_with_preprocessing returns both.",
+                      UserWarning, stacklevel=2)
+    return estimator
+
+
+def load_with_preprocessing(path, *, max_params=MAX_PARAMS):
+    """``(estimator, preprocessing)``: `load`, plus the column preprocessing stored by ``save``
+    (a ``fastmlp.preprocessing.TabularPreprocessor``), or None when the file holds none."""
+    from .preprocessing import TabularPreprocessor
+
+    estimator, extra = load_with_extra(path, max_params=max_params)
+    if "preprocessing" not in extra:
+        return estimator, None
+    name = os.fspath(path)
+    try:
+        preprocessing = TabularPreprocessor.from_dict(extra["preprocessing"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{name}: its preprocessing is not valid ({_line(exc)})") from exc
+    if preprocessing.n_features_out_ != estimator.n_features_in_:
+        raise ModelFileError(f"{name}: the preprocessing makes {preprocessing.n_features_out_} "
+                             f"features, the network takes {estimator.n_features_in_}")
+    return estimator, preprocessing
 
 
 def load_with_extra(path, *, max_params=MAX_PARAMS):

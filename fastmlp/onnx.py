@@ -188,11 +188,13 @@ def register():
     skl2onnx is installed). Raises ImportError naming the packages when it is not."""
     skl2onnx = _skl2onnx()
     skl2onnx.update_registered_converter(
-        fitted_state.ESTIMATORS["MLPClassifier"], "FastmlpMLPClassifier", _classifier_shapes, _convert_classifier,
+        fitted_state.ESTIMATORS["MLPClassifier"], "FastmlpMLPClassifier", _classifier_shapes,
+        _convert_classifier,
         options={"zipmap": [True, False, "columns"], "output_class_labels": [False, True],
                  "nocl": [False]})
     skl2onnx.update_registered_converter(
-        fitted_state.ESTIMATORS["MLPRegressor"], "FastmlpMLPRegressor", _regressor_shapes, _convert_regressor)
+        fitted_state.ESTIMATORS["MLPRegressor"], "FastmlpMLPRegressor", _regressor_shapes,
+        _convert_regressor)
 
 
 def to_onnx(model, X, *, zipmap=False, **kwargs):

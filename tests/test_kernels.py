@@ -1,5 +1,6 @@
 """Layer 1: every compiled CPU kernel against the plain NumPy reference (fastmlp.reference)."""
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -19,6 +20,12 @@ HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "
 HEADS = [("softmax", "log_loss"), ("logistic", "binary_log_loss"),
          ("identity", "squared_error"), ("exp", "poisson")]
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=2e-5)}
+
+
+@numba.njit
+def _call(kernel, *args):
+    """Call a kernel compiled without a Python wrapper (fastmlp.config.njit) from a test."""
+    return kernel(*args)
 
 
 def _net(units, activation, head, alpha=0.0, dropout=0.0, seed=0):
@@ -55,11 +62,11 @@ def test_activate_and_its_derivative(name, dtype):
     Z = np.random.RandomState(1).normal(scale=3, size=(9, 5)).astype(dtype)
     Z[0, 0] = 0.0
     A = Z.copy()
-    kernels.activate(A, Const(ACTIVATION_CODES[name]))
+    _call(kernels.activate, A, Const(ACTIVATION_CODES[name]))
     assert_allclose(A, reference.activate(name, Z), **TOL[dtype])
     if name in HIDDEN:
         dZ = np.ones_like(Z) * 0.5
-        kernels.activation_backward(dZ, A, Z, Const(ACTIVATION_CODES[name]))
+        _call(kernels.activation_backward, dZ, A, Z, Const(ACTIVATION_CODES[name]))
         assert_allclose(dZ, 0.5 * reference.activation_derivative(name, A, Z), **TOL[dtype])
 
 
@@ -116,14 +123,14 @@ def test_gather_rows_sums_duplicate_sparse_entries():
                       shape=(2, 3))
     features = kernels_features(X)
     Xb = np.full((2, 3), 9.0)
-    kernels.gather_rows(Xb, features, np.array([1, 0]), Const(1))
+    _call(kernels.gather_rows, Xb, features, np.array([1, 0]), Const(1))
     assert_allclose(Xb, [[5.0, 0, 0], [0, 3.0, 0]])
 
 
 def _update(params, slot_1, slot_2, grad, opt, step, n_weights=0):
     """One fused update (no L2 term, a weight sum of 1: the gradient is used as it is)."""
-    kernels.update(TrainState(params, grad, slot_1, slot_2), n_weights, 0.0, 1.0, opt, step,
-                   Const(opt.kind))
+    _call(kernels.update, TrainState(params, grad, slot_1, slot_2), n_weights, 0.0, 1.0, opt,
+          step, Const(opt.kind))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -191,7 +198,7 @@ def test_uniform_is_deterministic_and_uniform():
 def test_dropout_forward_masks_and_scales():
     A = np.random.RandomState(7).uniform(0.5, 1.5, (200, 30))
     D, M = np.empty_like(A), np.empty_like(A)
-    kernels.dropout_forward(D, M, A, 0.25, 99, 0, 30)
+    _call(kernels.dropout_forward, D, M, A, 0.25, 99, 0, 30)
     dropped = M == 0
     assert abs(dropped.mean() - 0.25) < 0.02
     assert_allclose(M[~dropped], 1 / 0.75)

@@ -49,7 +49,7 @@ from ..codes import (
     SQUARED_ERROR,
     TANH,
 )
-from ..config import JIT_OPTIONS, njit
+from ..config import JIT_OPTIONS, entry_point, njit
 
 # ---------------------------------------------------------------------------------------------
 # Views into flat buffers. `layers` is Layout.table: rows (fan_in, fan_out, w_offset, b_offset).
@@ -243,7 +243,7 @@ DERIVATIVES = {IDENTITY: identity_backward, LOGISTIC: logistic_backward, TANH: t
                GELU: gelu_backward, SILU: silu_backward}
 
 
-@njit
+@entry_point
 def uniform(seed, counter):
     """A uniform number in [0, 1) from the splitmix64 hash of seed + counter: a dropout mask then
     depends only on (seed, position), so every backend draws the same one."""
@@ -358,7 +358,7 @@ OPTIMIZER_STEPS = {SGD: sgd_step, ADAM: adam_step, ADAMW: adam_step, ADAGRAD: ad
                    RMSPROP: rmsprop_step}
 
 
-@njit
+@entry_point
 def adam_step_size(learning_rate, beta_1, beta_2, step):
     """Adam's bias-corrected step size for update number `step` (counted from 1)."""
     t = float(step)  # float exponent: the same pow() Python uses for beta ** t
@@ -489,7 +489,7 @@ def dense_backward(dW, db, dZ, A):
             db[j] += dZ[i, j]
 
 
-@njit
+@entry_point
 def output_delta_and_loss(dZ, P, Y, sw, loss):
     """Output-layer gradient and the weighted sum of per-sample losses.
 
@@ -659,7 +659,7 @@ def stage_batch(work, features, Y, sample_weight, rows, sparse):
     return Xb, Yb, swb, weight_sum
 
 
-@njit
+@entry_point
 def epoch(state, work, features, Y, sample_weight, order, batch_size, net, opt, sw):
     """One epoch of mini-batch training, every batch in this one call (see train_epoch in
     fastmlp/cpu/__init__.py, which adds the workspace and switches). Returns (sum over batches of
@@ -682,7 +682,7 @@ def epoch(state, work, features, Y, sample_weight, order, batch_size, net, opt, 
     return total, updates
 
 
-@njit
+@entry_point
 def full_loss_and_gradient(dparams, chunk_grad, work, params, features, Y, sample_weight, net,
                            chunk_rows, sw):
     """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, computed in
@@ -711,7 +711,7 @@ def full_loss_and_gradient(dparams, chunk_grad, work, params, features, Y, sampl
     return loss_sum / weight_sum + 0.5 * net.alpha * squares / weight_sum
 
 
-@njit
+@entry_point
 def predict_rows(out, work, params, features, rows, net, chunk_rows, sw):
     """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk."""
     for start in range(0, rows.shape[0], chunk_rows):

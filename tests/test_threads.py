@@ -31,3 +31,40 @@ def test_threadpool_limits_caps_the_kernels_blas():
     with threadpool_limits(limits=1):
         n_iter, threads = _fit_and_report_blas_threads()
     assert n_iter == 2 and threads and all(t == 1 for t in threads)
+
+
+def _blas_threads_seen_by_callbacks(n_features, hidden, batch_size):
+    """BLAS thread counts seen during every epoch of a fit, inside a context allowing two."""
+    seen = []
+
+    def record(_):
+        seen.append([pool.num_threads for pool in ThreadpoolController().select(
+            internal_api="openblas").lib_controllers])
+
+    X = np.random.RandomState(0).rand(batch_size, n_features)
+    with threadpool_limits(limits=2), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fastmlp.MLPClassifier(hidden_layer_sizes=(hidden,), batch_size=batch_size, max_iter=2,
+                              callbacks=[record]).fit(X, X[:, 0] > 0.5)
+        after = [pool.num_threads for pool in ThreadpoolController().select(
+            internal_api="openblas").lib_controllers]
+    return seen, after
+
+
+def test_small_networks_train_on_one_blas_thread_and_restore_the_limit():
+    """Products below cpu.SINGLE_THREAD_MACS run BLAS on one thread (a second one costs more than
+    it saves); the caller's limit is back in force after the fit."""
+    from fastmlp.cpu import SINGLE_THREAD_MACS
+
+    assert 200 * 64 * 100 < SINGLE_THREAD_MACS  # scikit-learn's default network on digits
+    seen, after = _blas_threads_seen_by_callbacks(n_features=64, hidden=100, batch_size=200)
+    assert len(seen) == 2 and all(threads and set(threads) == {1} for threads in seen)
+    assert set(after) == {2}
+
+
+def test_wide_networks_keep_the_blas_threads_they_are_given():
+    from fastmlp.cpu import SINGLE_THREAD_MACS
+
+    assert 256 * 128 * 128 >= SINGLE_THREAD_MACS
+    seen, _ = _blas_threads_seen_by_callbacks(n_features=128, hidden=128, batch_size=256)
+    assert len(seen) == 2 and all(threads and set(threads) == {2} for threads in seen)

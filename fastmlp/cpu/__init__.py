@@ -6,6 +6,7 @@ for work arrays; here the moves are no-ops. This module allocates each call's wo
 picks the compile-time switches; the kernels do the arithmetic.
 """
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +16,15 @@ from . import kernels
 from .switches import switches
 
 NAME = "cpu"
+
+# A batch whose largest product has fewer multiply-adds than this runs BLAS on one thread: waking a
+# second thread costs more than it saves, and on a shared machine a spinning BLAS thread fights
+# the other process for its core. Measured on the 2-core VM (bench/RESULTS.md, "Threads"): whole
+# digits fits with products of 1.3 and 3.3 M multiply-adds were faster on one thread, 13 and 26 M
+# faster on two, and a fit with the other core busy took 2-4x longer on two threads.
+SINGLE_THREAD_MACS = 1 << 22
+
+_threadpools = None  # threadpoolctl's view of the loaded BLAS libraries, made on first use
 
 
 class Workspace(NamedTuple):
@@ -42,6 +52,20 @@ def workspace(net, rows, n_features, n_outputs, dtype, training):
                      slot(training and net.dropout > 0), slot(training and net.dropout > 0),
                      slot(training), slot(True, rows * n_features),
                      slot(training, rows * n_outputs), slot(training, rows))
+
+
+def thread_limit(net, rows):
+    """The context in which a fit of `net` on batches of `rows` rows calls this backend: BLAS
+    limited to one thread when the network's products are small (see SINGLE_THREAD_MACS)."""
+    global _threadpools
+    largest = rows * int((net.layers[:, 0] * net.layers[:, 1]).max())
+    if largest >= SINGLE_THREAD_MACS:
+        return contextlib.nullcontext()
+    if _threadpools is None:
+        from threadpoolctl import ThreadpoolController  # scikit-learn's own dependency
+
+        _threadpools = ThreadpoolController()
+    return _threadpools.limit(limits=1, user_api="blas")
 
 
 def train_epoch(state, features, Y, sw, order, batch_size, net, opt):

@@ -482,3 +482,8 @@ def predict(out, params, features, rows, net, chunk_rows):
             P = network.forward(v, out=out[start:start + v.n])
             if output == SOFTMAX:
                 v.softmax(P)
+
+
+def thread_limit(net, rows):
+    """The context a fit runs in: nothing to limit on the GPU (see the CPU backend's)."""
+    return contextlib.nullcontext()

@@ -371,11 +371,16 @@ def adam_step_size(learning_rate, beta_1, beta_2, step):
 # names, so the others are never compiled.
 # ---------------------------------------------------------------------------------------------
 
-def _entry(table, code):
+def _literal(code):
+    """The value of a code typed as a numba literal (raises for a run-time integer)."""
     if not isinstance(code, types.IntegerLiteral):
         raise TypingError("fastmlp kernels take codes as compile-time constants "
                           "(fastmlp.cpu.switches.Const), got %s" % code)
-    return table[code.literal_value]
+    return code.literal_value
+
+
+def _entry(table, code):
+    return table[_literal(code)]
 
 
 def activation_value(z, kind):
@@ -422,25 +427,40 @@ def _optimizer_step(p, g, slot_1, slot_2, h, kind):
 # Layers: activations, dropout, dense products, the output delta
 # ---------------------------------------------------------------------------------------------
 
-@njit
 def activate(Z, kind):
-    """Z (B, O) in place: pre-activations in, activations out."""
-    if kind == SOFTMAX:
-        # Subtracting the row maximum keeps exp() from overflowing; the result is unchanged.
-        for i in range(Z.shape[0]):
-            top = Z[i, 0]
-            for j in range(1, Z.shape[1]):
-                top = max(top, Z[i, j])
-            total = Z.dtype.type(0)
-            for j in range(Z.shape[1]):
-                Z[i, j] = math.exp(Z[i, j] - top)
-                total += Z[i, j]
-            for j in range(Z.shape[1]):
-                Z[i, j] /= total
-    else:
-        for i in range(Z.shape[0]):
-            for j in range(Z.shape[1]):
-                Z[i, j] = activation_value(Z[i, j], kind)
+    """Z (B, O) in place: pre-activations in, activations out; softmax_rows for softmax, else
+    activate_elements, chosen when compiling."""
+
+
+@overload(activate, jit_options=JIT_OPTIONS)
+def _activate(Z, kind):
+    if _literal(kind) == SOFTMAX:
+        return lambda Z, kind: softmax_rows(Z)
+    return lambda Z, kind: activate_elements(Z, kind)
+
+
+@njit
+def softmax_rows(Z):
+    """Z (B, K) in place: the softmax of every row. Subtracting the row maximum keeps exp() from
+    overflowing; the result is unchanged."""
+    for i in range(Z.shape[0]):
+        top = Z[i, 0]
+        for j in range(1, Z.shape[1]):
+            top = max(top, Z[i, j])
+        total = Z.dtype.type(0)
+        for j in range(Z.shape[1]):
+            Z[i, j] = math.exp(Z[i, j] - top)
+            total += Z[i, j]
+        for j in range(Z.shape[1]):
+            Z[i, j] /= total
+
+
+@njit
+def activate_elements(Z, kind):
+    """Z (B, O) in place: f(z) for every element, f the element-wise activation `kind`."""
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            Z[i, j] = activation_value(Z[i, j], kind)
 
 
 @njit
@@ -560,15 +580,25 @@ def forward(work, params, Xb, net, first_row, hidden, output, dropout):
     return layer_rows(work.acts, layers, last, n)
 
 
-@njit
 def keep_pre_activation(pre, Z, layers, i, kind):
     """Copy layer i's pre-activations Z (B, O) into its slot of `pre` for GELU and SiLU, whose
-    derivatives need z itself; nothing for other activations."""
-    if kind == GELU or kind == SILU:
-        kept = layer_rows(pre, layers, i, Z.shape[0])
-        for r in range(Z.shape[0]):
-            for j in range(Z.shape[1]):
-                kept[r, j] = Z[r, j]
+    derivatives need z itself; nothing (not even compiled) for other activations."""
+
+
+@overload(keep_pre_activation, jit_options=JIT_OPTIONS)
+def _keep_pre_activation(pre, Z, layers, i, kind):
+    if _literal(kind) in (GELU, SILU):
+        return lambda pre, Z, layers, i, kind: copy_matrix(layer_rows(pre, layers, i, Z.shape[0]),
+                                                           Z)
+    return lambda pre, Z, layers, i, kind: None
+
+
+@njit
+def copy_matrix(dst, src):
+    """dst (B, O) = src (B, O), element by element."""
+    for r in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[r, j] = src[r, j]
 
 
 @njit

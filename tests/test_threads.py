@@ -3,11 +3,18 @@ calls, shipped with SciPy), which joblib workers and threadpoolctl limit."""
 
 import warnings
 
+import joblib
 import numpy as np
+import pytest
 from joblib import Parallel, delayed
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 import fastmlp  # imported first, as a user does: it loads the BLAS the limits must reach
+
+
+def _openblas_threads():
+    return [pool.num_threads for pool in ThreadpoolController().select(
+        internal_api="openblas").lib_controllers]
 
 
 def _fit_and_report_blas_threads():
@@ -15,16 +22,22 @@ def _fit_and_report_blas_threads():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf = fastmlp.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X, X[:, 0] > 0.5)
-    threads = [pool.num_threads for pool in ThreadpoolController().select(
-        internal_api="openblas").lib_controllers]
-    return clf.n_iter_, threads
+    return clf.n_iter_, _openblas_threads()
 
 
-def test_joblib_workers_get_one_blas_thread_each():
-    """GridSearchCV(n_jobs=2) on 2 cores: each worker's BLAS, hence each fit, uses 1 thread."""
+def test_joblib_workers_get_their_share_of_blas_threads():
+    """GridSearchCV(n_jobs=2): each worker's BLAS, hence each fit, gets cores // 2 threads (1 on
+    2 cores), fewer than this process's BLAS would use, so the workers do not oversubscribe."""
+    cores = joblib.cpu_count()
+    if cores < 2:
+        pytest.skip("one CPU core: BLAS uses one thread anyway, so no limit can be observed")
+    parent = _openblas_threads()
+    assert parent and min(parent) > 1, f"BLAS in this process already uses {parent} threads"
+    share = cores // 2
     results = Parallel(n_jobs=2)(delayed(_fit_and_report_blas_threads)() for _ in range(2))
     for n_iter, threads in results:
-        assert n_iter == 2 and threads and all(t == 1 for t in threads)
+        assert n_iter == 2 and threads and set(threads) == {share}, (threads, cores)
+    assert share < min(parent)
 
 
 def test_threadpool_limits_caps_the_kernels_blas():
@@ -38,16 +51,14 @@ def _blas_threads_seen_by_callbacks(n_features, hidden, batch_size):
     seen = []
 
     def record(_):
-        seen.append([pool.num_threads for pool in ThreadpoolController().select(
-            internal_api="openblas").lib_controllers])
+        seen.append(_openblas_threads())
 
     X = np.random.RandomState(0).rand(batch_size, n_features)
     with threadpool_limits(limits=2), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fastmlp.MLPClassifier(hidden_layer_sizes=(hidden,), batch_size=batch_size, max_iter=2,
                               callbacks=[record]).fit(X, X[:, 0] > 0.5)
-        after = [pool.num_threads for pool in ThreadpoolController().select(
-            internal_api="openblas").lib_controllers]
+        after = _openblas_threads()
     return seen, after
 
 

@@ -198,13 +198,12 @@ def _average(replicas, rows, optimizer_state):
     if optimizer_state == "reset":
         merged._optimizer = None
     elif merged._optimizer is not None:
-        n = merged._params.shape[0]
-        for name, value in vars(merged._optimizer).items():
-            if isinstance(value, np.ndarray) and value.shape == (n,):
-                value[:] = mean([vars(r._optimizer)[name] for r in replicas])
-            elif isinstance(value, Integral) and not isinstance(value, bool):
-                # Step counters (Adam's bias correction): the most steps any replica took.
-                setattr(merged._optimizer, name, max(vars(r._optimizer)[name] for r in replicas))
+        for name, slot in merged._optimizer.slots().items():
+            slot[:] = mean([r._optimizer.slots()[name] for r in replicas])
+        # Counters (epochs, Adam's bias correction): the most any replica reached.
+        for name in merged._optimizer.counters():
+            setattr(merged._optimizer, name,
+                    max(r._optimizer.counters()[name] for r in replicas))
     return merged
 
 

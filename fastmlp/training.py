@@ -299,7 +299,8 @@ def _mean_loss(loss, P, Y, sw):
 def _update_no_improvement_count(est, val_score, snapshot):
     """scikit-learn's stopping bookkeeping: on the validation score with early stopping, else on
     the training loss. The best validation weights are kept whenever a validation set is
-    monitored."""
+    monitored. Mirrors BaseMultilayerPerceptron._update_no_improvement_count in scikit-learn's
+    sklearn/neural_network/_multilayer_perceptron.py; keep the two in step."""
     if val_score is not None:
         est.validation_scores_.append(val_score)
         if est.verbose and est.early_stopping:
@@ -346,7 +347,8 @@ def run_lbfgs(est, data, device="cpu"):
 
 
 def _lbfgs_iterations(result, max_iter):
-    """Iterations used, with scikit-learn's ConvergenceWarning when L-BFGS did not converge."""
+    """Iterations used, with scikit-learn's ConvergenceWarning when L-BFGS did not converge
+    (the message of scikit-learn's _check_optimize_result, which _fit_lbfgs calls)."""
     n_iter = min(result.nit, max_iter)
     if result.status != 0:
         msg = (f"lbfgs failed to converge after {n_iter} iteration(s) (status={result.status}):\n"

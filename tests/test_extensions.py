@@ -356,3 +356,22 @@ def test_decay_is_validated_and_survives_save_and_load(tmp_path):
                         random_state=0).fit(X, y)
     clf.save(tmp_path / "m.fastmlp")
     assert fastmlp.load(tmp_path / "m.fastmlp").learning_rate_decay == "cosine"
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adamw", "adagrad", "rmsprop"])
+def test_optimizer_slots_are_the_buffers_the_kernels_update(solver):
+    """slots() (what fastmlp.dask averages) names exactly the arrays train_epoch receives, and
+    counters() carries Adam's update count, so averaging can neither miss nor invent state."""
+    from fastmlp.optimizers import make_optimizer
+
+    est = MLPClassifier(solver=solver, max_iter=3)
+    optimizer = make_optimizer(est, 7, np.float32)
+    kernel_slots, opt = optimizer.kernel_args()
+    named = optimizer.slots()
+    assert {id(a) for a in kernel_slots} == {id(a) for a in named.values()}
+    assert all(a.shape == (7,) and a.dtype == np.float32 for a in named.values())
+    adam = solver.startswith("adam")
+    optimizer.epoch_done(opt.step + 4 if adam else opt.step)  # as train_epoch returns it
+    counters = optimizer.counters()
+    assert counters["epochs_done"] == 1
+    assert ("step" in counters) == adam and counters.get("step", 4) == 4

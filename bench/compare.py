@@ -7,7 +7,8 @@
 Workloads (see bench/README.md): W1 wide (Fashion-MNIST, s/epoch + accuracy), W2 small/tabular
 (s/epoch), W3 defaults on digits (fit time, and first fit in a fresh process), W4 inference
 (predict_proba rows/s), W5 GridSearchCV on digits, W6 time-to-accuracy on Fashion-MNIST, plus the
-machine's float32 matmul peak, against which W1's training throughput is compared.
+machine's float32 matmul peak, against which W1's training throughput is compared; W7 cold start
+(whole fresh processes with an empty and a warm compiled-code cache, bench/coldstart.py).
 
 Contestants run one after another, in an order that rotates with each repeat, and every number
 reported is a median. Every contestant is warmed up (compiled, first-call allocations) before it
@@ -40,7 +41,7 @@ if str(ROOT) not in sys.path:  # benchmark the working tree's fastmlp
     sys.path.insert(0, str(ROOT))
 
 FAST, SKL, TORCH = "fastmlp", "sklearn", "torch"
-ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 
 # The shared network settings (scikit-learn's parameter names; torch gets the same values).
 W1_PARAMS = dict(hidden_layer_sizes=(256, 128), activation="relu", solver="adam",
@@ -338,6 +339,30 @@ def w2_tabular(args, contestants):
     ups = speedup(sec)
     return [Row(f"W2 tabular ({len(X)}x{X.shape[1]})", "s/epoch", sec, ups,
                 {"vs sklearn": 40, "vs torch": 80})]
+
+
+def w7_cold_start(args):
+    """Whole fresh processes timed from outside (bench/coldstart.py): scikit-learn, fastmlp with
+    an empty compiled-code cache and with a warm one; the demo's compile line."""
+    import coldstart
+
+    report = coldstart.measure(rounds=args.repeats, demo=not args.quick)
+    median = report["medians_s"]
+    sk = median["scikit-learn"]
+    rows = []
+    for name, limit in (("fastmlp, empty cache", 2.5), ("fastmlp, warm cache", 1.2)):
+        ratio = median[name] / sk
+        rows.append(Row("W7 cold start (digits, 5 epochs)", f"fresh process s, {name[9:]}",
+                        {FAST: median[name], SKL: sk}, {"vs sklearn": sk / median[name]},
+                        target=f"<= {limit}x sklearn's", met=ratio <= limit,
+                        note=f"import + fit in a new python, {args.repeats} alternated rounds: "
+                             f"{report['times_s']}"))
+    if report["demo_compile_line_s"] is not None:
+        rows.append(Row("W7 cold start (digits, 5 epochs)",
+                        "python -m fastmlp.demo compile line s (empty cache, both dtypes)",
+                        {FAST: report["demo_compile_line_s"]}, target="< 5 s",
+                        met=report["demo_compile_line_s"] < 5))
+    return rows
 
 
 CHILD_CODE = ("import sys; sys.path[:0] = [{bench!r}, {root!r}]; import compare; "
@@ -657,7 +682,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="smoke run: small subsets, 2 epochs, 1 repeat, short caps")
     p.add_argument("--workloads", default=",".join(ALL_WORKLOADS),
-                   help="comma-separated subset of W1..W6 (default: all)")
+                   help="comma-separated subset of W1..W7 (default: all)")
     p.add_argument("--repeats", type=int, help="repeats per workload (default 3; quick 1)")
     p.add_argument("--epochs", type=int, help="epochs timed in W1/W2 (default 5; quick 2)")
     p.add_argument("--epoch-mode", choices=("partial_fit", "fit"), default="partial_fit",
@@ -719,7 +744,8 @@ def main(argv=None):
              "W3": lambda: w3_defaults(args, contestants),
              "W4": lambda: w4_inference(args, contestants, fashion),
              "W5": lambda: w5_search_run(args, contestants),
-             "W6": lambda: w6_time_to_accuracy(args, contestants, fashion)}
+             "W6": lambda: w6_time_to_accuracy(args, contestants, fashion),
+             "W7": lambda: w7_cold_start(args)}
     for w in ALL_WORKLOADS:
         if w not in args.workloads:
             continue

@@ -8,7 +8,7 @@ W1: Fashion-MNIST 784-256-128-10, relu, adam lr 1e-3, batch 256, float32: second
 test accuracy after the epochs. W2: synthetic 100,000 x 20, 3 classes, 64-32, batch 32: seconds
 per epoch. The table says which CUDA path each workload takes: W2 fits in one block's shared
 memory and trains an epoch per launch ("fused"); W1 is too wide and takes the per-layer kernels
-(3L + 3 launches per mini-batch, cuBLAS when CuPy works). Contestants alternate on every
+(3L + 2 launches per mini-batch, cuBLAS when CuPy works). Contestants alternate on every
 repeat; figures are medians. Needs an NVIDIA GPU, numba-cuda (pip install 'fastmlp[cuda]')
 and, for the PyTorch contestant, a CUDA build of torch.
 """
@@ -171,7 +171,7 @@ def main(argv=None):
         lines += ["", "PyTorch with CUDA is not installed: its rows are missing."]
     lines += ["", "Target on accuracy: fastmlp cuda within 0.5 percentage points of fastmlp cpu "
               "(W1 rows).", "", "cuda path: fused = the whole epoch in one kernel launch (the "
-              "network fits in one block's shared memory); per-layer = 3L + 3 launches per "
+              "network fits in one block's shared memory); per-layer = 3L + 2 launches per "
               "mini-batch."]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -14,22 +14,28 @@ from numba.core import event
 
 
 class _CompileTimes(event.Listener):
+    """Inclusive seconds (callees compiled meanwhile included) and self seconds per function."""
+
     def __init__(self):
         self.seconds = defaultdict(float)
+        self.own = defaultdict(float)
         self.count = defaultdict(int)
-        self._open = {}
+        self._stack = []  # [name, started, seconds spent in nested compiles]
 
     def on_start(self, ev):
-        self._open[id(ev.data["dispatcher"])] = time.perf_counter()
+        dispatcher = ev.data["dispatcher"]
+        name = getattr(dispatcher, "py_func", dispatcher)
+        name = f"{getattr(name, '__module__', '?')}.{getattr(name, '__qualname__', name)}"
+        self._stack.append([name, time.perf_counter(), 0.0])
 
     def on_end(self, ev):
-        dispatcher = ev.data["dispatcher"]
-        started = self._open.pop(id(dispatcher), None)
-        if started is not None:
-            name = getattr(dispatcher, "py_func", dispatcher)
-            name = f"{getattr(name, '__module__', '?')}.{getattr(name, '__qualname__', name)}"
-            self.seconds[name] += time.perf_counter() - started
-            self.count[name] += 1
+        name, started, nested = self._stack.pop()
+        seconds = time.perf_counter() - started
+        self.seconds[name] += seconds
+        self.own[name] += seconds - nested
+        self.count[name] += 1
+        if self._stack:
+            self._stack[-1][2] += seconds
 
 
 def main(argv=None):
@@ -57,9 +63,10 @@ def main(argv=None):
           f"({args.dtype}, {args.solver}, {args.epochs} epochs)")
     print(f"{len(listener.seconds)} functions compiled "
           f"({sum(listener.count.values())} compilations)")
+    print(f"{'incl. s':>8} {'self s':>8} count  function")
     top = sorted(listener.seconds.items(), key=lambda kv: -kv[1])[: args.top]
     for name, seconds in top:
-        print(f"{seconds:8.3f} s  {listener.count[name]:3d}x  {name}")
+        print(f"{seconds:8.3f} {listener.own[name]:8.3f} {listener.count[name]:5d}  {name}")
 
 
 if __name__ == "__main__":

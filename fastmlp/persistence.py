@@ -1,235 +1,561 @@
 """Saving and loading fitted models in a documented format that cannot execute code.
 
-A model file is a zip archive with two members:
+A model file (format version 2; version 1 files are still read) is a zip archive with exactly two
+members:
 
-- ``metadata.json``: format and fastmlp versions, the estimator class, its constructor parameters,
-  the scalar and list fitted attributes, the network's layer sizes, the dtype and the class labels;
-- ``params.npy``: the flat parameter buffer (weights of every layer, then biases), read with
-  ``allow_pickle=False``.
+- ``metadata.json`` (deflated): ``format``, ``format_version``, ``fastmlp_version``, ``estimator``
+  (the class name), ``params`` (constructor parameters; callbacks and RandomState instances are not
+  data and are stored as null), ``layer_units``, ``dtype``, ``attributes`` (the fitted attributes of
+  `fitted_state.FITTED`), ``labels`` (classifiers: ``y_type`` and sorted ``classes``) and, from
+  version 2, an optional ``extra`` object of named JSON values that callers other than the
+  estimator store beside the model (see `save`'s ``extra``);
+- ``params.npy`` (stored): the flat parameter buffer (weights of every layer, then biases), read
+  with ``allow_pickle=False``.
 
-Loading trusts nothing in the file: sizes are checked against the declared network before anything
-is allocated, the class is looked up in a fixed table, and no value is ever evaluated.
+Saving validates everything by the loader's own rules before the first byte is written, then writes
+a temporary file beside the target, flushes and fsyncs it and renames it over the target, so an
+earlier file survives any failure or kill. Loading reads nothing unbounded and evaluates nothing: it
+opens regular files only, caps the metadata's size, nesting and number lengths, requires exactly
+the two members (not encrypted, stored or deflated, sizes plausible for the file), checks the
+network size against ``max_params`` before allocating it, and applies ``fit``'s rules to what it
+read. Every refusal is a `ModelFileError` naming the problem in one line. This module imports no
+estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
 """
 
+import contextlib
 import io
 import json
+import math
+import os
+import re
+import secrets
+import stat
+import struct
+import warnings
 import zipfile
 import zlib
+from numbers import Integral, Real
 
 import numpy as np
-from sklearn.preprocessing import LabelBinarizer
+from sklearn.base import ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
-from .layout import Layout
+from . import fitted_state
+from ._version import __version__
+from .fitted_state import FITTED, short_repr
 
 FORMAT = "fastmlp-model"
-FORMAT_VERSION = 1
-MAX_METADATA_BYTES = 16 * 2**20
-MAX_PARAMETERS = 2**31  # a 8 GiB float32 model; anything larger is not a model we wrote
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
-_SCALARS = ("n_iter_", "t_", "n_features_in_", "n_outputs_", "n_layers_", "out_activation_",
-            "loss_", "best_loss_", "best_validation_score_")
-_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_", "feature_names_in_")
+MAX_PARAMS = 100_000_000  # load()'s default max_params: 400 MB of float32, 800 MB of float64
+MAX_LAYERS = 1_000
+MAX_METADATA_BYTES = 16 * 2**20
+MAX_JSON_DEPTH = 32
+MAX_NUMBER_CHARS = 40  # a float64's repr needs at most 24, an int64 at most 20
+MAX_EXPANSION = 32  # params.npy's size over its compressed size (float weights deflate ~1.1x)
+_EXPANSION_ALLOWANCE = 2**20  # small models may compress well (zeros) without being suspicious
+_MAX_NPY_HEADER = 4096
+_MAX_OPENING_READ = 2**20  # no single read while the zip directory is parsed may be larger
+_CHUNK = 2**22
+_MEMBERS = ("metadata.json", "params.npy")
+_ALLOWED_FLAGS = 0x080E  # deflate options, data descriptor, UTF-8 names; not encryption or patches
+_REQUIRED_KEYS = {"format": str, "format_version": int, "fastmlp_version": str, "estimator": str,
+                  "params": dict, "layer_units": list, "dtype": str, "attributes": dict}
+_OPTIONAL_KEYS = {1: {"labels"}, 2: {"labels", "extra"}}
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_LONG_NUMBER = re.compile(r"[-+.0-9eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
 class ModelFileError(ValueError):
     """A model file that is not a readable fastmlp model of a supported version."""
 
 
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+# ----------------------------------------------------------------------------------------- save
+def save(estimator, path, *, extra=None, preprocessing=None):
+    """Write a fitted estimator to `path` atomically (see the module docstring for the format).
+
+    Parameters
+    ----------
+    estimator : fitted MLPClassifier or MLPRegressor
+    path : str or os.PathLike
+        The target file; an existing file is replaced only once the new one is complete and on
+        disk. If `path` is a symbolic link, the file it points to is replaced.
+    extra : dict of str to JSON-able values, optional
+        Information stored beside the model under ``metadata.json``'s ``extra`` key and returned
+        by `load_with_extra` (for instance the command line's preprocessing). Checked like the
+        rest of the metadata: plain JSON types, nesting and size within the loader's limits.
+    preprocessing : fastmlp.preprocessing.TabularPreprocessor, optional
+        The fitted column preprocessing whose output the estimator was trained on (``fastmlp
+        train``), stored as ``extra["preprocessing"]`` and returned by `load_with_preprocessing`.
+
+    Raises
+    ------
+    TypeError or ValueError
+        If anything that would be written is not representable or would not load back; the target
+        is then untouched.
+    """
+    check_is_fitted(estimator)
+    if preprocessing is not None:
+        if preprocessing.n_features_out_ != estimator.n_features_in_:
+            raise ValueError(f"the preprocessing makes {preprocessing.n_features_out_} features, "
+                             f"the estimator takes {estimator.n_features_in_}")
+        extra = {**(extra or {}), "preprocessing": preprocessing.to_dict()}
+    meta = _metadata(estimator, extra, __version__)
+    params = estimator._params
+    text = json.dumps(meta, allow_nan=True).encode("utf-8")
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValueError(f"cannot save this model: its metadata would take {len(text)} bytes, "
+                         f"more than the {MAX_METADATA_BYTES} a model file may hold (shorten "
+                         "long curves such as loss_curve_ first)")
+    try:  # the loader's own rules, so that a file that is written always loads
+        _assemble(_parse_json(text), params, max_params=None)
+    except ModelFileError as exc:
+        raise ValueError(f"cannot save this model: {exc}") from None
+
+    target = os.path.realpath(os.fspath(path))
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"cannot save the model: {os.fspath(path)} is a directory")
+    directory, name = os.path.split(target)
+    temporary, fd = _create_beside(directory, name)
+    try:
+        with contextlib.suppress(FileNotFoundError):  # keep the mode of the file being replaced
+            os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))
+        with open(fd, "wb") as file:
+            with zipfile.ZipFile(file, "w") as archive:
+                info = zipfile.ZipInfo("metadata.json", _ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, text)
+                info = zipfile.ZipInfo("params.npy", _ZIP_DATE)
+                info.file_size = params.nbytes + _MAX_NPY_HEADER  # lets zipfile choose zip64
+                with archive.open(info, "w") as member:
+                    np.lib.format.write_array(member, params, allow_pickle=False)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
 
 
-def save(estimator, path):
-    """Write a fitted estimator to `path` (see the module docstring for the format)."""
-    from . import __version__
+def _create_beside(directory, name):
+    """(path, fd) of a new, empty, exclusively created file in `directory`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | \
+        getattr(os, "O_CLOEXEC", 0)
+    while True:
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return temporary, os.open(temporary, flags, 0o666)  # the umask applies, as for open()
+        except FileExistsError:
+            continue
 
+
+def _fsync_directory(directory):
+    """Make the rename durable; best effort (not every system can open a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _metadata(estimator, extra, version):
     params = estimator.get_params(deep=False)
-    # Objects that are not data are not saved: a RandomState instance, callback functions.
-    if not isinstance(params.get("random_state"), (int, type(None))):
-        params["random_state"] = None
+    random_state = params.get("random_state")
+    # An integer seed (np.int64 included) is data; a RandomState instance is not.
+    params["random_state"] = int(random_state) if isinstance(random_state, Integral) else None
     params["callbacks"] = None
-    if isinstance(params.get("class_weight"), dict):  # JSON would turn integer keys into text
-        params["class_weight"] = {"items": [[k, v] for k, v in params["class_weight"].items()]}
+    class_weight = params.get("class_weight")
+    if isinstance(class_weight, dict):  # JSON would turn integer keys into text
+        params["class_weight"] = {"items": [[key, value] for key, value in class_weight.items()]}
+    state = vars(estimator)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "fastmlp_version": __version__,
+        "fastmlp_version": version,
         "estimator": type(estimator).__name__,
-        "params": _jsonable(params),
+        "params": {key: _plain(value, f"parameter {key}") for key, value in params.items()},
         "layer_units": list(estimator._layout.layer_units),
         "dtype": estimator._params.dtype.name,
-        "attributes": {name: _jsonable(getattr(estimator, name)) for name in _SCALARS + _LISTS
-                       if name in vars(estimator)},
+        "attributes": {name: _plain(state[name], f"attribute {name}") for name in FITTED
+                       if name in state},
     }
-    if hasattr(estimator, "_label_binarizer"):
-        lb = estimator._label_binarizer
-        meta["labels"] = {"y_type": lb.y_type_, "classes": _jsonable(lb.classes_)}
-    buffer = io.BytesIO()
-    np.save(buffer, estimator._params, allow_pickle=False)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("metadata.json", json.dumps(meta, allow_nan=True))
-        archive.writestr("params.npy", buffer.getvalue())
+    if "_label_binarizer" in state:
+        binarizer = estimator._label_binarizer
+        meta["labels"] = {"y_type": binarizer.y_type_,
+                          "classes": _plain(binarizer.classes_, "classes_")}
+    if extra is not None:
+        if not isinstance(extra, dict) or not all(isinstance(key, str) for key in extra):
+            raise TypeError("extra must be a dict with string keys")
+        meta["extra"] = _plain(extra, "extra")
+    return meta
 
 
-def load(path):
-    """Read a model written by ``save``; raises ModelFileError for anything else."""
-    from .estimators import MLPClassifier, MLPRegressor
+def _plain(value, what):
+    """`value` as JSON types (numpy scalars and arrays included); TypeError names `what` when it
+    holds anything else, before any file is touched."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return [_plain(v, what) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, what) for v in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {key: _plain(v, what) for key, v in value.items()}
+    raise TypeError(f"cannot save {what}: {type(value).__name__} values are not representable "
+                    "in a model file")
 
-    try:
-        with zipfile.ZipFile(path) as archive:
-            meta = _read_metadata(archive)
-            layout = Layout(meta["layer_units"])
-            params = _read_params(archive, layout.n_params, np.dtype(meta["dtype"]))
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-        raise ModelFileError(f"{path}: not a readable fastmlp model file ({exc})") from exc
 
-    cls = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}[meta["estimator"]]
-    init_params = dict(meta["params"])
-    if isinstance(init_params.get("hidden_layer_sizes"), list):  # JSON has no tuples
-        init_params["hidden_layer_sizes"] = tuple(init_params["hidden_layer_sizes"])
-    class_weight = init_params.get("class_weight")
-    if isinstance(class_weight, dict):
-        items = class_weight.get("items")
-        if not isinstance(items, list) or not all(
-                isinstance(pair, list) and len(pair) == 2 for pair in items):
-            raise ModelFileError(f"{path}: malformed class_weight")
-        init_params["class_weight"] = {key: value for key, value in items}
-    try:
-        estimator = cls(**init_params)
-        estimator._validate_params()
-    except (TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: invalid estimator parameters ({exc})") from exc
-    for name, value in meta["attributes"].items():
-        setattr(estimator, name, np.asarray(value) if name == "feature_names_in_" else value)
-    estimator._layout = layout
-    estimator._params = params
-    estimator._best_params = None
-    estimator._optimizer = None
-    estimator._no_improvement_count = 0
-    if cls is MLPClassifier:
-        estimator._label_binarizer = _label_binarizer(meta, path)
-        estimator.classes_ = estimator._label_binarizer.classes_
-    _check_consistency(estimator, path)
+# ----------------------------------------------------------------------------------------- load
+def load(path, *, max_params=MAX_PARAMS):
+    """Read a model written by ``save``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A regular file (devices, FIFOs and directories are refused without being read).
+    max_params : int, default=100_000_000
+        Refuse networks with more parameters than this (before allocating them). Raise it
+        explicitly for larger models from sources you trust.
+
+    Returns
+    -------
+    estimator : MLPClassifier or MLPRegressor
+
+    Raises
+    ------
+    ModelFileError
+        For anything that is not a consistent fastmlp model file of a readable version.
+    OSError
+        When the file cannot be opened (FileNotFoundError, PermissionError).
+    """
+    estimator, extra = load_with_extra(path, max_params=max_params)
+    if "preprocessing" in extra:
+        warnings.warn(f"{os.fspath(path)} holds column preprocessing (written by 'fastmlp "
+                      "train'): the network returned by fastmlp.load expects preprocessed "
+                      "features. fastmlp.persistence.load_with_preprocessing returns both.",
+                      UserWarning, stacklevel=2)
     return estimator
 
 
-def _read_metadata(archive):
-    names = set(archive.namelist())
-    if names != {"metadata.json", "params.npy"}:
-        raise ModelFileError(f"unexpected archive members {sorted(names)}")
-    if archive.getinfo("metadata.json").file_size > MAX_METADATA_BYTES:
-        raise ModelFileError("metadata.json is implausibly large")
+def load_with_preprocessing(path, *, max_params=MAX_PARAMS):
+    """``(estimator, preprocessing)``: `load`, plus the column preprocessing stored by ``save``
+    (a ``fastmlp.preprocessing.TabularPreprocessor``), or None when the file holds none."""
+    from .preprocessing import TabularPreprocessor
+
+    estimator, extra = load_with_extra(path, max_params=max_params)
+    if "preprocessing" not in extra:
+        return estimator, None
+    name = os.fspath(path)
     try:
-        meta = json.loads(archive.read("metadata.json"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"metadata.json is not valid JSON ({exc})") from exc
+        preprocessing = TabularPreprocessor.from_dict(extra["preprocessing"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{name}: its preprocessing is not valid ({_line(exc)})") from exc
+    if preprocessing.n_features_out_ != estimator.n_features_in_:
+        raise ModelFileError(f"{name}: the preprocessing makes {preprocessing.n_features_out_} "
+                             f"features, the network takes {estimator.n_features_in_}")
+    return estimator, preprocessing
+
+
+def load_with_extra(path, *, max_params=MAX_PARAMS):
+    """``(estimator, extra)``: `load`, plus the ``extra`` dict stored by ``save`` (empty if none).
+
+    The values of `extra` are plain JSON within the metadata's limits; their meaning is for the
+    caller that stored them to check.
+    """
+    if isinstance(max_params, bool) or not isinstance(max_params, Integral):
+        raise TypeError(f"max_params must be an integer, got {type(max_params).__name__}")
+    if max_params < 1:
+        raise ValueError(f"max_params must be at least 1, got {max_params}")
+    name = os.fspath(path)
+    try:
+        with _open_regular_file(name) as file:
+            meta, params = _read_archive(file, int(max_params))
+        return _assemble(meta, params, max_params=int(max_params))
+    except ModelFileError as exc:
+        raise ModelFileError(f"{name}: {exc}") from exc.__cause__
+
+
+def _open_regular_file(name):
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it (no race with
+    # a file swapped in between a stat and an open).
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | \
+        getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(name, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelFileError("not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return _BoundedFile(fd, info.st_size)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _BoundedFile(io.FileIO):
+    """A file that refuses any single read larger than `limit` (while the zip directory, which
+    the file itself sizes, is parsed)."""
+
+    def __init__(self, fd, size):
+        super().__init__(fd, "rb", closefd=True)
+        self.size = size
+        self.limit = None
+
+    def read(self, size=-1):
+        wanted = self.size - self.tell() if size is None or size < 0 else size
+        if self.limit is not None and wanted > self.limit:
+            raise ModelFileError("the zip directory is implausibly large")
+        return super().read(size)
+
+
+def _read_archive(file, max_params):
+    """(metadata dict, parameter array) from an open model file, every bound checked."""
+    try:
+        file.limit = _MAX_OPENING_READ
+        with zipfile.ZipFile(file) as archive:
+            file.limit = None
+            _check_members(archive, file.size)
+            meta = _read_metadata(archive)
+            units, n_params = _network(meta, max_params)
+            params = _read_params(archive, n_params, np.dtype(meta["dtype"]))
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, ValueError,
+            struct.error, NotImplementedError, RuntimeError) as exc:
+        raise ModelFileError(f"not a readable fastmlp model file ({_line(exc)})") from exc
+    return meta, params
+
+
+def _check_members(archive, file_size):
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    if sorted(names) != sorted(_MEMBERS):
+        duplicated = sorted({n for n in names if names.count(n) > 1}) if len(names) < 10 else []
+        if duplicated:
+            raise ModelFileError(f"archive member {short_repr(duplicated[0])} appears twice")
+        shown = ", ".join(short_repr(n, 30) for n in names[:3]) + \
+            (", ..." if len(names) > 3 else "")
+        raise ModelFileError(f"unexpected archive members ({len(names)}: {shown}); a model file "
+                             "holds metadata.json and params.npy")
+    for info in infos:
+        if info.flag_bits & 0x1:
+            raise ModelFileError(f"archive member {info.filename} is encrypted")
+        if info.flag_bits & ~_ALLOWED_FLAGS:
+            raise ModelFileError(f"archive member {info.filename} uses unsupported zip features "
+                                 f"(flags {info.flag_bits:#x})")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ModelFileError(f"archive member {info.filename} uses unsupported compression "
+                                 f"(method {info.compress_type})")
+        if info.header_offset + info.compress_size > file_size:
+            raise ModelFileError(f"archive member {info.filename} declares more data than the "
+                                 "file holds")
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise ModelFileError(f"archive member {info.filename} declares inconsistent sizes")
+
+
+def _read_metadata(archive):
+    info = archive.getinfo("metadata.json")
+    if info.file_size > MAX_METADATA_BYTES:
+        raise ModelFileError(f"metadata.json is larger than {MAX_METADATA_BYTES // 2**20} MiB")
+    with archive.open(info) as member:
+        # Asking for the declared size bounds what deflate may produce in one step, too.
+        raw = member.read(info.file_size)
+    return _parse_json(raw)
+
+
+def _parse_json(raw):
+    """The metadata object, after bounds on nesting and number length that json itself lacks."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelFileError("metadata.json is not UTF-8 text") from None
+    outside_strings = _JSON_STRING.sub('""', text)
+    if _LONG_NUMBER.search(outside_strings):
+        raise ModelFileError(f"metadata.json holds a number longer than {MAX_NUMBER_CHARS} "
+                             "characters")
+    brackets = np.frombuffer(
+        outside_strings.encode("utf-8", "replace").translate(None, _NOT_BRACKETS), np.uint8)
+    if brackets.size:
+        steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+        if np.cumsum(steps).max() > MAX_JSON_DEPTH:
+            raise ModelFileError(f"metadata.json is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        meta = json.loads(text, object_pairs_hook=_no_repeated_keys)
+    except ModelFileError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise ModelFileError(f"metadata.json is not valid JSON ({_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError("this is not a fastmlp model file")
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise ModelFileError(
-            f"model file format version {meta.get('format_version')!r} (written by fastmlp "
-            f"{meta.get('fastmlp_version')!r}) is not supported by this fastmlp, which reads "
-            f"version {FORMAT_VERSION}")
-    expected = {"estimator": str, "params": dict, "layer_units": list, "dtype": str,
-                "attributes": dict}
-    for key, kind in expected.items():
+            f"model file format version {short_repr(version)} (written by fastmlp "
+            f"{short_repr(meta.get('fastmlp_version'))}) is not supported by this fastmlp, which "
+            f"reads versions {' and '.join(map(str, READABLE_VERSIONS))}")
+    for key, kind in _REQUIRED_KEYS.items():
         if not isinstance(meta.get(key), kind):
             raise ModelFileError(f"metadata field {key!r} is missing or malformed")
-    if meta["estimator"] not in ("MLPClassifier", "MLPRegressor"):
-        raise ModelFileError(f"unknown estimator {meta['estimator']!r}")
-    if meta["dtype"] not in ("float32", "float64"):
-        raise ModelFileError(f"unsupported dtype {meta['dtype']!r}")
-    units = meta["layer_units"]
-    if len(units) < 2 or not all(type(u) is int and 0 < u < 2**31 for u in units):
-        raise ModelFileError(f"layer_units {units!r} do not describe a network")
-    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
-    if n_params > MAX_PARAMETERS:
-        raise ModelFileError(f"layer_units {units!r} declare {n_params} parameters, more than "
-                             "any model fastmlp writes")
-    unknown = set(meta["attributes"]) - set(_SCALARS + _LISTS)
+    unknown = set(meta) - set(_REQUIRED_KEYS) - _OPTIONAL_KEYS[version]
     if unknown:
-        raise ModelFileError(f"unknown attributes {sorted(unknown)}")
+        raise ModelFileError(f"unknown metadata field {short_repr(sorted(unknown)[0])}")
     return meta
+
+
+def _no_repeated_keys(pairs):
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ModelFileError("metadata.json repeats a key")
+    return dict(pairs)
+
+
+def _network(meta, max_params):
+    """(layer_units, n_params) from checked metadata; refuses networks above `max_params`."""
+    if meta["estimator"] not in fitted_state.ESTIMATORS:
+        raise ModelFileError(f"unknown estimator {short_repr(meta['estimator'])}")
+    if meta["dtype"] not in ("float32", "float64"):
+        raise ModelFileError(f"unsupported dtype {short_repr(meta['dtype'])}")
+    units = meta["layer_units"]
+    if not 2 <= len(units) <= MAX_LAYERS + 2 or not all(type(u) is int and u > 0 for u in units):
+        raise ModelFileError(f"layer_units {short_repr(units)} do not describe a network")
+    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    if max_params is not None and n_params > max_params:
+        raise ModelFileError(f"the network has {n_params} parameters, more than "
+                             f"max_params={max_params}; pass a larger max_params to load it")
+    return units, n_params
 
 
 def _read_params(archive, n_params, dtype):
     info = archive.getinfo("params.npy")
-    # The stored member can be no larger than the array plus a small .npy header.
-    if info.file_size > n_params * dtype.itemsize + 4096:
-        raise ModelFileError("params.npy is larger than the declared network")
-    with archive.open("params.npy") as member:
+    n_bytes = n_params * dtype.itemsize
+    if not n_bytes < info.file_size <= n_bytes + _MAX_NPY_HEADER:
+        raise ModelFileError(f"params.npy's size ({info.file_size} bytes) does not match the "
+                             f"declared network ({n_params} {dtype} parameters)")
+    if info.file_size > MAX_EXPANSION * info.compress_size + _EXPANSION_ALLOWANCE:
+        raise ModelFileError(f"params.npy would expand more than {MAX_EXPANSION} times")
+    with archive.open(info) as member:
+        head = member.read(_MAX_NPY_HEADER)
+        header = io.BytesIO(head)  # the header is parsed from these bytes only
         try:
-            version = np.lib.format.read_magic(member)
+            version = np.lib.format.read_magic(header)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise ModelFileError(f"params.npy has unsupported .npy version {version}")
+            shape, _, stored = read_header(header)
         except ValueError as exc:
-            raise ModelFileError(f"params.npy is not a .npy array ({exc})") from exc
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ModelFileError(f"params.npy has unsupported .npy version {version}")
-        try:
-            shape, _, stored_dtype = read_header(member)
-        except ValueError as exc:
-            raise ModelFileError(f"params.npy has a malformed header ({exc})") from exc
-        if shape != (n_params,) or stored_dtype != dtype:
-            raise ModelFileError(f"params.npy holds {stored_dtype}{list(shape)}, the network "
-                                 f"needs {dtype}[{n_params}]")
-        data = member.read(n_params * dtype.itemsize + 1)
-    if len(data) != n_params * dtype.itemsize:
-        raise ModelFileError("params.npy is truncated or has trailing data")
-    params = np.frombuffer(data, dtype=dtype).copy()
-    if not np.isfinite(params).all():
-        raise ModelFileError("params.npy contains non-finite values")
+            raise ModelFileError(f"params.npy is not a readable .npy array ({_line(exc)})") \
+                from None
+        if shape != (n_params,) or stored != dtype:
+            raise ModelFileError(f"params.npy holds {str(stored)[:40]}"
+                                 f"{short_repr(list(shape), 30)}, the network needs "
+                                 f"{dtype}[{n_params}]")
+        if info.file_size != header.tell() + n_bytes:
+            raise ModelFileError("params.npy is truncated or has trailing data")
+        params = np.empty(n_params, dtype)
+        view = memoryview(params).cast("B")
+        first = head[header.tell():]
+        view[:len(first)] = first
+        done = len(first)
+        while done < n_bytes:
+            chunk = member.read(min(_CHUNK, n_bytes - done))
+            if not chunk:
+                raise ModelFileError("params.npy is truncated")
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
     return params
 
 
-def _label_binarizer(meta, path):
+def _assemble(meta, params, max_params):
+    """(estimator, extra) from checked metadata and parameters, applying fit's rules."""
+    cls = fitted_state.ESTIMATORS.get(meta["estimator"])
+    if cls is None:
+        raise ModelFileError(f"unknown estimator {short_repr(meta['estimator'])}")
+    units, n_params = _network(meta, max_params)
+    if params.dtype.name != meta["dtype"] or params.shape != (n_params,):
+        raise ModelFileError(f"parameters are {params.dtype}{list(params.shape)}, the metadata "
+                             f"declares {meta['dtype']}[{n_params}]")
+    if not np.isfinite(params).all():
+        raise ModelFileError("params.npy contains non-finite values")
+    init_params = _init_params(meta["params"])
+    attributes = {}
+    for name, value in meta["attributes"].items():
+        if name not in FITTED:
+            raise ModelFileError(f"unknown attributes such as {short_repr(name)}")
+        try:
+            attributes[name] = FITTED[name].check(value)
+        except ValueError as exc:
+            raise ModelFileError(f"attribute {name} {exc}") from None
     labels = meta.get("labels")
-    if not isinstance(labels, dict) or not isinstance(labels.get("classes"), list):
-        raise ModelFileError(f"{path}: classifier without class labels")
-    classes = labels["classes"]
-    if labels.get("y_type") == "multilabel-indicator":
-        return LabelBinarizer().fit(np.eye(len(classes), dtype=int))
-    return LabelBinarizer().fit(np.asarray(classes))
+    binarizer = None
+    if issubclass(cls, ClassifierMixin):
+        if not isinstance(labels, dict) or set(labels) != {"y_type", "classes"}:
+            raise ModelFileError("classifier without class labels")
+        try:
+            binarizer = fitted_state.label_binarizer(labels["y_type"], labels["classes"],
+                                                     units[-1])
+        except ValueError as exc:
+            raise ModelFileError(_line(exc)) from None
+    elif labels is not None:
+        raise ModelFileError("a regressor's file holds class labels")
+    try:
+        estimator = fitted_state.rebuild(cls, init_params, attributes, units, params, binarizer)
+        estimator._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"invalid estimator parameters ({_line(exc)})") from None
+    try:
+        fitted_state.check_consistency(estimator)
+    except ValueError as exc:
+        raise ModelFileError(_line(exc)) from None
+    extra = meta.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ModelFileError("metadata field 'extra' is not an object")
+    return estimator, extra
 
 
-_TYPES = {"n_iter_": int, "t_": int, "n_features_in_": int, "n_outputs_": int, "n_layers_": int,
-          "out_activation_": str, "loss_": (int, float), "best_loss_": (int, float, type(None)),
-          "best_validation_score_": (int, float, type(None)),
-          "loss_curve_": (list, type(None)), "validation_scores_": (list, type(None)),
-          "validation_loss_curve_": (list, type(None)),
-          "feature_names_in_": np.ndarray}
+def _init_params(stored):
+    """Constructor parameters from their JSON form; what fit would refuse is refused here."""
+    params = dict(stored)
+    if params.get("callbacks") is not None:
+        raise ModelFileError("callbacks are never loaded from a file (the file names some)")
+    random_state = params.get("random_state")
+    if random_state is not None and type(random_state) is not int:
+        raise ModelFileError("random_state must be an integer or null")
+    if isinstance(params.get("hidden_layer_sizes"), list):  # JSON has no tuples
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    class_weight = params.get("class_weight")
+    if isinstance(class_weight, dict):
+        items = class_weight.get("items")
+        if set(class_weight) != {"items"} or not isinstance(items, list) or not all(
+                isinstance(pair, list) and len(pair) == 2 for pair in items):
+            raise ModelFileError("malformed class_weight")
+        weights = {}
+        for label, weight in items:
+            if not isinstance(label, (str, int, float)) or label in weights:
+                raise ModelFileError("class_weight labels must be distinct strings or numbers")
+            if isinstance(weight, bool) or not isinstance(weight, Real) or \
+                    not math.isfinite(weight):
+                raise ModelFileError("class_weight values must be finite numbers")
+            weights[label] = weight
+        params["class_weight"] = weights
+    return params
 
 
-def _check_consistency(estimator, path):
-    for name, kind in _TYPES.items():
-        if name in vars(estimator) and not isinstance(vars(estimator)[name], kind):
-            raise ModelFileError(f"{path}: attribute {name} has the wrong type")
-    for name in ("n_iter_", "n_features_in_", "n_outputs_", "n_layers_", "out_activation_"):
-        if name not in vars(estimator):
-            raise ModelFileError(f"{path}: attribute {name} is missing")
-    if estimator.out_activation_ != estimator._output_activation():
-        raise ModelFileError(f"{path}: output activation {estimator.out_activation_!r} does "
-                             f"not match the estimator's parameters")
-    units = estimator._layout.layer_units
-    if estimator.n_layers_ != len(units):
-        raise ModelFileError(f"{path}: n_layers_ disagrees with layer_units")
-    names = vars(estimator).get("feature_names_in_")
-    if names is not None and (names.shape != (units[0],) or names.dtype.kind not in "UO"):
-        raise ModelFileError(f"{path}: feature_names_in_ does not match the input width")
-    if estimator.n_features_in_ != units[0] or estimator.n_outputs_ != units[-1]:
-        raise ModelFileError(f"{path}: n_features_in_/n_outputs_ disagree with layer_units")
-    if list(units[1:-1]) != list(np.atleast_1d(estimator.hidden_layer_sizes)):
-        raise ModelFileError(f"{path}: hidden_layer_sizes disagree with layer_units")
-    classes = getattr(estimator, "classes_", None)
-    if classes is not None:
-        expected = 1 if len(classes) == 2 and units[-1] == 1 else len(classes)
-        if units[-1] != expected:
-            raise ModelFileError(f"{path}: {len(classes)} classes do not fit {units[-1]} outputs")
+def _line(exc):
+    """The first line of an exception's message, cut short: messages stay one line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

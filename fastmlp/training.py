@@ -155,7 +155,8 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     net = network(est, device=device)
     sample_idx = np.arange(n_train)
     callbacks = list(est.callbacks or ())
-    progress = ProgressBar(1 if incremental else est.max_iter) if est.verbose >= 2 else None
+    show_progress = getattr(est, "progress_bar", False)
+    progress = ProgressBar(1 if incremental else est.max_iter) if show_progress else None
     if progress is not None:
         callbacks.append(progress)
     if val_rows is not None and getattr(est, "validation_scores_", None) is None:
@@ -163,89 +164,112 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
         est.validation_scores_, est.validation_loss_curve_ = [], []
         est.best_validation_score_ = -np.inf
     est.stopped_early_ = False
+    diverged = False
 
-    try:
-        est.n_iter_ = 0
-        for _ in range(est.max_iter):
-            started = time.perf_counter()
-            if est.shuffle:
-                # scikit-learn permutes the previous epoch's order again (sklearn.utils.shuffle:
-                # shuffle an arange, then index), so we draw the same numbers the same way.
-                permutation = np.arange(n_train)
-                rs.shuffle(permutation)
-                sample_idx = sample_idx[permutation]
-            order = be.to_device(sample_idx if val_data is not data else train_rows[sample_idx])
-            if net.dropout > 0:  # fresh masks each epoch, drawn only when dropout is used
-                net = net._replace(seed=int(rs.randint(0, 2**62)))
-            learning_rate = optimizer.current_learning_rate()  # this epoch's, for the record
-            total, step = be.train_epoch(TrainState(params, dparams, *slots), data.features,
-                                         data.Y, data.sw, order, batch_size, net,
-                                         optimizer.kernel_args()[1])
-            optimizer.epoch_done(step)
-            if not np.isfinite(total):
-                raise DivergenceError(
-                    f"Training diverged: the loss became {total / n_train} in epoch "
-                    f"{est.n_iter_ + 1}. The learning rate (learning_rate_init="
-                    f"{est.learning_rate_init}) is probably too large, or the input has large "
-                    "values and needs scaling (e.g. StandardScaler). The estimator was left as "
-                    "it was before this call.")
+    with be.thread_limit(net, batch_size):  # one BLAS thread for small products
+        try:
+            est.n_iter_ = 0
+            for _ in range(est.max_iter):
+                started = time.perf_counter()
+                if est.shuffle:
+                    # scikit-learn permutes the previous epoch's order again (sklearn.utils.shuffle:
+                    # shuffle an arange, then index), so we draw the same numbers the same way.
+                    permutation = np.arange(n_train)
+                    rs.shuffle(permutation)
+                    sample_idx = sample_idx[permutation]
+                order = be.to_device(sample_idx if val_data is not data else train_rows[sample_idx])
+                if net.dropout > 0:  # fresh masks each epoch, drawn only when dropout is used
+                    net = net._replace(seed=int(rs.randint(0, 2**62)))
+                learning_rate = optimizer.current_learning_rate()  # this epoch's, for the record
+                total, step = be.train_epoch(TrainState(params, dparams, *slots), data.features,
+                                             data.Y, data.sw, order, batch_size, net,
+                                             optimizer.kernel_args()[1])
+                optimizer.epoch_done(step)
+                # A diverged epoch ends training. With validation weights to fall back on
+                # (scikit-learn issue 29504) it is recorded with a NaN score and the best weights
+                # are restored below; without them nothing usable is left, so the fit raises.
+                diverged = not np.isfinite(total)
+                if diverged and (val_rows is None or est._best_params is None):
+                    raise DivergenceError(
+                        "Solver produced non-finite parameter weights. The input data may contain "
+                        f"large values and need to be preprocessed. (The training loss became "
+                        f"{total / n_train} in epoch {est.n_iter_ + 1}: the learning rate "
+                        f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
+                        "the input has large values and needs scaling, e.g. StandardScaler.) The "
+                        "estimator was left as it was before this call.")
 
-            est.n_iter_ += 1
-            est.loss_ = total / n_train
-            est.t_ += n_train
-            est.loss_curve_.append(est.loss_)
-            if est.verbose and progress is None:
-                print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+                est.n_iter_ += 1
+                est.loss_ = total / n_train
+                est.t_ += n_train
+                est.loss_curve_.append(est.loss_)
+                if est.verbose:
+                    print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
-            val_score = val_loss = None
-            if val_rows is not None:
-                val_score, val_loss = _validate(est, val_data, val_rows, device, params)
-                est.validation_loss_curve_.append(val_loss)
-            _update_no_improvement_count(est, val_score, lambda: be.to_host(params).copy())
-            optimizer.iteration_ends(est.t_)
-
-            record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
-                                 time.perf_counter() - started, learning_rate, est)
-            stop_requested = any([bool(callback(record)) for callback in callbacks])
-
-            if est._no_improvement_count > est.n_iter_no_change:
-                if est.early_stopping:
-                    msg = ("Validation score did not improve more than tol=%f for %d consecutive "
-                           "epochs." % (est.tol, est.n_iter_no_change))
+                val_score = val_loss = None
+                if diverged:
+                    val_score = val_loss = np.nan
+                    est.validation_loss_curve_.append(val_loss)
+                    est.validation_scores_.append(val_score)
+                    if est.verbose and est.early_stopping:
+                        print("Validation score: %f" % val_score)
                 else:
-                    msg = ("Training loss did not improve more than tol=%f for %d consecutive "
-                           "epochs." % (est.tol, est.n_iter_no_change))
-                if optimizer.trigger_stopping(msg, est.verbose):
+                    if val_rows is not None:
+                        val_score, val_loss = _validate(est, val_data, val_rows, device, params)
+                        est.validation_loss_curve_.append(val_loss)
+                    _update_no_improvement_count(est, val_score, lambda: be.to_host(params).copy())
+                    optimizer.iteration_ends(est.t_)
+
+                record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
+                                     time.perf_counter() - started, learning_rate, est)
+                stop_requested = any([bool(callback(record)) for callback in callbacks])
+                if diverged:
+                    warnings.warn(
+                        f"Training diverged: the loss became {est.loss_} in epoch {est.n_iter_}. "
+                        "Training stopped there and the weights of the best validation epoch "
+                        f"(score {est.best_validation_score_}) were restored. The learning rate "
+                        f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
+                        "the input needs scaling.", ConvergenceWarning, stacklevel=3)
                     est.stopped_early_ = True
                     break
-                est._no_improvement_count = 0
-            if stop_requested:
-                if est.verbose:
-                    print("A callback asked to stop training. Stopping.")
-                est.stopped_early_ = True
-                break
 
-            if incremental:
-                break
-            if est.n_iter_ == est.max_iter:
-                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
-                              "optimization hasn't converged yet." % est.max_iter,
-                              ConvergenceWarning, stacklevel=3)
-    except KeyboardInterrupt:
-        warnings.warn("Training interrupted by user.", stacklevel=3)
-        est.stopped_early_ = True
-    finally:
-        # Bring parameters and optimizer state home (no-ops on the CPU backend).
-        est._params[:] = be.to_host(params)
-        for host, on_device in zip(host_slots, slots):
-            host[:] = be.to_host(on_device)
-        if progress is not None:
-            progress.close()
+                if est._no_improvement_count > est.n_iter_no_change:
+                    if est.early_stopping:
+                        msg = ("Validation score did not improve more than tol=%f for %d "
+                               "consecutive epochs." % (est.tol, est.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f for %d consecutive "
+                               "epochs." % (est.tol, est.n_iter_no_change))
+                    if optimizer.trigger_stopping(msg, est.verbose):
+                        est.stopped_early_ = True
+                        break
+                    est._no_improvement_count = 0
+                if stop_requested:
+                    if est.verbose:
+                        print("A callback asked to stop training. Stopping.")
+                    est.stopped_early_ = True
+                    break
+
+                if incremental:
+                    break
+                if est.n_iter_ == est.max_iter:
+                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                                  "optimization hasn't converged yet." % est.max_iter,
+                                  ConvergenceWarning, stacklevel=3)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+            est.stopped_early_ = True
+        finally:
+            # Bring parameters and optimizer state home (no-ops on the CPU backend).
+            est._params[:] = be.to_host(params)
+            for host, on_device in zip(host_slots, slots):
+                host[:] = be.to_host(on_device)
+            if progress is not None:
+                progress.close()
 
     # scikit-learn keeps the best validation weights at the end of an early-stopped fit; a
     # partial_fit sequence gets them when its stopping rule fires.
-    if est.early_stopping and est.restore_best_weights and est._best_params is not None and (
-            not incremental or est.stopped_early_):
+    if diverged or (est.early_stopping and est.restore_best_weights and
+                    est._best_params is not None and (not incremental or est.stopped_early_)):
         est._params[:] = est._best_params
 
 
@@ -265,16 +289,18 @@ def _mean_loss(loss, P, Y, sw):
     P = np.ascontiguousarray(P)
     weights = np.ones(len(P), P.dtype) if sw is None else np.ascontiguousarray(sw, P.dtype)
     from .cpu.kernels import output_delta_and_loss  # the compiled loss, run on host arrays
+    from .cpu.switches import Const
 
     total = output_delta_and_loss(np.empty_like(P), P, np.ascontiguousarray(Y, P.dtype),
-                                          weights, loss)
+                                  weights, Const(loss))
     return float(total / weights.sum())
 
 
 def _update_no_improvement_count(est, val_score, snapshot):
     """scikit-learn's stopping bookkeeping: on the validation score with early stopping, else on
     the training loss. The best validation weights are kept whenever a validation set is
-    monitored."""
+    monitored. Mirrors BaseMultilayerPerceptron._update_no_improvement_count in scikit-learn's
+    sklearn/neural_network/_multilayer_perceptron.py; keep the two in step."""
     if val_score is not None:
         est.validation_scores_.append(val_score)
         if est.verbose and est.early_stopping:
@@ -310,17 +336,19 @@ def run_lbfgs(est, data, device="cpu"):
                                     CHUNK_ROWS)
         return loss, be.to_host(dparams).astype(np.float64)  # a fresh array: scipy keeps it
 
-    result = scipy.optimize.minimize(
-        loss_and_gradient, est._params.astype(np.float64), method="L-BFGS-B", jac=True,
-        options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol},
-    )
+    with be.thread_limit(net, min(CHUNK_ROWS, data.n_samples)):
+        result = scipy.optimize.minimize(
+            loss_and_gradient, est._params.astype(np.float64), method="L-BFGS-B", jac=True,
+            options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol},
+        )
     est.n_iter_ = _lbfgs_iterations(result, est.max_iter)
     est.loss_ = float(result.fun)
     est._params[:] = result.x
 
 
 def _lbfgs_iterations(result, max_iter):
-    """Iterations used, with scikit-learn's ConvergenceWarning when L-BFGS did not converge."""
+    """Iterations used, with scikit-learn's ConvergenceWarning when L-BFGS did not converge
+    (the message of scikit-learn's _check_optimize_result, which _fit_lbfgs calls)."""
     n_iter = min(result.nit, max_iter)
     if result.status != 0:
         msg = (f"lbfgs failed to converge after {n_iter} iteration(s) (status={result.status}):\n"

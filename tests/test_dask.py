@@ -142,7 +142,8 @@ def _kernel_stats():
 
 
 def _fit_twice_on_worker():
-    """(signatures, cache hits, cache misses, seconds) added by each of two identical fits."""
+    """Whether this process caches compiled code on disk (fastmlp.config.CACHE), and
+    (signatures, cache hits, cache misses, seconds) added by each of two identical fits."""
     X, y = _digits(200)
     out = []
     for _ in range(2):
@@ -154,16 +155,22 @@ def _fit_twice_on_worker():
                           random_state=0).fit(X, y)
         seconds = time.perf_counter() - start
         out.append(tuple(b - a for a, b in zip(before, _kernel_stats())) + (seconds,))
-    return out
+    return config.CACHE, out
 
 
-@pytest.mark.skipif(not config.CACHE, reason="numba's compiled-code cache is not writable here")
-def test_workers_load_compiled_code_from_the_cache_and_never_recompile(cluster):
+def test_workers_compile_each_kernel_at_most_once(cluster):
+    """fastmlp.config's contract on every worker: with a writable cache directory, kernels this
+    process compiled are loaded from disk, never recompiled; with none (config warned at import),
+    each worker compiles them in memory, once. Either way a second fit compiles nothing."""
     _fit_twice_on_worker()  # this process has compiled (or loaded) these signatures
-    for first, second in cluster.run(_fit_twice_on_worker).values():
+    for cache, (first, second) in cluster.run(_fit_twice_on_worker).values():
+        assert cache == config.CACHE  # workers see the parent's cache directories
         new_signatures, hits, misses, _ = first
-        assert misses == 0, "a worker compiled a kernel instead of loading numba's cache"
-        assert hits == new_signatures  # every signature new to the worker came from disk
+        if cache:
+            assert misses == 0, "a worker compiled a kernel instead of loading numba's cache"
+            assert hits == new_signatures  # every signature new to the worker came from disk
+        else:
+            assert hits == 0 and misses == new_signatures  # compiled in memory, once each
         assert second[:3] == (0, 0, 0)  # the second fit neither compiles nor reloads
         assert second[3] < 1.0
 
@@ -412,11 +419,23 @@ def test_sparse_chunks_train_like_dense_ones(one_worker):
     assert_array_equal(sparse._params, ours._params)
 
 
+def test_classes_are_computed_from_y_when_not_given(inproc):
+    X, y, _, _ = _blobs(400)
+    order = np.argsort(y, kind="stable")  # sorted: the first partition lacks the last class
+    X, y = X[order], np.array(["a", "b", "c"])[y[order]]
+    Xd, yd = da.from_array(X, chunks=(200, 20)), da.from_array(y, chunks=200)
+    params = dict(hidden_layer_sizes=(8,), dtype="float64", random_state=0)
+    computed = fmd.fit(MLPClassifier(**params), Xd, yd, client=inproc, epochs=2)
+    given = fmd.fit(MLPClassifier(**params), Xd, yd, classes=["a", "b", "c"], client=inproc,
+                    epochs=2)
+    assert_array_equal(computed.classes_, ["a", "b", "c"])
+    assert_array_equal(computed._params, given._params)
+
+
 def test_bad_arguments_are_rejected_before_any_work(one_worker):
     X, y, _, _ = _blobs(200)
     Xd, yd = da.from_array(X, chunks=(100, 20)), da.from_array(y, chunks=100)
     cases = [
-        (MLPClassifier(), {}, ValueError, "classes must be given"),
         (MLPClassifier(solver="lbfgs"), {"classes": [0, 1, 2]}, ValueError, "solver"),
         (MLPClassifier(early_stopping=True), {"classes": [0, 1, 2]}, ValueError,
          "early_stopping"),

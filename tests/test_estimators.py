@@ -103,3 +103,45 @@ def test_regressor_multi_output_shapes():
     assert reg.predict(X).shape == (400, 2) and reg.n_outputs_ == 2
     reg1 = MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, Y[:, 0])
     assert reg1.predict(X).shape == (400,)
+
+
+def test_fitting_one_estimator_from_two_threads_at_once_is_refused():
+    """The second fit must not interleave with the first: it raises, and the first fit's result
+    is exactly what it would have been alone."""
+    import threading
+
+    in_fit, second_done = threading.Event(), threading.Event()
+    main = threading.current_thread()
+
+    def pause_first_epoch(record):
+        if threading.current_thread() is not main and record.epoch == 1:
+            in_fit.set()
+            second_done.wait(timeout=30)
+
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                        callbacks=[pause_first_epoch])
+    first = threading.Thread(target=clf.fit, args=(X, y))
+    first.start()
+    assert in_fit.wait(timeout=60)
+    try:
+        with pytest.raises(RuntimeError, match="already being fitted"):
+            clf.fit(X, y)
+        with pytest.raises(RuntimeError, match="already being fitted"):
+            clf.partial_fit(X, y, classes=np.unique(y))
+    finally:
+        second_done.set()
+        first.join(timeout=60)
+    alone = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(clf._params, alone._params)
+    assert clf.n_iter_ == alone.n_iter_ == 3
+    clf.fit(X, y)  # once the first fit is over, fitting works again
+
+
+def test_a_callback_cannot_refit_its_own_estimator():
+    def refit(record):
+        clf.fit(X, y)
+
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0, callbacks=[refit])
+    with pytest.raises(RuntimeError, match="already being fitted"):
+        clf.fit(X, y)
+    assert "_params" not in vars(clf)  # the failed fit left the estimator unfitted

@@ -35,9 +35,59 @@ def test_adamw_decays_weights_more_than_adam():
     adamw = MLPClassifier(solver="adamw", weight_decay=0.5, **params).fit(X, y)
     norm = lambda m: sum(float((c**2).sum()) for c in m.coefs_)  # noqa: E731
     assert norm(adamw) < 0.8 * norm(adam)
-    # biases are not decayed: with weight_decay=0 AdamW is exactly Adam
+    # weight_decay=0 is exactly Adam (which parameters decay: the reference test below)
     plain = MLPClassifier(solver="adamw", weight_decay=0.0, **params).fit(X, y)
     np.testing.assert_array_equal(plain._params, adam._params)
+
+
+@pytest.fixture
+def first_params(monkeypatch):
+    """Filled with the parameters the first epoch of the next CPU fit starts from."""
+    import fastmlp.cpu as cpu
+
+    seen, train_epoch = [], cpu.train_epoch
+
+    def recording(state, *args):
+        if not seen:
+            seen.append(state.params.copy())
+        return train_epoch(state, *args)
+
+    monkeypatch.setattr(cpu, "train_epoch", recording)
+    return seen
+
+
+def _reference_adam_fit(layout, params, Xs, ys, epochs, learning_rates, weight_decay=0.0,
+                        decayed=None):
+    """Full-batch float64 Adam(W) by fastmlp/reference.py from the flat `params`, for a
+    (16,)-hidden-unit classifier with alpha=1e-3: coefs then intercepts."""
+    from fastmlp import reference
+
+    p = [a.copy() for a in layout.coefs(params) + layout.intercepts(params)]
+    m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
+    Y = (ys[:, None] == np.arange(10)).astype(float)
+    for epoch in range(epochs):
+        _, coef_grads, intercept_grads = reference.loss_and_gradients(
+            p[:2], p[2:], Xs, Y, "relu", "softmax", "log_loss", 1e-3)
+        reference.adam_step(p, m, v, coef_grads + intercept_grads, epoch + 1,
+                            learning_rates[epoch], 0.9, 0.999, 1e-8, weight_decay, decayed)
+    return p
+
+
+def test_adamw_decays_the_weights_and_not_the_biases(first_params):
+    """Full-batch float64 AdamW lands where reference.adam_step does when only the coefficient
+    arrays are flagged for decay, and away from where decaying the biases too would land."""
+    Xs, ys = X[:120], y[:120]
+    clf = MLPClassifier(hidden_layer_sizes=(16,), solver="adamw", weight_decay=0.5,
+                        learning_rate_init=0.01, batch_size=120, shuffle=False, max_iter=4,
+                        tol=0.0, n_iter_no_change=100, alpha=1e-3, dtype="float64",
+                        random_state=0).fit(Xs, ys)
+    args = (clf._layout, first_params[0], Xs, ys, 4, [0.01] * 4, 0.5)
+    want = _reference_adam_fit(*args, decayed=[True, True, False, False])
+    for got, expected in zip(clf.coefs_ + clf.intercepts_, want):
+        assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    every = _reference_adam_fit(*args, decayed=[True] * 4)
+    for got, decayed_bias in zip(clf.intercepts_, every[2:]):
+        assert not np.allclose(got, decayed_bias, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "elu", "gelu", "silu"])
@@ -180,19 +230,35 @@ def test_callbacks_receive_records_and_can_stop_training():
     assert all(isinstance(r, EpochRecord) and r.model is clf for r in records)
     assert_allclose([r.train_loss for r in records], clf.loss_curve_)
     assert [r.validation_score for r in records] == clf.validation_scores_
+    assert_allclose([r.validation_loss for r in records], clf.validation_loss_curve_)
     assert all(r.seconds > 0 and r.learning_rate == 0.001 for r in records)
 
 
 def test_callbacks_are_a_plain_parameter():
-    search = GridSearchCV(MLPClassifier(max_iter=3, callbacks=[lambda r: None]),
+    """GridSearchCV clones the estimator: every clone it fits calls the callback once per
+    epoch, the refitted best estimator last."""
+    records = []
+    search = GridSearchCV(MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                                        callbacks=[records.append]),
                           {"alpha": [1e-4, 1e-3]}, cv=2).fit(X, y)
-    assert search.best_estimator_.callbacks is not None
+    assert [r.epoch for r in records] == [1, 2, 3] * 5  # 2 candidates x 2 folds, then the refit
+    assert len({id(r.model) for r in records}) == 5
+    assert all(r.model is search.best_estimator_ for r in records[-3:])
+    assert_allclose([r.train_loss for r in records[-3:]], search.best_estimator_.loss_curve_)
+    assert all(r.validation_score is None and r.validation_loss is None for r in records)
 
 
-def test_verbose_2_shows_progress(capsys):
-    MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, verbose=2, random_state=0).fit(X, y)
-    err = capsys.readouterr().err
+def test_progress_bar_is_its_own_parameter_and_leaves_stdout_alone(capsys):
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, progress_bar=True, random_state=0)
+    clf.fit(X, y)
+    out, err = capsys.readouterr()
     assert "loss" in err and ("3/3" in err or "epoch 3" in err)
+    assert out == ""  # verbose=False: nothing on stdout
+    assert clone(clf).get_params()["progress_bar"] is True
+    # verbose at any level prints scikit-learn's lines and no bar.
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, verbose=2, random_state=0).fit(X, y)
+    out, err = capsys.readouterr()
+    assert out.count("Iteration ") == 3 and err == ""
 
 
 # ----------------------------------------------------------------------- learning-rate decay
@@ -263,35 +329,17 @@ def test_decay_composes_with_sgd_invscaling(kernel_learning_rates):
     assert clf.n_iter_ == 3
 
 
-def test_decayed_adam_fit_equals_the_reference_loop(monkeypatch):
+def test_decayed_adam_fit_equals_the_reference_loop(first_params):
     """Full-batch float64 Adam with a linear decay: every step of the reference implementation
     uses learning_rate_init * (1 - e / max_iter) in epoch e, and lands on the same weights."""
-    import fastmlp.cpu as cpu
-    from fastmlp import reference
-
-    first_params, train_epoch = [], cpu.train_epoch
-
-    def recording(state, *args):
-        if not first_params:  # the initial weights, as the first epoch receives them
-            first_params.append(state.params.copy())
-        return train_epoch(state, *args)
-
-    monkeypatch.setattr(cpu, "train_epoch", recording)
     Xs, ys = X[:120], y[:120]
     params = dict(hidden_layer_sizes=(16,), solver="adam", learning_rate_init=0.01,
                   batch_size=120, shuffle=False, max_iter=4, tol=0.0, n_iter_no_change=100,
                   alpha=1e-3, dtype="float64", random_state=0)
     clf = MLPClassifier(learning_rate_decay="linear", **params).fit(Xs, ys)
 
-    layout = clf._layout
-    p = [a.copy() for a in layout.coefs(first_params[0]) + layout.intercepts(first_params[0])]
-    m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
-    Y = (ys[:, None] == np.arange(10)).astype(float)
-    for epoch in range(4):
-        _, coef_grads, intercept_grads = reference.loss_and_gradients(
-            p[:2], p[2:], Xs, Y, "relu", "softmax", "log_loss", 1e-3)
-        reference.adam_step(p, m, v, coef_grads + intercept_grads, epoch + 1,
-                            0.01 * (1 - epoch / 4), 0.9, 0.999, 1e-8)
+    p = _reference_adam_fit(clf._layout, first_params[0], Xs, ys, 4,
+                            [0.01 * (1 - epoch / 4) for epoch in range(4)])
     for got, want in zip(clf.coefs_ + clf.intercepts_, p):
         assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     # and the decay mattered: a constant rate ends elsewhere
@@ -308,3 +356,22 @@ def test_decay_is_validated_and_survives_save_and_load(tmp_path):
                         random_state=0).fit(X, y)
     clf.save(tmp_path / "m.fastmlp")
     assert fastmlp.load(tmp_path / "m.fastmlp").learning_rate_decay == "cosine"
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adamw", "adagrad", "rmsprop"])
+def test_optimizer_slots_are_the_buffers_the_kernels_update(solver):
+    """slots() (what fastmlp.dask averages) names exactly the arrays train_epoch receives, and
+    counters() carries Adam's update count, so averaging can neither miss nor invent state."""
+    from fastmlp.optimizers import make_optimizer
+
+    est = MLPClassifier(solver=solver, max_iter=3)
+    optimizer = make_optimizer(est, 7, np.float32)
+    kernel_slots, opt = optimizer.kernel_args()
+    named = optimizer.slots()
+    assert {id(a) for a in kernel_slots} == {id(a) for a in named.values()}
+    assert all(a.shape == (7,) and a.dtype == np.float32 for a in named.values())
+    adam = solver.startswith("adam")
+    optimizer.epoch_done(opt.step + 4 if adam else opt.step)  # as train_epoch returns it
+    counters = optimizer.counters()
+    assert counters["epochs_done"] == 1
+    assert ("step" in counters) == adam and counters.get("step", 4) == 4

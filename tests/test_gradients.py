@@ -4,9 +4,9 @@ the flat parameter vector, in float64, for every hidden activation with every ou
 import numpy as np
 import pytest
 
+import fastmlp.cpu as cpu
 from fastmlp.bundles import Network
 from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES
-from fastmlp.cpu import kernels
 from fastmlp.layout import Layout
 from fastmlp.training import as_features
 
@@ -34,7 +34,7 @@ def _setup(activation, head, n_outputs, alpha, seed=0, dropout=0.0):
 
     def loss_and_grad(p):
         grad = np.empty_like(p)
-        return kernels.loss_and_gradient(grad, p.copy(), features, Y, sw, net, 4), grad
+        return cpu.loss_and_gradient(grad, p.copy(), features, Y, sw, net, 4), grad
 
     return params, loss_and_grad
 

@@ -72,13 +72,17 @@ def _outcome(make, X, y):
             return type(exc), exc
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(inputs())
 def test_classifier_behaves_like_sklearn_on_hostile_input(data):
     X, y = data
     params = dict(hidden_layer_sizes=(3,), max_iter=2, random_state=0)
-    ours, ours_est = _outcome(lambda: fastmlp.MLPClassifier(dtype="float64", **params), X, y)
     theirs, theirs_est = _outcome(lambda: sk.MLPClassifier(**params), X, y)
+    # Like arithmetic with like: scikit-learn computes in float32 when the input is float32.
+    dtype = "float32" if theirs == "ok" and theirs_est.coefs_[0].dtype == np.float32 else \
+        "float64"
+    ours, ours_est = _outcome(lambda: fastmlp.MLPClassifier(dtype=dtype, **params), X, y)
     if theirs == "ok" and len(np.unique(np.asarray(y))) == 1:
         # The one intended difference: scikit-learn fits a single class (and then reports two
         # probability columns for it); fastmlp refuses, naming the problem.
@@ -88,12 +92,18 @@ def test_classifier_behaves_like_sklearn_on_hostile_input(data):
     if ours == "ok":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            np.testing.assert_array_equal(ours_est.predict(X), theirs_est.predict(X))
-            np.testing.assert_allclose(ours_est.predict_proba(X), theirs_est.predict_proba(X),
-                                       atol=1e-6)
+            ours_p, theirs_p = ours_est.predict_proba(X), theirs_est.predict_proba(X)
+            # float64: the same numbers up to summation order; float32: to float32 precision.
+            tolerance = 1e-9 if dtype == "float64" else 1e-5
+            np.testing.assert_allclose(ours_p, theirs_p, rtol=tolerance, atol=tolerance)
+            # Labels must agree wherever the winning class is not a tie within that tolerance.
+            top2 = np.sort(theirs_p, axis=1)[:, -2:]
+            clear = top2[:, 1] - top2[:, 0] > 10 * tolerance
+            np.testing.assert_array_equal(ours_est.predict(X)[clear], theirs_est.predict(X)[clear])
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(inputs(), st.sampled_from(["float32", "float64"]))
 def test_regressor_behaves_like_sklearn_on_hostile_input(data, dtype):
     X, y = data

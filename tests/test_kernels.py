@@ -1,14 +1,17 @@
 """Layer 1: every compiled CPU kernel against the plain NumPy reference (fastmlp.reference)."""
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose
 
+import fastmlp.cpu as cpu
 from fastmlp import reference
 from fastmlp.bundles import Network, OptimizerStep, TrainState
 from fastmlp.codes import ACTIVATION_CODES, ADAGRAD, ADAM, ADAMW, LOSS_CODES, RMSPROP, SGD
 from fastmlp.cpu import kernels
+from fastmlp.cpu.switches import Const
 from fastmlp.layout import Layout
 from fastmlp.training import as_features
 
@@ -17,6 +20,17 @@ HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "
 HEADS = [("softmax", "log_loss"), ("logistic", "binary_log_loss"),
          ("identity", "squared_error"), ("exp", "poisson")]
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=2e-5)}
+
+
+@numba.njit
+def _call(kernel, *args):
+    """Call a kernel compiled without a Python wrapper (fastmlp.config.njit) from a test."""
+    return kernel(*args)
+
+
+@numba.njit
+def _activate(A, kind):
+    kernels.activate(A, kind)  # chosen when compiling: not a kernel _call can take
 
 
 def _net(units, activation, head, alpha=0.0, dropout=0.0, seed=0):
@@ -53,11 +67,11 @@ def test_activate_and_its_derivative(name, dtype):
     Z = np.random.RandomState(1).normal(scale=3, size=(9, 5)).astype(dtype)
     Z[0, 0] = 0.0
     A = Z.copy()
-    kernels.activate(A, ACTIVATION_CODES[name])
+    _activate(A, Const(ACTIVATION_CODES[name]))
     assert_allclose(A, reference.activate(name, Z), **TOL[dtype])
     if name in HIDDEN:
         dZ = np.ones_like(Z) * 0.5
-        kernels.activation_backward(dZ, A, Z, ACTIVATION_CODES[name])
+        _call(kernels.activation_backward, dZ, A, Z, Const(ACTIVATION_CODES[name]))
         assert_allclose(dZ, 0.5 * reference.activation_derivative(name, A, Z), **TOL[dtype])
 
 
@@ -69,7 +83,7 @@ def test_output_delta_and_loss(head, dtype):
     if head[0] == "softmax":
         P /= P.sum(axis=1, keepdims=True)
     dZ = np.empty_like(P)
-    total = kernels.output_delta_and_loss(dZ, P, Y, sw, LOSS_CODES[head[1]])
+    total = kernels.output_delta_and_loss(dZ, P, Y, sw, Const(LOSS_CODES[head[1]]))
     assert_allclose(total / sw.sum(), reference.loss(head[1], Y, P, sw), **TOL[dtype])
     assert_allclose(dZ, (P - Y) * sw[:, None], **TOL[dtype])
 
@@ -84,7 +98,7 @@ def test_loss_and_gradient_against_reference(activation, head, dtype):
     _, net = _net(units, activation, head, alpha)
     grad = np.empty_like(params)
     # chunk_rows=4 splits the 13 rows into uneven chunks whose sums must add up exactly.
-    loss = kernels.loss_and_gradient(grad, params, kernels_features(X), Y, sw, net, 4)
+    loss = cpu.loss_and_gradient(grad, params, kernels_features(X), Y, sw, net, 4)
     ref_loss, coef_grads, intercept_grads = reference.loss_and_gradients(
         layout.coefs(params), layout.intercepts(params), X, Y, activation, head[0], head[1],
         alpha, sw)
@@ -105,7 +119,7 @@ def test_predict_against_reference_dense_and_sparse(dtype):
     rows = np.arange(23)[::-1].copy()
     for features in (kernels_features(X), kernels_features(sp.csr_matrix(X))):
         out = np.empty((23, 3), dtype)
-        kernels.predict(out, params, features, rows, net, 5)
+        cpu.predict(out, params, features, rows, net, 5)
         assert_allclose(out, want[rows], **TOL[dtype])
 
 
@@ -114,8 +128,14 @@ def test_gather_rows_sums_duplicate_sparse_entries():
                       shape=(2, 3))
     features = kernels_features(X)
     Xb = np.full((2, 3), 9.0)
-    kernels.gather_rows(Xb, *features, np.array([1, 0]))
+    _call(kernels.gather_rows, Xb, features, np.array([1, 0]), Const(1))
     assert_allclose(Xb, [[5.0, 0, 0], [0, 3.0, 0]])
+
+
+def _update(params, slot_1, slot_2, grad, opt, step, n_weights=0):
+    """One fused update (no L2 term, a weight sum of 1: the gradient is used as it is)."""
+    _call(kernels.update, TrainState(params, grad, slot_1, slot_2), n_weights, 0.0, 1.0, opt,
+          step, Const(opt.kind))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -124,7 +144,7 @@ def test_sgd_update_against_reference(nesterov, dtype):
     rng = np.random.RandomState(4)
     p, v, g = (rng.normal(size=50).astype(dtype) for _ in range(3))
     p_ref, v_ref = p.copy(), v.copy()
-    kernels.sgd_update(p, v, g, 0.1, 0.9, nesterov)
+    _update(p, v, v, g, OptimizerStep(SGD, 0.1, 0.9, nesterov, 0, 0, 0, 0, 0, 0), 1)
     reference.sgd_step([p_ref], [v_ref], [g], 0.1, 0.9, nesterov)
     assert_allclose(p, p_ref, **TOL[dtype])
     assert_allclose(v, v_ref, **TOL[dtype])
@@ -140,8 +160,8 @@ def test_adam_and_adamw_update_against_reference(weight_decay, dtype):
     m_ref, v_ref = [np.zeros(30, dtype), np.zeros(20, dtype)], [np.zeros(30, dtype),
                                                                 np.zeros(20, dtype)]
     for step in (1, 2, 3):
-        size = kernels.adam_step_size(0.01, 0.9, 0.999, step)
-        kernels.adam_update(p, m, v, g, size, 0.9, 0.999, 1e-8, 0.01 * weight_decay, 30)
+        _update(p, m, v, g, OptimizerStep(ADAMW if weight_decay else ADAM, 0.01, 0, False, 0.9,
+                                          0.999, 1e-8, 0, weight_decay, 0), step, n_weights=30)
         reference.adam_step(p_ref, m_ref, v_ref, [g[:30], g[30:]], step, 0.01, 0.9, 0.999, 1e-8,
                             weight_decay, [True, False])
     assert_allclose(p, np.concatenate(p_ref), **TOL[dtype])
@@ -158,10 +178,12 @@ def test_adagrad_and_rmsprop_updates_against_reference(dtype):
         q_ref, state_ref = q.copy(), state.copy()
         for _ in range(3):
             if name == "adagrad":
-                kernels.adagrad_update(q, state, g, 0.05, 1e-8)
+                _update(q, state, state, g, OptimizerStep(ADAGRAD, 0.05, 0, False, 0, 0, 1e-8,
+                                                          0, 0, 0), 1)
                 reference.adagrad_step([q_ref], [state_ref], [g], 0.05, 1e-8)
             else:
-                kernels.rmsprop_update(q, state, g, 0.05, 0.9, 1e-8)
+                _update(q, state, state, g, OptimizerStep(RMSPROP, 0.05, 0, False, 0, 0, 1e-8,
+                                                          0.9, 0, 0), 1)
                 reference.rmsprop_step([q_ref], [state_ref], [g], 0.05, 0.9, 1e-8)
         assert_allclose(q, q_ref, **TOL[dtype])
         assert_allclose(state, state_ref, **TOL[dtype])
@@ -181,7 +203,7 @@ def test_uniform_is_deterministic_and_uniform():
 def test_dropout_forward_masks_and_scales():
     A = np.random.RandomState(7).uniform(0.5, 1.5, (200, 30))
     D, M = np.empty_like(A), np.empty_like(A)
-    kernels.dropout_forward(D, M, A, 0.25, 99, 0, 30)
+    _call(kernels.dropout_forward, D, M, A, 0.25, 99, 0, 30)
     dropped = M == 0
     assert abs(dropped.mean() - 0.25) < 0.02
     assert_allclose(M[~dropped], 1 / 0.75)
@@ -225,7 +247,7 @@ def test_train_epoch_against_a_reference_loop(solver, dropout, dtype):
     slot_1, slot_2 = np.zeros_like(params), np.zeros_like(params)
     opt = SOLVER_OPTS[solver]
     start = params.copy()
-    total, step = kernels.train_epoch(TrainState(params, np.empty_like(params), slot_1, slot_2),
+    total, step = cpu.train_epoch(TrainState(params, np.empty_like(params), slot_1, slot_2),
                                       kernels_features(X), Y, sw, order, batch, net, opt)
 
     p_ref = [a.copy() for a in layout.coefs(start) + layout.intercepts(start)]
@@ -264,7 +286,7 @@ def test_train_epoch_skips_batches_with_zero_total_weight():
     before = params.copy()
     opt = OptimizerStep(SGD, 0.1, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
     velocity = np.zeros_like(params)
-    total, _ = kernels.train_epoch(TrainState(params, np.empty_like(params), velocity, velocity),
+    total, _ = cpu.train_epoch(TrainState(params, np.empty_like(params), velocity, velocity),
                                    kernels_features(X), Y, sw, np.arange(3), 3, net, opt)
     assert total == 0.0
     assert_allclose(params, before)

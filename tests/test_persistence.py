@@ -4,6 +4,7 @@ import io
 import json
 import pickle
 import zipfile
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -50,9 +51,10 @@ def test_the_format_is_a_zip_of_json_and_a_pickle_free_npy(tmp_path):
     model.save(path)
     with zipfile.ZipFile(path) as archive:
         assert sorted(archive.namelist()) == ["metadata.json", "params.npy"]
+        assert archive.getinfo("params.npy").compress_type == zipfile.ZIP_STORED
         meta = json.loads(archive.read("metadata.json"))
         params = np.load(io.BytesIO(archive.read("params.npy")), allow_pickle=False)
-    assert meta["fastmlp_version"] == fastmlp.__version__ and meta["format_version"] == 1
+    assert meta["fastmlp_version"] == fastmlp.__version__ and meta["format_version"] == 2
     assert meta["layer_units"] == [4, 100, 3]
     np.testing.assert_array_equal(params, model._params)
 
@@ -130,13 +132,18 @@ def test_not_a_model_file(tmp_path):
 def test_incompatible_version(tmp_path):
     path = _rewrite(_saved(tmp_path), lambda m: m.update(format_version=99,
                                                           fastmlp_version="9.0"))
-    with pytest.raises(ModelFileError, match="version 99 .* fastmlp '9.0'.* reads version 1"):
+    with pytest.raises(ModelFileError,
+                       match="version 99 .* fastmlp '9.0'.* reads versions 1 and 2"):
         fastmlp.load(path)
+    for version in (True, 1.0, "2"):  # a known version, but not an integer
+        path = _rewrite(_saved(tmp_path), lambda m, v=version: m.update(format_version=v))
+        with pytest.raises(ModelFileError, match="format version"):
+            fastmlp.load(path)
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda m: m.update(layer_units=[4, 50, 3]), "params.npy holds"),
-    (lambda m: m.update(layer_units=[2**30, 2**30, 3]), "more than any model"),
+    (lambda m: m.update(layer_units=[2**30, 2**30, 3]), "more than max_params=100000000"),
     (lambda m: m.update(layer_units=[4, -1, 3]), "do not describe a network"),
     (lambda m: m.update(estimator="os.system"), "unknown estimator"),
     (lambda m: m.update(dtype="object"), "unsupported dtype"),
@@ -147,6 +154,33 @@ def test_incompatible_version(tmp_path):
     (lambda m: m["attributes"].update(out_activation_="eval"), "output activation"),
     (lambda m: m["attributes"].update(n_features_in_=7), "disagree with layer_units"),
     (lambda m: m["labels"].update(classes=[1, 2, 3, 4, 5]), "do not fit"),
+    # What fit would refuse, refused on load too (issue 16).
+    (lambda m: m["params"].update(callbacks=["os.system"]), "callbacks are never loaded"),
+    (lambda m: m["labels"].update(classes=["a"]), "at least two class labels"),
+    (lambda m: m["labels"].update(classes=[]), "at least two class labels"),
+    (lambda m: m["labels"].update(classes=[None, "a", "b"]), "all strings"),
+    (lambda m: m["labels"].update(classes=[{}, {}, {}]), "all strings"),
+    (lambda m: m["labels"].update(classes=[1, "a", "b"]), "all strings"),
+    (lambda m: m["labels"].update(classes=["c", "b", "a"]), "sorted and unique"),
+    (lambda m: m["labels"].update(y_type="binary"), "does not match 3 classes"),
+    (lambda m: m["labels"].update(y_type={"x": 1}), "unknown target type"),
+    (lambda m: m.pop("labels"), "classifier without class labels"),
+    (lambda m: m["params"].update(class_weight={"items": [[[1], 2.0]]}), "class_weight labels"),
+    (lambda m: m["params"].update(class_weight={"items": [["setosa", "x"]]}),
+     "class_weight values"),
+    (lambda m: m["params"].update(class_weight={"items": [["rose", 2.0]]}), "not classes"),
+    (lambda m: m["params"].update(random_state="7"), "random_state"),
+    (lambda m: m["attributes"].update(loss_curve_=[{"a": 1}]), "loss_curve_ must be a list"),
+    (lambda m: m["attributes"].update(loss_curve_=[True]), "loss_curve_ must be a list"),
+    (lambda m: m["attributes"].update(n_iter_=True), "n_iter_ must be a non-negative"),
+    (lambda m: m["attributes"].update(stopped_early_="yes"), "stopped_early_ must be true"),
+    (lambda m: m["attributes"].update(feature_names_in_=["a", ["b"], "c", "d"]),
+     "feature_names_in_ must be a list of strings"),
+    (lambda m: m["attributes"].update(feature_names_in_=["a", "b"]), "input width"),
+    (lambda m: m["attributes"].pop("n_iter_"), "n_iter_ is missing"),
+    (lambda m: m["params"].update(dtype="float64"), "parameters are float32"),
+    (lambda m: m.update(extra=[1]), "'extra' is not an object"),
+    (lambda m: m.update(surprise=1), "unknown metadata field 'surprise'"),
 ])
 def test_hostile_metadata_is_refused(tmp_path, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)
@@ -159,7 +193,7 @@ def test_hostile_metadata_is_refused(tmp_path, monkeypatch, change, message):
 def test_hostile_parameter_payloads_are_refused(tmp_path):
     pickled = io.BytesIO()
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    for payload, message in [(pickled.getvalue(), "params.npy holds"),
+    for payload, message in [(pickled.getvalue(), "params.npy"),
                              (b"\x93NUMPY\x01\x00" + b"x" * 50, ""),
                              (b"junk", "")]:
         path = _rewrite(_saved(tmp_path), params_bytes=payload)
@@ -202,3 +236,120 @@ def test_from_sklearn_predicts_identically():
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-12)
     with pytest.raises(TypeError, match="expects a fitted MLPRegressor"):
         MLPRegressor.from_sklearn(theirs)
+
+
+def test_from_sklearn_applies_the_loaders_consistency_rules():
+    theirs = sk.MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).fit(X, y)
+    theirs.n_features_in_ = 7  # tampered: the weights take 4 inputs
+    with pytest.raises(ValueError, match="n_features_in_/n_outputs_ disagree"):
+        MLPClassifier.from_sklearn(theirs)
+
+
+# ----------------------------------------------------------------------------- format details
+def test_a_numpy_integer_seed_is_saved_as_that_integer(tmp_path):
+    model = MLPClassifier(max_iter=2, random_state=np.int64(7)).fit(X, y)
+    model.save(tmp_path / "m.fmlp")
+    with zipfile.ZipFile(tmp_path / "m.fmlp") as archive:
+        assert json.loads(archive.read("metadata.json"))["params"]["random_state"] == 7
+    assert fastmlp.load(tmp_path / "m.fmlp").random_state == 7
+
+
+def test_stopped_early_survives(tmp_path):
+    model = MLPClassifier(max_iter=2, random_state=0).fit(X, y)
+    model.save(tmp_path / "m.fmlp")
+    assert fastmlp.load(tmp_path / "m.fmlp").stopped_early_ is model.stopped_early_ is False
+
+
+def test_extra_values_travel_beside_the_model(tmp_path):
+    from fastmlp import persistence
+
+    model = next(_models())
+    extra = {"preprocessing": {"mean": [0.5, 1.5], "columns": ["a", "b"], "scale": None}}
+    persistence.save(model, tmp_path / "m.fmlp", extra=extra)
+    loaded, read_back = persistence.load_with_extra(tmp_path / "m.fmlp")
+    assert read_back == extra
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    model.save(tmp_path / "plain.fmlp")
+    assert persistence.load_with_extra(tmp_path / "plain.fmlp")[1] == {}
+    deep = [1]
+    for _ in range(40):
+        deep = [deep]
+    for bad, error, message in [({"f": print}, TypeError, "cannot save extra"),
+                                ({1: "x"}, TypeError, "string keys"),
+                                ({"deep": deep}, ValueError, "nested deeper than 32")]:
+        with pytest.raises(error, match=message):
+            persistence.save(model, tmp_path / "bad.fmlp", extra=bad)
+        assert not (tmp_path / "bad.fmlp").exists()
+
+
+def test_version_1_files_still_load():
+    """tests/data/model_v1.fmlp was written by the version-1 writer (fastmlp 0.1.0 before
+    issue 16): a classifier with string labels, a class_weight dict and early stopping."""
+    from fastmlp import reference
+
+    path = Path(__file__).parent / "data" / "model_v1.fmlp"
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("metadata.json"))
+        params = np.load(io.BytesIO(archive.read("params.npy")), allow_pickle=False)
+    assert meta["format_version"] == 1
+    model = fastmlp.load(path)
+    np.testing.assert_array_equal(model._params, params)
+    assert model.class_weight == {"setosa": 2.0} and model.early_stopping
+    assert model.validation_scores_ == meta["attributes"]["validation_scores_"]
+    expected = reference.forward(model.coefs_, model.intercepts_, X, "relu", "softmax")[-1]
+    np.testing.assert_allclose(model.predict_proba(X), expected, rtol=1e-12)
+    np.testing.assert_array_equal(model.classes_, ["setosa", "versicolor", "virginica"])
+
+
+def test_max_params_bounds_the_network_and_can_be_raised(tmp_path):
+    path = _saved(tmp_path)
+    n_params = next(_models())._params.size
+    with pytest.raises(ModelFileError, match=f"{n_params} parameters, more than max_params"):
+        fastmlp.load(path, max_params=n_params - 1)
+    assert fastmlp.load(path, max_params=n_params)._params.size == n_params
+    with pytest.raises(TypeError, match="max_params must be an integer"):
+        fastmlp.load(path, max_params=1e9)
+    with pytest.raises(ValueError, match="at least 1"):
+        fastmlp.load(path, max_params=0)
+
+
+def test_the_modules_import_each_other_without_cycles():
+    """Persistence and conversion sit below the estimators: nothing in fastmlp imports in a
+    circle (the package's __init__, which gathers the public names, aside)."""
+    import ast
+
+    package = Path(fastmlp.__file__).parent
+    graph = {}
+    for file in package.rglob("*.py"):
+        if file.name == "__init__.py" and file.parent == package:
+            continue
+        parts = file.relative_to(package).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        here = parts[:-1]
+        graph[name] = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = here[:len(here) - (node.level - 1)]
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                graph[name] |= {".".join(base + tuple(t.split("."))) for t in targets}
+    assert {"persistence", "conversion", "fitted_state", "estimators"} <= set(graph)
+
+    def visit(name, path):
+        assert name not in path, f"import cycle: {' -> '.join(path + (name,))}"
+        for dependency in graph.get(name, ()):
+            visit(dependency, path + (name,))
+
+    for name in graph:
+        visit(name, ())
+
+
+def test_float64_parameters_for_a_float32_model_are_refused(tmp_path):
+    path = _saved(tmp_path)  # a float32 model
+    with zipfile.ZipFile(path) as archive:
+        params = np.load(io.BytesIO(archive.read("params.npy")))
+    as_float64 = io.BytesIO()
+    np.save(as_float64, params.astype(np.float64))
+    _rewrite(path, lambda m: m.update(dtype="float64"), params_bytes=as_float64.getvalue())
+    with pytest.raises(ModelFileError, match="parameters are float64, the model's dtype is "
+                                             "float32"):
+        fastmlp.load(path)

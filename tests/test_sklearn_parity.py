@@ -181,7 +181,7 @@ def test_lbfgs_loss_and_gradient_match_sklearn_at_the_same_point():
     """Exactly the objective scikit-learn minimises: same loss and gradient at its final point,
     for multi-output squared error too (where scikit-learn's gradient is not the gradient of its
     loss, issue 8349: fastmlp reproduces that by default)."""
-    from fastmlp.cpu import kernels
+    import fastmlp.cpu as cpu
     from fastmlp.training import as_features, network
 
     for kind in ("binary", "multiclass", "multioutput"):
@@ -195,7 +195,7 @@ def test_lbfgs_loss_and_gradient_match_sklearn_at_the_same_point():
         else:
             Y = theirs._label_binarizer.transform(y).astype(float)
         grad = np.empty_like(x)
-        loss = kernels.loss_and_gradient(grad, x.copy(), as_features(X), np.ascontiguousarray(Y),
+        loss = cpu.loss_and_gradient(grad, x.copy(), as_features(X), np.ascontiguousarray(Y),
                                          np.ones(len(X)), network(ours), 64)
         n = theirs.n_layers_
         their_loss, their_grad = theirs._loss_grad_lbfgs(

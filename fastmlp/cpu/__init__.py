@@ -1,14 +1,106 @@
 """The CPU backend: Numba @njit kernels (kernels.py), used in place on host arrays.
 
-A backend module offers train_epoch, loss_and_gradient and predict (signatures in kernels.py),
-plus to_device / to_host for moving arrays and empty for work arrays; here the moves are no-ops.
+A backend module offers train_epoch, loss_and_gradient and predict with the signatures below
+(the CUDA backend mirrors them), plus to_device / to_host / copy_to for moving arrays and empty
+for work arrays; here the moves are no-ops. This module allocates each call's work buffers and
+picks the compile-time switches; the kernels do the arithmetic.
 """
+
+import contextlib
+from typing import NamedTuple
 
 import numpy as np
 
-from .kernels import loss_and_gradient, predict, train_epoch  # noqa: F401
+from ..codes import ADAM, ADAMW, GELU, SILU
+from . import kernels
+from .switches import switches
 
 NAME = "cpu"
+
+# A batch whose largest product has fewer multiply-adds than this runs BLAS on one thread: waking a
+# second thread costs more than it saves, and on a shared machine a spinning BLAS thread fights
+# the other process for its core. Measured on the 2-core VM (bench/RESULTS.md, "Threads"): whole
+# digits fits with products of 1.3 and 3.3 M multiply-adds were faster on one thread, 13 and 26 M
+# faster on two, and a fit with the other core busy took 2-4x longer on two threads.
+SINGLE_THREAD_MACS = 1 << 22
+
+_threadpools = None  # threadpoolctl's view of the loaded BLAS libraries, made on first use
+
+
+class Workspace(NamedTuple):
+    """Work buffers for batches of up to B rows. Per-layer slots hold every layer's rows back to
+    back (U * B long, see kernels.layer_rows); a slot the network does not need is empty."""
+
+    acts: np.ndarray     # (U * B,) activations
+    pre: np.ndarray      # (U * B,) pre-activations, kept for GELU and SiLU only
+    masks: np.ndarray    # (U * B,) dropout masks, with dropout only
+    dropped: np.ndarray  # (U * B,) activations after dropout, with dropout only
+    deltas: np.ndarray   # (U * B,) gradients with respect to pre-activations; training only
+    xbuf: np.ndarray     # (B * F,) gathered input rows
+    ybuf: np.ndarray     # (B * K,) gathered targets; training only
+    swbuf: np.ndarray    # (B,) gathered sample weights; training only
+
+
+def workspace(net, rows, n_features, n_outputs, dtype, training):
+    size = int(net.layers[:, 1].sum()) * rows
+
+    def slot(wanted, n=size):
+        return np.empty(n if wanted else 0, dtype)
+
+    return Workspace(slot(True), slot(GELU in (net.hidden, net.output) or
+                                     SILU in (net.hidden, net.output)),
+                     slot(training and net.dropout > 0), slot(training and net.dropout > 0),
+                     slot(training), slot(True, rows * n_features),
+                     slot(training, rows * n_outputs), slot(training, rows))
+
+
+def thread_limit(net, rows):
+    """The context in which a fit of `net` on batches of `rows` rows calls this backend: BLAS
+    limited to one thread when the network's products are small (see SINGLE_THREAD_MACS)."""
+    global _threadpools
+    largest = rows * int((net.layers[:, 0] * net.layers[:, 1]).max())
+    if largest >= SINGLE_THREAD_MACS:
+        return contextlib.nullcontext()
+    if _threadpools is None:
+        from threadpoolctl import ThreadpoolController  # scikit-learn's own dependency
+
+        _threadpools = ThreadpoolController()
+    return _threadpools.limit(limits=1, user_api="blas")
+
+
+def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
+    """One epoch of mini-batch training, every batch in one compiled call.
+
+    state: a bundles.TrainState, updated in place; features: bundles.Features, dense or CSR;
+    Y (N, K) targets; sw (N,) sample weights; order (n,) the rows to visit, in visiting order;
+    batch_size: rows per mini-batch; net: a bundles.Network; opt: a bundles.OptimizerStep.
+    Returns (sum over batches of batch loss * batch rows, Adam's step counter after the epoch).
+    """
+    rows = max(1, min(batch_size, order.shape[0]))
+    work = workspace(net, rows, features.X.shape[1], Y.shape[1], state.params.dtype, True)
+    total, updates = kernels.epoch(state, work, features, Y, sw, order, batch_size, net, opt,
+                                   switches(net, features, opt.kind))
+    if opt.kind in (ADAM, ADAMW):  # only Adam counts its updates (bias correction)
+        return total, opt.step + int(updates)
+    return total, opt.step
+
+
+def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
+    """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, in chunks of
+    at most chunk_rows rows so that memory stays bounded. Used by L-BFGS."""
+    rows = max(1, min(chunk_rows, Y.shape[0]))
+    work = workspace(net, rows, features.X.shape[1], Y.shape[1], params.dtype, True)
+    return kernels.full_loss_and_gradient(dparams, np.empty_like(dparams), work, params,
+                                          features, Y, sw, net, rows, switches(net, features))
+
+
+def predict(out, params, features, rows, net, chunk_rows):
+    """Output activations out (R, K) for the input rows listed in rows (R,), in chunks of at most
+    chunk_rows rows; net.dropout must be 0 (inference)."""
+    chunk_rows = max(1, min(chunk_rows, rows.shape[0]))
+    work = workspace(net, chunk_rows, features.X.shape[1], 0, params.dtype, False)
+    kernels.predict_rows(out, work, params, features, rows, net, chunk_rows,
+                         switches(net, features))
 
 
 def to_device(array):

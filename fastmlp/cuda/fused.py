@@ -11,16 +11,15 @@ The arithmetic is the per-batch kernels' (kernels.py): the same device functions
 import numba
 from numba import cuda
 
-from ..codes import ADAGRAD, ADAMW, GELU, RMSPROP, SGD, SILU, SOFTMAX
+from ..codes import ADAMW, GELU, SILU, SOFTMAX
 from .kernels import (
     SIMULATOR,
+    StepScalars,
     activation_value,
-    adagrad_step,
-    adam_step,
     block_sum,
     delta_and_sample_loss,
-    rmsprop_step,
-    sgd_step,
+    finished_gradient,
+    optimizer_step,
     softmax_in_place,
     times_derivative,
     uniform,
@@ -97,12 +96,6 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
 
     alpha = dt(net.alpha)
     scale = dt(1.0 / (1.0 - net.dropout))
-    learning_rate = dt(opt.learning_rate)
-    momentum = dt(opt.momentum)
-    beta_1 = dt(opt.beta_1)
-    beta_2 = dt(opt.beta_2)
-    epsilon = dt(opt.epsilon)
-    rho = dt(opt.rho)
     keep = dt(1 - opt.learning_rate * opt.weight_decay) if opt.kind == ADAMW else dt(1)
 
     for k in range(t, n_params, T):
@@ -178,6 +171,13 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
         # soon as the next delta down no longer needs them
         norm = dt(weight_sum)
         step_size = dt(step_sizes[updates]) if step_sizes.shape[0] > updates else dt(0)
+        # The CPU update's scalars; AdamW decays only the weights, which come before the biases.
+        decayed = StepScalars(dt(opt.learning_rate), dt(opt.momentum), opt.nesterov,
+                              dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
+                              step_size, keep)
+        kept = StepScalars(decayed.learning_rate, decayed.momentum, decayed.nesterov,
+                           decayed.beta_1, decayed.beta_2, decayed.epsilon, decayed.rho,
+                           step_size, dt(1))
         squares = 0.0
         offset = units - K
         for i in range(last, -1, -1):
@@ -224,18 +224,11 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
                 w = sh[k]
                 if k < n_weights:
                     squares += float(w * w)  # ||W||^2 before the update, as the CPU's
-                    g = (g + alpha * w) / norm
-                else:
-                    g = g / norm
-                if opt.kind == SGD:
-                    w = sgd_step(w, g, slot_1, k, learning_rate, momentum, opt.nesterov)
-                elif opt.kind == ADAGRAD:
-                    w = adagrad_step(w, g, slot_1, k, learning_rate, epsilon)
-                elif opt.kind == RMSPROP:
-                    w = rmsprop_step(w, g, slot_1, k, learning_rate, rho, epsilon)
-                else:  # ADAM, ADAMW
-                    w = adam_step(w, g, slot_1, slot_2, k, step_size, beta_1, beta_2, epsilon,
-                                  keep if k < n_weights else dt(1))
+                g = finished_gradient(g, w, k, n_weights, alpha, norm)
+                w, s_1, s_2 = optimizer_step(w, g, slot_1[k], slot_2[k],
+                                             decayed if k < n_weights else kept, opt.kind)
+                slot_1[k] = s_1
+                slot_2[k] = s_2  # the same array as slot_1 for one-slot optimizers
                 sh[k] = w
             offset = below
         squares = block_sum(partial, squares)  # also: every update is done

@@ -13,26 +13,30 @@ of a 1-D launch. Argument order: outputs first, then inputs, then sizes/codes; g
 module means the same contract; kernels that fuse several CPU steps are named for what they do.
 """
 
+import dis
 import math
+import types
 
 import numba
-import numpy as np
 from numba import cuda
 
 from ..codes import (
+    ADAGRAD,
     BINARY_LOG_LOSS,
     ELU,
     EXP,
     GELU,
     LEAKY_RELU,
-    LEAKY_SLOPE,
     LOG_LOSS,
     LOGISTIC,
     RELU,
+    RMSPROP,
+    SGD,
     SILU,
     SQUARED_ERROR,
     TANH,
 )
+from ..cpu import kernels as host
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 TILE = 16  # edge of the matrix products' shared-memory tiles: TILE x TILE threads per block
@@ -101,56 +105,113 @@ def stage_batch_from(Xb, Yb, swb, X, X_data, X_indices, X_indptr, Y, sw, rows, s
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations (one element; softmax is finished row by row) and their derivatives
+# Scalar helpers: the CPU module's own (fastmlp/cpu/kernels.py, "Scalar helpers shared with the
+# CUDA backend"), compiled again for the GPU from their Python source, so each formula is written
+# once. Numba's on-disk cache is not involved: CUDA code is never cached to disk, and the CPU
+# module owns these functions. The CPU picks one by a compile-time code; CUDA kernels get codes
+# at run time, so the functions below pick by comparing codes.
 # ---------------------------------------------------------------------------------------------
+
+def _for_gpu(function):
+    """A CPU @njit scalar helper as a CUDA device function; numba-cuda compiles its compiled
+    callees (xlogy, say) for the GPU as well."""
+    source = function.py_func
+    if SIMULATOR:
+        # Simulated device code runs as Python, and the CPU compiles its helpers without Python
+        # wrappers: the callees run from their Python source too.
+        names = {op.argval for op in dis.get_instructions(source) if op.opname == "LOAD_GLOBAL"}
+        callees = {name: _for_gpu(source.__globals__[name]) for name in names
+                   if hasattr(source.__globals__.get(name), "py_func")}
+        source = types.FunctionType(source.__code__, {**source.__globals__, **callees},
+                                    source.__name__, source.__defaults__, source.__closure__)
+    return cuda.jit(device=True)(source)
+
+
+_logistic, _tanh, _relu, _exponential = (_for_gpu(f) for f in (
+    host.logistic, host.tanh, host.relu, host.exponential))
+_leaky_relu, _elu, _gelu, _silu = (_for_gpu(f) for f in (
+    host.leaky_relu, host.elu, host.gelu, host.silu))
+_logistic_backward, _tanh_backward, _relu_backward = (_for_gpu(f) for f in (
+    host.logistic_backward, host.tanh_backward, host.relu_backward))
+_leaky_relu_backward, _elu_backward, _gelu_backward, _silu_backward = (_for_gpu(f) for f in (
+    host.leaky_relu_backward, host.elu_backward, host.gelu_backward, host.silu_backward))
+_squared_error_term, _log_loss_term, _binary_log_loss_term, _poisson_term = (
+    _for_gpu(f) for f in (host.squared_error_term, host.log_loss_term,
+                          host.binary_log_loss_term, host.poisson_term))
+_sgd_step, _adam_step, _adagrad_step, _rmsprop_step = (_for_gpu(f) for f in (
+    host.sgd_step, host.adam_step, host.adagrad_step, host.rmsprop_step))
+finished_gradient = _for_gpu(host.finished_gradient)
+uniform = _for_gpu(host.uniform)
+StepScalars = host.StepScalars
+
 
 @cuda.jit(device=True)
 def activation_value(z, kind):
-    """f(z) for activation `kind`: one element of the CPU activate. Softmax and identity return
-    z unchanged (softmax rows are finished by softmax_in_place)."""
-    one = type(z)(1)
+    """f(z) for activation `kind` (the CPU's ACTIVATIONS[kind]); softmax and identity return z
+    unchanged (softmax rows are finished by softmax_in_place)."""
     if kind == LOGISTIC:
-        return one / (one + math.exp(-z))
+        return _logistic(z)
     if kind == TANH:
-        return math.tanh(z)
+        return _tanh(z)
     if kind == RELU:
-        return type(z)(0) if z < 0 else z
+        return _relu(z)
     if kind == EXP:
-        return math.exp(z)
+        return _exponential(z)
     if kind == LEAKY_RELU:
-        return z * type(z)(LEAKY_SLOPE) if z < 0 else z
+        return _leaky_relu(z)
     if kind == ELU:
-        return math.expm1(z) if z < 0 else z
-    if kind == GELU:  # exact GELU, z Phi(z)
-        return type(z)(0.5) * z * (one + math.erf(z * type(z)(math.sqrt(0.5))))
+        return _elu(z)
+    if kind == GELU:
+        return _gelu(z)
     if kind == SILU:
-        return z / (one + math.exp(-z))
+        return _silu(z)
     return z
 
 
 @cuda.jit(device=True)
 def times_derivative(g, a, z, kind):
-    """g * f'(z), the CPU activation_backward for one element: from the output a = f(z), or from
-    the pre-activation z for GELU and SiLU."""
-    one = type(g)(1)
+    """g * f'(z) for activation `kind` (the CPU's DERIVATIVES[kind]): from the output a = f(z),
+    or from the pre-activation z for GELU and SiLU."""
     if kind == LOGISTIC:
-        return g * a * (one - a)
+        return _logistic_backward(g, a, z)
     if kind == TANH:
-        return g * (one - a * a)
+        return _tanh_backward(g, a, z)
     if kind == RELU:
-        return type(g)(0) if a == 0 else g
+        return _relu_backward(g, a, z)
     if kind == LEAKY_RELU:
-        return g * type(g)(LEAKY_SLOPE) if a <= 0 else g
+        return _leaky_relu_backward(g, a, z)
     if kind == ELU:
-        return g * (a + one) if a < 0 else g  # d/dz (e^z - 1) = e^z = a + 1
-    if kind == GELU:  # d/dz z Phi(z) = Phi(z) + z phi(z)
-        half = type(g)(0.5)
-        cdf = half * (one + math.erf(z * type(g)(math.sqrt(0.5))))
-        return g * (cdf + z * type(g)(1 / math.sqrt(2 * math.pi)) * math.exp(-half * z * z))
-    if kind == SILU:  # d/dz z s(z) = s(z) (1 + z (1 - s(z)))
-        sig = one / (one + math.exp(-z))
-        return g * (sig * (one + z * (one - sig)))
+        return _elu_backward(g, a, z)
+    if kind == GELU:
+        return _gelu_backward(g, a, z)
+    if kind == SILU:
+        return _silu_backward(g, a, z)
     return g
+
+
+@cuda.jit(device=True)
+def loss_term(p, y, eps, loss):
+    """One output's loss term in float64 (the CPU's LOSS_TERMS[loss])."""
+    if loss == SQUARED_ERROR:
+        return _squared_error_term(p, y, eps)
+    if loss == LOG_LOSS:
+        return _log_loss_term(p, y, eps)
+    if loss == BINARY_LOG_LOSS:
+        return _binary_log_loss_term(p, y, eps)
+    return _poisson_term(p, y, eps)
+
+
+@cuda.jit(device=True)
+def optimizer_step(p, g, slot_1, slot_2, h, kind):
+    """One parameter's optimizer step (the CPU's OPTIMIZER_STEPS[kind]): returns (p, slot_1,
+    slot_2) after it; h a StepScalars in the parameters' dtype."""
+    if kind == SGD:
+        return _sgd_step(p, g, slot_1, slot_2, h)
+    if kind == ADAGRAD:
+        return _adagrad_step(p, g, slot_1, slot_2, h)
+    if kind == RMSPROP:
+        return _rmsprop_step(p, g, slot_1, slot_2, h)
+    return _adam_step(p, g, slot_1, slot_2, h)  # ADAM, ADAMW
 
 
 @cuda.jit(device=True)
@@ -214,18 +275,8 @@ def activation_backward_masked(dZ, A, Z, M, kind, masked):
 
 
 # ---------------------------------------------------------------------------------------------
-# Dropout: the CPU module's counter-based draws, bit for bit
+# Dropout: the CPU module's counter-based draws (uniform, above), bit for bit
 # ---------------------------------------------------------------------------------------------
-
-@cuda.jit(device=True)
-def uniform(seed, counter):
-    """A uniform number in [0, 1) from the splitmix64 hash of seed + counter (CPU uniform)."""
-    z = np.uint64(seed) + np.uint64(counter) * np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # top 53 bits
-
 
 @cuda.jit
 def dropout_forward(D, M, A, rate, seed, first, stride):
@@ -350,14 +401,6 @@ def column_sums(db, dZ):
 # ---------------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
-def xlogy(x, y):
-    """x * log(y), defined as 0 where x == 0 (as scipy.special.xlogy)."""
-    if x == 0:
-        return 0.0
-    return x * math.log(y)
-
-
-@cuda.jit(device=True)
 def block_sum(partial, value):
     """The sum over the block's threads of value (float64), in a fixed tree order; every thread
     of the block must call this, and every thread gets the sum. partial: a (blockDim,) float64
@@ -381,23 +424,12 @@ def delta_and_sample_loss(dz, p, y, w, loss, eps):
     """One row of the CPU output_delta_and_loss: dz (K,) out: w * (p - y) (every loss is paired
     with its canonical output activation, so the derivative with respect to the pre-activation
     is p - y); p (K,) output activations, y (K,) targets, w the row's weight. Returns w * loss
-    of the row (float64). eps: the dtype's machine epsilon; probabilities are clipped to
-    [eps, 1 - eps] inside logs, in float64 as the CPU's mixed-type min/max does."""
+    of the row (float64); eps: the dtype's machine epsilon (see loss_term)."""
     k = p.shape[0]
     sample = 0.0
     for j in range(k):
-        pj = p[j]
-        yj = y[j]
-        dz[j] = (pj - yj) * w
-        if loss == SQUARED_ERROR:
-            sample += (yj - pj) * (yj - pj)
-        elif loss == LOG_LOSS:
-            sample -= xlogy(yj, min(max(float(pj), eps), 1 - eps))
-        elif loss == BINARY_LOG_LOSS:
-            pc = min(max(float(pj), eps), 1 - eps)
-            sample -= xlogy(yj, pc) + xlogy(1 - float(yj), 1 - pc)
-        else:  # POISSON: half deviance, y log(y / p) - y + p
-            sample += xlogy(yj, yj / pj) - yj + pj
+        dz[j] = (p[j] - y[j]) * w
+        sample += loss_term(float(p[j]), float(y[j]), eps, loss)
     if loss == SQUARED_ERROR:
         sample = 0.5 * sample / k  # scikit-learn averages squared error over outputs
     return w * sample
@@ -429,60 +461,15 @@ def output_delta_and_loss_sums(dZ, stats, P, Y, sw, loss, softmax, eps):
 
 
 # ---------------------------------------------------------------------------------------------
-# Optimizer steps for one parameter: written once, used by the per-batch update kernels below and
-# by the persistent epoch kernel (fused.py). Each takes the parameter's value w and its finished
-# gradient g, updates its state slots at index k, and returns the new value. Scalars are in the
-# parameters' dtype, as the CPU's updates cast them.
-# ---------------------------------------------------------------------------------------------
-
-@cuda.jit(device=True)
-def sgd_step(w, g, velocity, k, learning_rate, momentum, nesterov):
-    """The CPU sgd_update for one parameter: momentum, optionally Nesterov's look-ahead."""
-    step = momentum * velocity[k] - learning_rate * g
-    velocity[k] = step
-    if nesterov:  # look ahead along the new velocity
-        step = momentum * step - learning_rate * g
-    return w + step
-
-
-@cuda.jit(device=True)
-def adam_step(w, g, m, v, k, step_size, beta_1, beta_2, epsilon, keep):
-    """The CPU adam_update for one parameter; step_size holds Adam's bias correction; keep:
-    AdamW's 1 - learning_rate * weight_decay for a decayed weight, else 1 (a no-op)."""
-    one = type(beta_1)(1)
-    m[k] = beta_1 * m[k] + (one - beta_1) * g
-    v[k] = beta_2 * v[k] + (one - beta_2) * (g * g)
-    return w * keep - step_size * m[k] / (math.sqrt(v[k]) + epsilon)
-
-
-@cuda.jit(device=True)
-def adagrad_step(w, g, accumulator, k, learning_rate, epsilon):
-    """The CPU adagrad_update for one parameter."""
-    accumulator[k] += g * g
-    return w - learning_rate * g / (math.sqrt(accumulator[k]) + epsilon)
-
-
-@cuda.jit(device=True)
-def rmsprop_step(w, g, mean_square, k, learning_rate, rho, epsilon):
-    """The CPU rmsprop_update for one parameter."""
-    one = type(rho)(1)
-    mean_square[k] = rho * mean_square[k] + (one - rho) * (g * g)
-    return w - learning_rate * g / (math.sqrt(mean_square[k]) + epsilon)
-
-
-# ---------------------------------------------------------------------------------------------
 # Fused finish_gradient + optimizer updates: one thread per parameter, one launch per batch
 # ---------------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
 def _finished_gradient(dparams, params, stats, alpha, n_weights, k):
-    """The CPU finish_gradient for entry k: (dparams[k] + alpha * W[k]) / sum(sw) (biases are not
-    penalised), stored back into dparams and returned. alpha: the dtype's."""
-    norm = params.dtype.type(stats[WEIGHT_SUM])
-    if k < n_weights:
-        g = (dparams[k] + alpha * params[k]) / norm
-    else:
-        g = dparams[k] / norm
+    """The CPU finished_gradient for entry k, from the batch's weight sum stats[WEIGHT_SUM];
+    stored back into dparams and returned. alpha: the dtype's."""
+    g = finished_gradient(dparams[k], params[k], k, n_weights, alpha,
+                          params.dtype.type(stats[WEIGHT_SUM]))
     dparams[k] = g
     return g
 
@@ -561,68 +548,34 @@ def _skipped(stats):
 
 
 @cuda.jit
-def sgd_update_batch(params, velocity, squares, dparams, stats, done, alpha, n_weights,
-                     learning_rate, momentum, nesterov, alpha_64, rows):
-    """A batch's update from its raw gradient: the CPU finish_gradient and sgd_update fused, and
-    the batch closed (see _close) by the last block. params, velocity (P,) updated in place from
-    the raw batch gradient dparams (P,), which is left finished; squares (G,) out as in
-    finish_gradient_squares; done (1,) int32: 0 between batches. A batch whose weights sum to
-    zero is skipped, as on the CPU. Scalars are in the parameters' dtype but alpha_64 (float64);
-    rows: the batch's row count. Launch: G blocks of BLOCK."""
+def update_batch(params, slot_1, slot_2, squares, dparams, stats, done, n_weights, alpha,
+                 scalars, step_sizes, keep, kind, alpha_64, rows):
+    """A batch's update from its raw gradient, as the CPU update: gradient finishing and the
+    optimizer step of `kind` in one pass, and the batch closed (see _close) by the last block.
+
+    params, slot_1, slot_2 (P,) updated in place (slot_2 is slot_1 for one-slot optimizers);
+    dparams (P,): the raw batch gradient, read only; squares (G,) out as in
+    finish_gradient_squares; stats (N_STATS,) float64; done (1,) int32: 0 between batches;
+    alpha: the dtype's; scalars: a StepScalars in the parameters' dtype whose step_size and keep
+    are set here: step_size from step_sizes (S,) float64 (Adam's bias-corrected step size of
+    this call's first, second, ... update; stats[STEPS] counts them; empty for the others) and
+    keep (AdamW's 1 - learning_rate * weight_decay, 1 otherwise) for the weights only.
+    alpha_64: alpha in float64; rows: the batch's row count. A batch whose weights sum to zero is
+    skipped, as on the CPU. Launch: G blocks of BLOCK.
+    """
     if _skipped(stats):
         return
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:
-        g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
-        params[k] = sgd_step(params[k], g, velocity, k, learning_rate, momentum, nesterov)
-    _close_in_last_block(stats, squares, done, alpha_64, rows)
-
-
-@cuda.jit
-def adam_update_batch(params, m, v, squares, dparams, stats, done, alpha, n_weights, step_sizes,
-                      beta_1, beta_2, epsilon, keep, n_decayed, alpha_64, rows):
-    """The CPU finish_gradient and adam_update fused (see sgd_update_batch). step_sizes (S,)
-    float64: the bias-corrected step size of this call's first, second, ... update (stats[STEPS]
-    counts the updates made). keep: AdamW's 1 - learning_rate * weight_decay, applied to the
-    first n_decayed entries (the weights; 0 for plain Adam)."""
-    if _skipped(stats):
-        return
-    k = cuda.grid(1)
-    _store_block_squares(squares, params, n_weights, k)
-    if k < params.shape[0]:
-        g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
-        lr = params.dtype.type(step_sizes[int(stats[STEPS])])
-        factor = keep if k < n_decayed else params.dtype.type(1)
-        params[k] = adam_step(params[k], g, m, v, k, lr, beta_1, beta_2, epsilon, factor)
-    _close_in_last_block(stats, squares, done, alpha_64, rows)
-
-
-@cuda.jit
-def adagrad_update_batch(params, accumulator, squares, dparams, stats, done, alpha, n_weights,
-                         learning_rate, epsilon, alpha_64, rows):
-    """The CPU finish_gradient and adagrad_update fused (see sgd_update_batch)."""
-    if _skipped(stats):
-        return
-    k = cuda.grid(1)
-    _store_block_squares(squares, params, n_weights, k)
-    if k < params.shape[0]:
-        g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
-        params[k] = adagrad_step(params[k], g, accumulator, k, learning_rate, epsilon)
-    _close_in_last_block(stats, squares, done, alpha_64, rows)
-
-
-@cuda.jit
-def rmsprop_update_batch(params, mean_square, squares, dparams, stats, done, alpha, n_weights,
-                         learning_rate, rho, epsilon, alpha_64, rows):
-    """The CPU finish_gradient and rmsprop_update fused (see sgd_update_batch)."""
-    if _skipped(stats):
-        return
-    k = cuda.grid(1)
-    _store_block_squares(squares, params, n_weights, k)
-    if k < params.shape[0]:
-        g = _finished_gradient(dparams, params, stats, alpha, n_weights, k)
-        params[k] = rmsprop_step(params[k], g, mean_square, k, learning_rate, rho, epsilon)
+        dt = params.dtype.type
+        g = finished_gradient(dparams[k], params[k], k, n_weights, alpha, dt(stats[WEIGHT_SUM]))
+        step_size = dt(step_sizes[int(stats[STEPS])]) if step_sizes.shape[0] > 0 else dt(0)
+        h = StepScalars(scalars.learning_rate, scalars.momentum, scalars.nesterov,
+                        scalars.beta_1, scalars.beta_2, scalars.epsilon, scalars.rho, step_size,
+                        keep if k < n_weights else dt(1))
+        params[k], slot_1[k], slot_2[k] = optimizer_step(params[k], g, slot_1[k], slot_2[k], h,
+                                                         kind)
     _close_in_last_block(stats, squares, done, alpha_64, rows)
 
 

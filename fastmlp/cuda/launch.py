@@ -14,6 +14,7 @@ epoch's loss comes back to the host. Imports without numba-cuda or a GPU: kernel
 on first use.
 """
 
+import contextlib
 import types
 import warnings
 
@@ -285,31 +286,19 @@ def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
 
 
 def _update(network, state, squares, stats, done, alpha, opt, n_batches):
-    """(launcher, arguments) of the fused finish_gradient + update + batch close that opt asks
-    for; each launch appends the batch's row count. Scalars are cast to the parameters' dtype,
-    as the CPU kernels cast them."""
+    """(launcher, arguments) of the update kernel (finish, step, close the batch) for opt; each
+    launch appends the batch's row count. Scalars are cast to the parameters' dtype, as the CPU
+    update casts them."""
     K = network.K
     params, dparams, slot_1, slot_2 = state
     dt = params.dtype.type
-    common = (squares, dparams, stats, done, dt(alpha), network.n_weights)
-    alpha_64 = float(alpha)
-    grid = (squares.shape[0], K.BLOCK)
-    if opt.kind == SGD:
-        return launcher(K.sgd_update_batch, *grid), (
-            params, slot_1, *common, dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
-            alpha_64)
-    if opt.kind == ADAGRAD:
-        return launcher(K.adagrad_update_batch, *grid), (
-            params, slot_1, *common, dt(opt.learning_rate), dt(opt.epsilon), alpha_64)
-    if opt.kind == RMSPROP:
-        return launcher(K.rmsprop_update_batch, *grid), (
-            params, slot_1, *common, dt(opt.learning_rate), dt(opt.rho), dt(opt.epsilon),
-            alpha_64)
-    decay = opt.learning_rate * opt.weight_decay if opt.kind == ADAMW else 0.0
-    return launcher(K.adam_update_batch, *grid), (
-        params, slot_1, slot_2, *common, _step_sizes(opt, n_batches), dt(opt.beta_1),
-        dt(opt.beta_2), dt(opt.epsilon), dt(1 - decay), network.n_weights if decay > 0 else 0,
-        alpha_64)
+    scalars = K.StepScalars(dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
+                            dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
+                            dt(0), dt(1))
+    keep = dt(1 - opt.learning_rate * opt.weight_decay) if opt.kind == ADAMW else dt(1)
+    return launcher(K.update_batch, squares.shape[0], K.BLOCK), (
+        params, slot_1, slot_2, squares, dparams, stats, done, network.n_weights, dt(alpha),
+        scalars, _step_sizes(opt, n_batches), keep, int(opt.kind), float(alpha))
 
 
 def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
@@ -386,3 +375,8 @@ def predict(out, params, features, rows, net, chunk_rows):
             P = network.forward(v, out=out[start:start + v.n])
             if net.output == SOFTMAX:
                 v.softmax(P)
+
+
+def thread_limit(net, rows):
+    """The context a fit runs in: nothing to limit on the GPU (see the CPU backend's)."""
+    return contextlib.nullcontext()

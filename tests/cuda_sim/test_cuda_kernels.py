@@ -2,6 +2,7 @@
 or the CPU kernel of the same name, on tiny shapes (the simulator runs one Python thread per CUDA
 thread). Collected only under the simulator or on a real GPU (see conftest.py)."""
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,7 +16,9 @@ if target() is None:
                 "them) or a usable GPU", allow_module_level=True)
 
 from fastmlp import codes, reference  # noqa: E402
+from fastmlp.bundles import OptimizerStep, TrainState  # noqa: E402
 from fastmlp.cpu import kernels as cpu  # noqa: E402
+from fastmlp.cpu.switches import Const  # noqa: E402
 from fastmlp.cuda import kernels as K  # noqa: E402
 from fastmlp.cuda import to_device, to_host  # noqa: E402
 from fastmlp.cuda.launch import blocks, elementwise_grid, product_grid  # noqa: E402
@@ -26,6 +29,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated u
 HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
 CODE = codes.ACTIVATION_CODES
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=2e-5, atol=2e-6)}
+
+
+@numba.njit
+def _call(kernel, *args):
+    """Call a CPU kernel compiled without a Python wrapper (fastmlp.config.njit) from a test."""
+    return kernel(*args)
 
 
 def _rng(seed=0):
@@ -59,7 +68,8 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
     Y, sw = rng.normal(size=(n, k)), rng.uniform(size=n)
     order = np.array([6, 4, 2, 2, 0, 5])
     expected = np.empty((4, f))
-    cpu.gather_rows(expected, *features, order[1:5])
+    sparse_switch = Const(1) if sparse else None
+    _call(cpu.gather_rows, expected, features, order[1:5], sparse_switch)
     on_device = tuple(to_device(a) for a in features)
 
     Xb = to_device(np.full((4, f), np.nan))
@@ -76,7 +86,7 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
 
     # An empty index array means consecutive rows from `start` (L-BFGS chunks).
     K.gather_rows_from[4, K.ROW_THREADS](Xb, *on_device, to_device(np.empty(0, np.int64)), 3)
-    cpu.gather_rows(expected, *features, np.arange(3, 7))
+    _call(cpu.gather_rows, expected, features, np.arange(3, 7), sparse_switch)
     assert_array_equal(to_host(Xb), expected)
 
 
@@ -107,7 +117,7 @@ def test_activation_backward_matches_the_cpu(name, masked):
     M = rng.choice([0.0, 2.0], size=Z.shape)
     dZ = rng.normal(size=Z.shape)
     expected = dZ * M if masked else dZ.copy()
-    cpu.activation_backward(expected, A, Z, CODE[name])
+    _call(cpu.activation_backward, expected, A, Z, Const(CODE[name]))
     dZd = to_device(dZ)
     K.activation_backward_masked[elementwise_grid(K, *Z.shape)](dZd, to_device(A), to_device(Z),
                                                           to_device(M), CODE[name], masked)
@@ -117,7 +127,7 @@ def test_activation_backward_matches_the_cpu(name, masked):
 def test_dropout_forward_draws_the_cpu_masks_bit_for_bit():
     A = _rng(3).normal(size=(9, 7))  # more elements than one block holds
     D, M = np.empty_like(A), np.empty_like(A)
-    cpu.dropout_forward(D, M, A, 0.4, 12345, 70, 9)
+    _call(cpu.dropout_forward, D, M, A, 0.4, 12345, 70, 9)
     Dd, Md = to_device(np.empty_like(A)), to_device(np.empty_like(A))
     K.dropout_forward[elementwise_grid(K, *A.shape)](Dd, Md, to_device(A), 0.4, 12345, 70, 9)
     assert_array_equal(to_host(Md), M)
@@ -166,7 +176,7 @@ def test_dense_backward_and_column_sums_give_weight_and_bias_gradients():
     dW, db = to_device(np.full((I, O), np.nan)), to_device(np.full(O, np.nan))
     K.dense_backward[product_grid(K, I + 1, O)](dW, db, to_device(dZ), to_device(A))
     expected_dW, expected_db = np.empty((I, O)), np.empty(O)
-    cpu.dense_backward(expected_dW, expected_db, dZ, A)
+    _call(cpu.dense_backward, expected_dW, expected_db, dZ, A)
     assert_allclose(to_host(dW), expected_dW, **TOL[np.float64])
     assert_allclose(to_host(db), expected_db, **TOL[np.float64])
     db = to_device(np.full(O, np.nan))
@@ -183,7 +193,7 @@ def test_backward_input_fuses_product_mask_and_derivative(name, masked):
     A = reference.activate(name, Z)
     M = rng.choice([0.0, 2.0], size=(B, I))
     expected = dZ @ W.T * (M if masked else 1)
-    cpu.activation_backward(expected, A, Z, CODE[name])
+    _call(cpu.activation_backward, expected, A, Z, Const(CODE[name]))
     dA = to_device(np.full((B, I), np.nan))
     K.backward_input[product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
                                              to_device(Z), to_device(M), CODE[name], masked)
@@ -221,7 +231,7 @@ def test_output_delta_and_loss_matches_the_cpu(head, dtype):
     sw = rng.uniform(0.5, 2, n).astype(dtype)
     P = reference.activate(activation, Z).astype(dtype)
     dZ = np.empty_like(P)
-    expected = cpu.output_delta_and_loss(dZ, P.copy(), Y, sw, loss)
+    expected = cpu.output_delta_and_loss(dZ, P.copy(), Y, sw, Const(loss))
 
     softmax = activation == "softmax"
     Pd, dZd, stats = to_device(Z if softmax else P), to_device(np.empty_like(P)), _stats(0.5, 1)
@@ -249,51 +259,50 @@ def _update_case(dtype, seed=9):
     return params, raw, slots
 
 
+# The OptimizerStep of each case (fields: kind, learning_rate, momentum, nesterov, beta_1, beta_2,
+# epsilon, rho, weight_decay, step).
+OPT = {"sgd": OptimizerStep(codes.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+       "sgd_plain": OptimizerStep(codes.SGD, 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+       "adam": OptimizerStep(codes.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 0),
+       "adamw": OptimizerStep(codes.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, 0),
+       "adagrad": OptimizerStep(codes.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
+       "rmsprop": OptimizerStep(codes.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0)}
+
+
+def _second_slot(kind, slots):
+    """Adam's own second slot; the others get their one slot twice (as TrainState has it)."""
+    return slots[1] if kind in ("adam", "adamw") else slots[0]
+
+
 def _cpu_update(kind, params, raw, slots, alpha, weight_sum, step):
-    """What the CPU train_epoch does with one batch gradient: finish it, then update."""
+    """What the CPU train_epoch does with one batch gradient: ||W||^2, then its update (which
+    finishes the gradient) as update number step + 1."""
     layers = np.array([[8, 5, 0, N_WEIGHTS], [0, 7, 0, N_WEIGHTS]])
-    squares = cpu.finish_gradient(raw, params, layers, alpha, weight_sum)
-    if kind == "sgd":
-        cpu.sgd_update(params, slots[0], raw, 0.1, 0.9, True)
-    elif kind == "sgd_plain":
-        cpu.sgd_update(params, slots[0], raw, 0.1, 0.9, False)
-    elif kind == "adagrad":
-        cpu.adagrad_update(params, slots[0], raw, 0.05, 1e-8)
-    elif kind == "rmsprop":
-        cpu.rmsprop_update(params, slots[0], raw, 0.01, 0.9, 1e-8)
-    else:
-        decay = 0.01 * 0.1 if kind == "adamw" else 0.0
-        cpu.adam_update(params, slots[0], slots[1], raw,
-                        cpu.adam_step_size(0.01, 0.9, 0.999, step + 1), 0.9, 0.999, 1e-8,
-                        decay, N_WEIGHTS)
+    squares = _call(cpu.weight_squares, params, layers)
+    opt = OPT[kind]
+    _call(cpu.update, TrainState(params, raw, slots[0], _second_slot(kind, slots)), N_WEIGHTS,
+          alpha, weight_sum, opt, step + 1, Const(opt.kind))
     return squares
 
 
 def _gpu_update(kind, params, raw, slots, squares, stats, done, alpha, step, rows=4):
+    opt = OPT[kind]
     dt = params.dtype.type
-    grid = (squares.shape[0], K.BLOCK)
-    common = (squares, raw, stats, done, dt(alpha), N_WEIGHTS)
-    close = (float(alpha), rows)
-    if kind in ("sgd", "sgd_plain"):
-        K.sgd_update_batch[grid](params, slots[0], *common, dt(0.1), dt(0.9), kind == "sgd",
-                                 *close)
-    elif kind == "adagrad":
-        K.adagrad_update_batch[grid](params, slots[0], *common, dt(0.05), dt(1e-8), *close)
-    elif kind == "rmsprop":
-        K.rmsprop_update_batch[grid](params, slots[0], *common, dt(0.01), dt(0.9), dt(1e-8),
-                                     *close)
-    else:
-        decay = 0.01 * 0.1 if kind == "adamw" else 0.0
-        sizes = to_device(np.array([99.0] * 3 + [cpu.adam_step_size(0.01, 0.9, 0.999,
-                                                                    step + 1)]))
-        K.adam_update_batch[grid](params, slots[0], slots[1], *common, sizes, dt(0.9),
-                                  dt(0.999), dt(1e-8), dt(1 - decay), N_WEIGHTS if decay else 0,
-                                  *close)
+    scalars = K.StepScalars(dt(opt.learning_rate), dt(opt.momentum), opt.nesterov,
+                            dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho), dt(0),
+                            dt(1))
+    # stats[STEPS] = 3 updates made: the fourth entry is this one's step size.
+    sizes = to_device(np.array([99.0] * 3 + [cpu.adam_step_size(
+        opt.learning_rate, opt.beta_1, opt.beta_2, step + 1)]))
+    keep = dt(1 - opt.learning_rate * opt.weight_decay)
+    K.update_batch[squares.shape[0], K.BLOCK](
+        params, slots[0], _second_slot(kind, slots), squares, raw, stats, done, N_WEIGHTS,
+        dt(alpha), scalars, sizes, keep, opt.kind, float(alpha), rows)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["sgd", "sgd_plain", "adam", "adamw", "adagrad", "rmsprop"])
-def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
+def test_update_batch_matches_the_cpu_update(kind, dtype):
     """One launch finishes the gradient, updates, and (in its last block) closes the batch."""
     params, raw, slots = _update_case(dtype)
     alpha, weight_sum, step = 0.3, 2.5, 3
@@ -308,7 +317,7 @@ def test_fused_updates_match_finish_gradient_then_the_cpu_update(kind, dtype):
     _gpu_update(kind, *device, squares, stats, done, alpha, step, rows=4)
     tol = TOL[dtype]
     assert_allclose(to_host(device[0]), host[0], **tol)
-    assert_allclose(to_host(device[1]), host[1], **tol)  # the finished gradient stays behind
+    assert_array_equal(to_host(device[1]), host[1])  # the raw gradient, read only
     for on_device, on_host in zip(device[2], host[2]):
         assert_allclose(to_host(on_device), on_host, **tol)
     assert_allclose(to_host(squares).sum(), expected_squares, rtol=tol["rtol"])
@@ -347,7 +356,8 @@ def test_finish_gradient_and_add_into_as_lbfgs_uses_them():
     K.finish_gradient_squares[blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, squares, to_device(params),
                                                            _stats(weight_sum=2.5), 0.3,
                                                            N_WEIGHTS)
-    layers = np.array([[8, 5, 0, N_WEIGHTS]])
-    expected_squares = cpu.finish_gradient(expected, params, layers, 0.3, 2.5)
+    expected = np.array([_call(cpu.finished_gradient, expected[k], params[k], k, N_WEIGHTS, 0.3,
+                               2.5) for k in range(N_PARAMS)])
+    expected_squares = _call(cpu.weight_squares, params, np.array([[8, 5, 0, N_WEIGHTS]]))
     assert_allclose(to_host(total), expected, rtol=1e-14)
     assert_allclose(to_host(squares).sum(), expected_squares, rtol=1e-14)

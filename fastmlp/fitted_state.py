@@ -1,0 +1,213 @@
+"""The one table of an estimator's fitted state, and the one way to rebuild an estimator from it.
+
+Fitting (which attributes a fresh fit clears), persistence (which attributes a model file holds and
+how each is checked) and conversion (which attributes scikit-learn shares) all read `FITTED`.
+Nothing here reads files or runs kernels; this module imports no other part of fastmlp but layout.
+"""
+
+import math
+from collections import namedtuple
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.preprocessing import LabelBinarizer
+
+from .layout import Layout
+
+# check: turns a value read from a model file into the attribute's value, or raises ValueError.
+# sklearn: scikit-learn's MLP estimators have the attribute too (to_sklearn/from_sklearn copy it).
+# per_fit: it exists only for some solvers or stopping rules, so a fresh fit clears it first.
+# required: every fitted estimator has it, so a model file must hold it.
+Field = namedtuple("Field", "check sklearn per_fit required")
+
+
+def _count(value):
+    if type(value) is not int or value < 0:  # bool is not a count
+        raise ValueError("must be a non-negative integer")
+    return value
+
+
+def _real(value):
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError("must be a number")
+    return float(value)
+
+
+def _real_or_none(value):
+    return None if value is None else _real(value)
+
+
+def _curve(value):
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(v, Real) and not isinstance(v, bool) for v in value):
+        raise ValueError("must be a list of numbers")
+    return [float(v) for v in value]
+
+
+def _text(value):
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _flag(value):
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _names(value):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of strings")
+    return np.asarray(value, dtype=object)
+
+
+FITTED = {
+    "n_iter_": Field(_count, sklearn=True, per_fit=False, required=True),
+    "t_": Field(_count, sklearn=True, per_fit=False, required=True),
+    "n_features_in_": Field(_count, sklearn=True, per_fit=False, required=True),
+    "feature_names_in_": Field(_names, sklearn=True, per_fit=False, required=False),
+    "n_outputs_": Field(_count, sklearn=True, per_fit=False, required=True),
+    "n_layers_": Field(_count, sklearn=True, per_fit=False, required=True),
+    "out_activation_": Field(_text, sklearn=True, per_fit=False, required=True),
+    "loss_": Field(_real, sklearn=True, per_fit=False, required=False),
+    "best_loss_": Field(_real_or_none, sklearn=True, per_fit=True, required=False),
+    "loss_curve_": Field(_curve, sklearn=True, per_fit=True, required=False),
+    "validation_scores_": Field(_curve, sklearn=True, per_fit=True, required=False),
+    "best_validation_score_": Field(_real_or_none, sklearn=True, per_fit=True, required=False),
+    "validation_loss_curve_": Field(_curve, sklearn=False, per_fit=True, required=False),
+    "stopped_early_": Field(_flag, sklearn=False, per_fit=True, required=False),
+}
+PER_FIT = tuple(name for name, field in FITTED.items() if field.per_fit)
+SHARED_WITH_SKLEARN = tuple(name for name, field in FITTED.items() if field.sklearn)
+
+# name -> class, filled by estimators.py: persistence looks classes up here by name, so that it
+# need not import the estimators (which import it).
+ESTIMATORS = {}
+
+
+def register(*classes):
+    """Make estimator classes known by name to `rebuild`'s callers (persistence)."""
+    for cls in classes:
+        ESTIMATORS[cls.__name__] = cls
+
+
+def rebuild(cls, params, attributes, layer_units, flat_params, label_binarizer=None):
+    """A fitted estimator of class `cls` from its parts; used by loading and by from_sklearn.
+
+    Parameters
+    ----------
+    cls : estimator class
+    params : dict
+        Constructor parameters.
+    attributes : dict
+        Public fitted attributes (names from `FITTED`), already checked.
+    layer_units : sequence of int
+        Units per layer, input first.
+    flat_params : ndarray of shape (n_params,)
+        Weights of every layer, then biases (the layout's order); kept, not copied.
+    label_binarizer : LabelBinarizer or None
+        The fitted label encoding of a classifier.
+
+    Returns
+    -------
+    estimator : cls
+        With the optimizer and early-stopping state of a model that has not trained yet: the next
+        ``partial_fit`` or warm-started ``fit`` starts a fresh optimizer from these weights.
+    """
+    estimator = cls(**params)
+    for name, value in attributes.items():
+        setattr(estimator, name, value)
+    estimator._layout = Layout(layer_units)
+    estimator._params = flat_params
+    estimator._best_params = None
+    estimator._optimizer = None
+    estimator._no_improvement_count = 0
+    if label_binarizer is not None:
+        estimator._label_binarizer = label_binarizer
+        estimator.classes_ = label_binarizer.classes_
+    return estimator
+
+
+def label_binarizer(y_type, classes, n_outputs):
+    """A fitted LabelBinarizer for stored labels, after the checks ``fit`` implies.
+
+    Raises ValueError naming the problem: fewer than two classes, labels that are not all text,
+    all integers, all finite floats or all booleans, labels not sorted and unique, or a number of
+    outputs that does not match the labels.
+    """
+    if y_type not in ("binary", "multiclass", "multilabel-indicator"):
+        raise ValueError(f"unknown target type {short_repr(y_type)}")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise ValueError("a classifier needs a list of at least two class labels")
+    kinds = {type(c) for c in classes}
+    if len(kinds) != 1 or kinds.pop() not in (str, int, float, bool):
+        raise ValueError("class labels must be all strings, all integers, all numbers or all "
+                         "booleans")
+    if isinstance(classes[0], int) and not all(-2**63 <= c < 2**63 for c in classes):
+        raise ValueError("integer class labels must fit in 64 bits")
+    if isinstance(classes[0], float) and not all(math.isfinite(c) for c in classes):
+        raise ValueError("class labels must be finite")
+    if any(a >= b for a, b in zip(classes[:-1], classes[1:])):
+        raise ValueError("class labels must be sorted and unique")
+    if y_type == "multilabel-indicator":
+        if classes != list(range(len(classes))):
+            raise ValueError("multilabel class labels must be 0, 1, ..., n_outputs - 1")
+        binarizer = LabelBinarizer().fit(np.eye(len(classes), dtype=int))
+    else:
+        if (y_type == "binary") != (len(classes) == 2):
+            raise ValueError(f"target type {y_type} does not match {len(classes)} classes")
+        binarizer = LabelBinarizer().fit(np.asarray(classes))
+    expected = 1 if y_type == "binary" else len(classes)
+    if n_outputs != expected:
+        raise ValueError(f"{len(classes)} classes do not fit {n_outputs} outputs")
+    return binarizer
+
+
+def check_consistency(estimator):
+    """Raise ValueError naming the first disagreement between an estimator's parameters, fitted
+    attributes, layer sizes and labels (what ``fit`` guarantees for the estimators it fits)."""
+    state = vars(estimator)
+    for name, field in FITTED.items():
+        if field.required and name not in state:
+            raise ValueError(f"attribute {name} is missing")
+    units = estimator._layout.layer_units
+    if estimator.n_layers_ != len(units):
+        raise ValueError("n_layers_ disagrees with layer_units")
+    if estimator.n_features_in_ != units[0] or estimator.n_outputs_ != units[-1]:
+        raise ValueError("n_features_in_/n_outputs_ disagree with layer_units")
+    names = state.get("feature_names_in_")
+    if names is not None and len(names) != units[0]:
+        raise ValueError("feature_names_in_ does not match the input width")
+    sizes = estimator.hidden_layer_sizes
+    sizes = [sizes] if isinstance(sizes, (str, dict)) or not hasattr(sizes, "__iter__") else \
+        list(sizes)
+    if not all(isinstance(u, Integral) and not isinstance(u, bool) for u in sizes) or \
+            [int(u) for u in sizes] != list(units[1:-1]):
+        raise ValueError("hidden_layer_sizes disagree with layer_units")
+    if estimator.out_activation_ != estimator._output_activation():
+        raise ValueError(f"output activation {short_repr(estimator.out_activation_)} does not "
+                         "match the estimator's parameters")
+    if estimator._params.dtype != np.dtype(estimator.dtype):
+        raise ValueError(f"parameters are {estimator._params.dtype}, the model's dtype is "
+                         f"{estimator.dtype}")
+    class_weight = getattr(estimator, "class_weight", None)
+    if isinstance(class_weight, dict):
+        known = set(estimator.classes_.tolist())
+        unknown = [label for label in class_weight if label not in known]
+        if unknown:
+            raise ValueError(f"class_weight names {len(unknown)} label(s) that are not classes, "
+                             f"such as {short_repr(unknown[0])}")
+
+
+def short_repr(value, limit=60):
+    """repr(value), cut to `limit` characters: messages stay one short line whatever a file
+    holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+__all__ = ["FITTED", "PER_FIT", "SHARED_WITH_SKLEARN", "Field", "check_consistency",
+           "label_binarizer", "rebuild", "register", "short_repr"]

@@ -1,0 +1,385 @@
+"""Model files that cannot hurt: saves that never destroy an earlier file, loads that read nothing
+unbounded, and a fuzz test over mutated archives (load returns a working model or raises
+ModelFileError, within a time and memory bound)."""
+
+import io
+import json
+import os
+import stat
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+import zipfile
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.datasets import load_iris
+
+import fastmlp
+from fastmlp import MLPClassifier, ModelFileError
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+X, y = load_iris(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0).fit(X, y)
+
+
+def _leftovers(directory, keep):
+    return sorted(p.name for p in directory.iterdir() if p.name not in keep)
+
+
+# ----------------------------------------------------------------------------- atomic saves
+def test_a_save_that_fails_while_writing_leaves_the_earlier_file(model, tmp_path, monkeypatch):
+    path = tmp_path / "m.fmlp"
+    model.save(path)
+    before = path.read_bytes()
+
+    def disk_full(fp, array, **kwargs):
+        fp.write(b"\x93NUMPY partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "write_array", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert _leftovers(tmp_path, {"m.fmlp"}) == []  # the temporary file is removed
+
+
+def test_what_cannot_be_saved_is_refused_before_the_first_byte(model, tmp_path):
+    path = tmp_path / "m.fmlp"
+    model.save(path)
+    before = path.read_bytes()
+    odd = MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0,
+                        class_weight={0: Decimal("0.5")}).fit(X, y)
+    with pytest.raises(TypeError, match="cannot save parameter class_weight: Decimal"):
+        odd.save(path)
+    assert path.read_bytes() == before and _leftovers(tmp_path, {"m.fmlp"}) == []
+    odd._params[0] = np.nan  # a model the loader would refuse is never written
+    odd.set_params(class_weight=None)
+    with pytest.raises(ValueError, match="cannot save this model: .*non-finite"):
+        odd.save(path)
+    assert path.read_bytes() == before and _leftovers(tmp_path, {"m.fmlp"}) == []
+
+
+def test_a_fraction_class_weight_is_saved_as_a_number(tmp_path):
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0,
+                        class_weight={0: Fraction(1, 2)}).fit(X, y)
+    clf.save(tmp_path / "m.fmlp")
+    assert fastmlp.load(tmp_path / "m.fmlp").class_weight == {0: 0.5}
+
+
+_CHILD = r"""
+import sys, time
+import numpy as np
+import fastmlp
+
+model = fastmlp.load(sys.argv[1])
+model._params += 1.0
+
+def stalled_write(fp, array, **kwargs):  # write part of the parameters, then hang mid-save
+    fp.write(b"\x93NUMPY" + array.tobytes()[:64])
+    print("writing", flush=True)
+    time.sleep(60)
+
+np.lib.format.write_array = stalled_write
+model.save(sys.argv[1])
+"""
+
+
+def test_a_save_killed_midway_leaves_the_earlier_file(model, tmp_path):
+    path = tmp_path / "m.fmlp"
+    model.save(path)
+    before = path.read_bytes()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
+                             env=env, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        assert [n for n in _leftovers(tmp_path, {"m.fmlp"}) if n.startswith(".m.fmlp.")]
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait(timeout=30)
+    assert path.read_bytes() == before
+    np.testing.assert_array_equal(fastmlp.load(path)._params, model._params)
+    # What a killed save leaves: one hidden temporary file, never the target itself.
+    leftovers = _leftovers(tmp_path, {"m.fmlp"})
+    assert len(leftovers) == 1 and leftovers[0].startswith(".m.fmlp.")
+    assert leftovers[0].endswith(".tmp")
+
+
+def test_save_keeps_the_mode_and_writes_through_a_symlink(model, tmp_path):
+    real = tmp_path / "real.fmlp"
+    model.save(real)
+    os.chmod(real, 0o640)
+    link = tmp_path / "link.fmlp"
+    link.symlink_to(real)
+    model.save(link)
+    assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o640
+    assert fastmlp.load(link).get_params() == model.get_params()
+    with pytest.raises(IsADirectoryError):
+        model.save(tmp_path)
+
+
+# ----------------------------------------------------------------------------- bounded reads
+def _finishes(function, seconds=10):
+    """Run `function` in a thread: a load that blocks must fail the test, not hang it."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: B036 - handed to the test below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "load blocked"
+    return outcome
+
+
+def test_only_regular_files_are_read(tmp_path):
+    fifo = tmp_path / "pipe.fmlp"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.fmlp"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero, tmp_path):
+        outcome = _finishes(lambda p=path: fastmlp.load(p))
+        assert isinstance(outcome.get("error"), ModelFileError), outcome
+        assert str(outcome["error"]) == f"{path}: not a regular file"
+
+
+def _archive(members, compression=zipfile.ZIP_DEFLATED):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _members(model, tmp_path):
+    model.save(tmp_path / "base.fmlp")
+    with zipfile.ZipFile(tmp_path / "base.fmlp") as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _patch_central_directory(data, name, offset, fmt, value):
+    """Overwrite one field of `name`'s central directory entry (offsets from the zip spec)."""
+    entry = data.index(b"PK\x01\x02")
+    while data[entry + 46:entry + 46 + len(name)] != name.encode():
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    data = bytearray(data)
+    struct.pack_into(fmt, data, entry + offset, value)
+    return bytes(data)
+
+
+def _bounded_load(path, **kwargs):
+    """ModelFileError's message, after checking the load took < 2 s and < 20 MB."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ModelFileError) as info:
+            fastmlp.load(path, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 2 and peak < 20 * 2**20
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300 + len(str(path))
+    return message
+
+
+def test_a_metadata_bomb_is_refused_unread(model, tmp_path):
+    members = _members(model, tmp_path)
+    path = tmp_path / "bomb.fmlp"
+    big = b" " * (32 * 2**20) + members["metadata.json"]  # 32 MiB that deflate to 32 KiB
+    path.write_bytes(_archive([("metadata.json", big), ("params.npy", members["params.npy"])]))
+    assert "metadata.json is larger than 16 MiB" in _bounded_load(path)
+    # The same bomb declaring a small size: only the declared bytes are inflated.
+    data = _patch_central_directory(path.read_bytes(), "metadata.json", 24, "<I", 1900)
+    path.write_bytes(data)
+    _bounded_load(path)
+
+
+def test_a_parameter_bomb_is_refused_unread(model, tmp_path):
+    members = _members(model, tmp_path)
+    meta = json.loads(members["metadata.json"])
+    width = 134_217_000
+    meta["layer_units"] = [4, 3, width]
+    n_params = 4 * 3 + 3 + 3 * width + width  # about 537 million
+    path = tmp_path / "bomb.fmlp"
+    path.write_bytes(_archive([("metadata.json", json.dumps(meta)),
+                               ("params.npy", members["params.npy"])]))
+    assert f"{n_params} parameters, more than max_params" in _bounded_load(path)
+    # Declared as 2 GB of float32 deflated into a few bytes: refused by the expansion ratio.
+    data = _patch_central_directory(path.read_bytes(), "params.npy", 24, "<I",
+                                    n_params * 4 + 128)
+    path.write_bytes(data)
+    assert "params.npy would expand more than 32 times" in _bounded_load(path, max_params=2**30)
+    meta["layer_units"] = [4, 3, 3]
+    zeros = io.BytesIO()
+    np.save(zeros, np.zeros(2**22, np.float32))
+    path.write_bytes(_archive([("metadata.json", json.dumps(meta)),
+                               ("params.npy", zeros.getvalue())]))
+    data = _patch_central_directory(path.read_bytes(), "params.npy", 24, "<I",
+                                    27 * 4 + 128)  # as if it held the 27 parameters
+    path.write_bytes(data)
+    _bounded_load(path)
+
+
+@pytest.mark.parametrize("offset, fmt, value, message", [
+    (8, "<H", 0x1, "is encrypted"),
+    (8, "<H", 0x20, "unsupported zip features"),
+    (10, "<H", 99, "unsupported compression"),
+    (20, "<I", 2**31, "declares more data than the file holds"),
+])
+def test_archive_entries_must_be_plain(model, tmp_path, offset, fmt, value, message):
+    members = _members(model, tmp_path)
+    data = _archive(list(members.items()))
+    path = tmp_path / "m.fmlp"
+    path.write_bytes(_patch_central_directory(data, "params.npy", offset, fmt, value))
+    assert message in _bounded_load(path)
+
+
+def test_members_are_exactly_the_two_each_once(model, tmp_path):
+    members = _members(model, tmp_path)
+    path = tmp_path / "m.fmlp"
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        path.write_bytes(_archive([("metadata.json", b"{}")] + list(members.items())))
+    assert "archive member 'metadata.json' appears twice" in _bounded_load(path)
+    many = [(f"payload_{i:05d}.bin", b"") for i in range(3000)]
+    path.write_bytes(_archive(list(members.items()) + many))
+    message = _bounded_load(path)
+    assert "unexpected archive members (3002: " in message and len(message) < 400
+    # A zip directory bigger than any model file's (long names here) is not even parsed.
+    path.write_bytes(_archive([("n" * 60_000 + str(i), b"") for i in range(20)]))
+    assert "zip directory is implausibly large" in _bounded_load(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested deeper than 32 levels"),
+    ('{"format": 1%s}' % ("0" * 5000), "number longer than 40 characters"),
+    ('{"format": "fastmlp-model", "format": "x"}', "repeats a key"),
+    ("\xff\xfe", "not UTF-8"),
+    ("{", "not valid JSON"),
+])
+def test_hostile_json_is_refused_with_model_file_error(model, tmp_path, text, message):
+    members = _members(model, tmp_path)
+    path = tmp_path / "m.fmlp"
+    raw = text.encode("latin-1") if text.startswith("\xff") else text.encode()
+    path.write_bytes(_archive([("metadata.json", raw), ("params.npy", members["params.npy"])]))
+    assert message in _bounded_load(path)
+
+
+# ----------------------------------------------------------------------------- fuzz
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=8)
+
+
+def _paths(value, prefix=()):
+    """Every key/index path in a JSON tree."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value[:4]):
+            yield from _paths(item, prefix + (index,))
+
+
+def _set(tree, path, value, delete):
+    for step in path[:-1]:
+        tree = tree[step]
+    if delete and isinstance(tree, dict):
+        del tree[path[-1]]
+    else:
+        tree[path[-1]] = value
+
+
+@st.composite
+def mutated_files(draw, base):
+    meta = json.loads(base["metadata.json"])
+    params = base["params.npy"]
+    members = {"metadata.json": None, "params.npy": params}
+    kind = draw(st.sampled_from(["meta", "meta", "meta", "params", "members", "bytes"]))
+    if kind == "meta":
+        for _ in range(draw(st.integers(1, 3))):
+            path = draw(st.sampled_from(list(_paths(meta))[1:]))
+            _set(meta, path, draw(JSON_VALUES), draw(st.booleans()))
+    elif kind == "params":
+        header, data = params[:128], bytearray(params[128:])
+        choice = draw(st.sampled_from(["flip", "truncate", "header", "array"]))
+        if choice == "flip":
+            data[draw(st.integers(0, len(data) - 1))] ^= draw(st.integers(1, 255))
+        elif choice == "truncate":
+            data = data[:draw(st.integers(0, len(data) - 1))]
+        elif choice == "header":
+            header = draw(st.binary(min_size=0, max_size=160))
+        else:
+            array = io.BytesIO()
+            np.save(array, np.zeros(draw(st.integers(0, 40)),
+                                    draw(st.sampled_from(["f4", "f8", "i8", ">f4"]))))
+            header, data = array.getvalue(), b""
+        members["params.npy"] = bytes(header) + bytes(data)
+    elif kind == "members":
+        action = draw(st.sampled_from(["drop", "extra", "swap"]))
+        if action == "drop":
+            del members[draw(st.sampled_from(sorted(members)))]
+        elif action == "extra":
+            name = draw(st.sampled_from(["payload.pkl", "../params.npy", "metadata.json"]))
+            members[name] = draw(st.binary(max_size=20))
+        else:
+            members = {"metadata.json": params, "params.npy": None}
+    text = json.dumps(meta).encode()
+    members = [(name, text if data is None else data) for name, data in members.items()]
+    compression = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+    data = bytearray(_archive(members, compression))
+    if kind == "bytes":
+        for _ in range(draw(st.integers(1, 4))):
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        data = data[:draw(st.integers(len(data) // 2, len(data)))]
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def fuzz_base(tmp_path_factory):
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0,
+                        class_weight={"a": 2.0}).fit(X, np.array(["a", "b", "c"])[y])
+    return _members(clf, tmp_path_factory.mktemp("fuzz"))
+
+
+@settings(max_examples=150, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.data())
+def test_load_of_a_mutated_file_returns_a_working_model_or_model_file_error(
+        fuzz_base, tmp_path_factory, data):
+    path = tmp_path_factory.getbasetemp() / "fuzz.fmlp"
+    path.write_bytes(data.draw(mutated_files(fuzz_base)))
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        loaded = fastmlp.load(path)
+    except ModelFileError as exc:
+        loaded = None
+        assert "\n" not in str(exc) and len(str(exc)) < 300 + len(str(path))
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 2 and peak < 20 * 2**20
+    if loaded is not None:  # what loads must work as a model
+        proba = loaded.predict_proba(X[:5])
+        assert proba.shape == (5, len(loaded.classes_)) and np.isfinite(proba).all()
+        assert set(loaded.predict(X[:5])) <= set(loaded.classes_)

@@ -1,6 +1,6 @@
 """Layer 1 on the CUDA backend: every kernel of fastmlp/cuda/kernels.py against fastmlp.reference
 or the CPU kernel of the same name, on tiny shapes (the simulator runs one Python thread per CUDA
-thread). Collected only under the simulator or on a real GPU (see conftest.py)."""
+thread). Runs under the simulator or on a real GPU; skipped with the reason elsewhere."""
 
 import numba
 import numpy as np

@@ -6,8 +6,8 @@ Contestants, each a new Python process that imports its library and fits scikit-
   - fastmlp with an empty compiled-code cache (NUMBA_CACHE_DIR a new empty directory each time);
   - fastmlp with a warm cache (a directory filled once beforehand);
 and the demo's first run (`python -m fastmlp.demo`, empty cache), whose compile line is read.
-Prints medians and ratios to scikit-learn, and writes them to bench/coldstart.json. Run:
-    python bench/coldstart.py [--rounds 5]
+Prints medians and ratios to scikit-learn (and writes them to --output as JSON). Run:
+    python bench/coldstart.py [--rounds 5] [--output coldstart.json]
 """
 
 import argparse
@@ -76,7 +76,7 @@ def measure(rounds, demo=True):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--output", default=str(Path(__file__).with_name("coldstart.json")))
+    parser.add_argument("--output", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     report = measure(args.rounds)
     print(f"{'process (import + digits fit, 5 epochs)':<42}{'median s':>10}{'x sklearn':>11}"
@@ -86,7 +86,8 @@ def main(argv=None):
               f"{report['ratio_to_sklearn'][name]:>11.2f}{min(values):>8.2f}{max(values):>8.2f}")
     print(f"python -m fastmlp.demo, empty cache: {report['demo_first_run_s']} s in all, compile "
           f"line {report['demo_compile_line_s']} s")
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -254,7 +254,7 @@ def uniform(seed, counter):
     return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # top 53 bits
 
 
-@njit
+@entry_point  # with a Python wrapper: the CUDA simulator runs the loss terms calling it as Python
 def xlogy(x, y):
     """x * log(y), defined as 0 where x == 0 (as scipy.special.xlogy)."""
     if x == 0:

@@ -13,9 +13,7 @@ of a 1-D launch. Argument order: outputs first, then inputs, then sizes/codes; g
 module means the same contract; kernels that fuse several CPU steps are named for what they do.
 """
 
-import dis
 import math
-import types
 
 import numba
 from numba import cuda
@@ -114,17 +112,9 @@ def stage_batch_from(Xb, Yb, swb, X, X_data, X_indices, X_indptr, Y, sw, rows, s
 
 def _for_gpu(function):
     """A CPU @njit scalar helper as a CUDA device function; numba-cuda compiles its compiled
-    callees (xlogy, say) for the GPU as well."""
-    source = function.py_func
-    if SIMULATOR:
-        # Simulated device code runs as Python, and the CPU compiles its helpers without Python
-        # wrappers: the callees run from their Python source too.
-        names = {op.argval for op in dis.get_instructions(source) if op.opname == "LOAD_GLOBAL"}
-        callees = {name: _for_gpu(source.__globals__[name]) for name in names
-                   if hasattr(source.__globals__.get(name), "py_func")}
-        source = types.FunctionType(source.__code__, {**source.__globals__, **callees},
-                                    source.__name__, source.__defaults__, source.__closure__)
-    return cuda.jit(device=True)(source)
+    callees (xlogy, the only one) for the GPU as well, and the simulator calls them as Python
+    (xlogy keeps its Python wrapper for that)."""
+    return cuda.jit(device=True)(function.py_func)
 
 
 _logistic, _tanh, _relu, _exponential = (_for_gpu(f) for f in (

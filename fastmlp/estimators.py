@@ -729,27 +729,34 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 raise ValueError(f"MLPClassifier needs at least two classes in y to learn "
                                  f"from; y has one class: {binarizer.classes_.tolist()[0]!r}.")
             self._label_binarizer = binarizer
-            self.classes_ = binarizer.classes_
+            self.classes_ = labels = binarizer.classes_
         else:
-            classes = unique_labels(y)
-            if self.warm_start:
-                if set(classes) != set(self.classes_):
-                    raise ValueError(
-                        "warm_start can only be used where `y` has the same classes as in the "
-                        f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
-            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
-                                 f"{self.classes_}. 'y' has {classes}.")
-        Y = self._encode_targets(y, X.dtype)
+            labels = unique_labels(y)
+            if self.warm_start and set(labels) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, `y` has {labels}")
+        Y = self._encode_targets(y, X.dtype, labels)
         stratify = Y.astype(bool) if Y.shape[1] == 1 else None  # sklearn stratifies binary only
         return X, Y, stratify
 
-    def _encode_targets(self, y, dtype):
-        """One-hot / indicator rows (n, n_outputs) for labels y in the fitted encoding."""
-        classes = unique_labels(y)
-        if len(np.setdiff1d(classes, self.classes_)):
+    def _encode_targets(self, y, dtype, labels=None):
+        """One-hot / indicator rows (n, n_outputs) for labels y in the fitted encoding.
+
+        `labels` is ``unique_labels(y)`` when the caller has it already: on 1e5 labels each
+        pass over y costs about a millisecond, and LabelBinarizer.transform makes several.
+        """
+        if labels is None:
+            labels = unique_labels(y)
+        if len(np.setdiff1d(labels, self.classes_)):
             raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
-                             f"{self.classes_}. 'y' has {classes}.")
+                             f"{self.classes_}. 'y' has {labels}.")
+        if self._label_binarizer.y_type_ in ("binary", "multiclass") and y.ndim == 1:
+            # classes_ is sorted (it comes from unique_labels) and holds every label of y.
+            index = np.searchsorted(self.classes_, y)
+            if len(self.classes_) <= 2:  # one column, 1 for classes_[1], as LabelBinarizer
+                return (index == 1).astype(dtype)[:, np.newaxis]
+            return np.eye(len(self.classes_), dtype=dtype).take(index, axis=0)
         return np.ascontiguousarray(self._label_binarizer.transform(y).astype(bool), dtype=dtype)
 
     def _class_sample_weight(self, Y, incremental):

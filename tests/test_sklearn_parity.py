@@ -136,6 +136,23 @@ def test_warm_start_and_partial_fit_sequences_match():
     _assert_same_state(ours, theirs, X)
 
 
+@pytest.mark.parametrize("labels", [["no", "yes"], ["emu", "cat", "dog"]])
+def test_partial_fit_on_text_labels_in_batches_missing_classes_matches(labels):
+    """Batches sorted by label hold one or two of the classes each; the targets of every batch
+    must still use all the model's columns in classes_ order, as scikit-learn's do."""
+    X, y = _data("binary" if len(labels) == 2 else "multiclass")
+    order = np.argsort(y, kind="stable")
+    X, y = X[order], np.asarray(labels)[y[order]]
+    ours, theirs = _pair("multiclass", solver="sgd")
+    for start in range(0, 150, 50):
+        ours.partial_fit(X[start:start + 50], y[start:start + 50], classes=labels)
+        theirs.partial_fit(X[start:start + 50], y[start:start + 50], classes=labels)
+    assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-7)
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-6)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))  # text, not numbers
+
+
 def test_stopping_rule_matches():
     """With a generous max_iter both stop at the same epoch by the tol / n_iter_no_change rule."""
     ours, theirs = _fit_both("multiclass", max_iter=500, tol=1e-3, learning_rate_init=0.05)

@@ -291,3 +291,32 @@ def test_train_epoch_skips_batches_with_zero_total_weight():
     assert total == 0.0
     assert_allclose(params, before)
     assert np.isfinite(params).all()
+
+
+@numba.njit
+def _fp_control_now():
+    return kernels.fp_control(0)
+
+
+@pytest.mark.skipif(not kernels.X86, reason="flush-to-zero is a bit of x86's SSE control register")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float32_training_reads_denormals_as_zero_and_restores_the_fp_environment(dtype):
+    """float32 epochs run with flush-to-zero and denormals-are-zero (denormal arithmetic is tens
+    of times slower on x86); float64 keeps IEEE arithmetic; the caller's setting comes back."""
+    units = (3, 2)
+    layout, params, X, Y, sw = _problem(units, HEADS[2], dtype, n=6)
+    _, net = _net(units, "relu", HEADS[2])
+    denormal = np.finfo(dtype).tiny / 4
+    params[0] = denormal
+    before_params = params.copy()
+    opt = OptimizerStep(SGD, 0.0, 0.0, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0)  # p + 0: no change
+    velocity = np.zeros_like(params)
+    before = _fp_control_now()
+    cpu.train_epoch(TrainState(params, np.empty_like(params), velocity, velocity),
+                    kernels_features(X), Y, sw, np.arange(6), 3, net, opt)
+    after = _fp_control_now()
+    flags = 0x3F  # sticky exception flags, set by arithmetic anywhere
+    assert after & ~flags == before & ~flags
+    assert after & kernels.FLUSH_DENORMALS == 0
+    assert params[0] == (0 if dtype == np.float32 else denormal)
+    assert_allclose(params[1:], before_params[1:], rtol=0, atol=0)

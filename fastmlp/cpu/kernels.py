@@ -25,7 +25,6 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.core.errors import TypingError
-from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
@@ -58,33 +57,78 @@ from ..config import JIT_OPTIONS, entry_point, njit
 # ---------------------------------------------------------------------------------------------
 
 
+def _view_of(flat, ndim):
+    """The typing part of matrix_view and vector_view: a C-order 1-D array gives an ndim view."""
+    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"):
+        return None
+    return flat.copy(ndim=ndim)
+
+
+def _unmanaged_view(context, builder, sig, args):
+    """A C-order view of args[0] (flat) from element args[1] with shape args[2:], without a
+    reference to flat's memory: see matrix_view."""
+    source = make_array(sig.args[0])(context, builder, args[0])
+    offset, *shape = (context.cast(builder, value, ty, types.intp)
+                      for value, ty in zip(args[1:], sig.args[1:]))
+    itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
+        context.get_data_type(sig.args[0].dtype)))
+    strides = [itemsize]
+    for extent in reversed(shape[1:]):
+        strides.insert(0, builder.mul(extent, strides[0]))
+    view = make_array(sig.return_type)(context, builder)
+    populate_array(view, data=cgutils.gep_inbounds(builder, source.data, offset),
+                   shape=cgutils.pack_array(builder, shape),
+                   strides=cgutils.pack_array(builder, strides),
+                   itemsize=itemsize, meminfo=None, parent=source.parent)
+    return view._getvalue()
+
+
+def _without_references(context, builder, ty, value):
+    """value of type ty with the memory reference of every array in it set to null."""
+    if isinstance(ty, types.Array):
+        array = make_array(ty)(context, builder, value)
+        array.meminfo = cgutils.get_null_value(array.meminfo.type)
+        return array._getvalue()
+    if isinstance(ty, types.BaseTuple):
+        for i, member in enumerate(ty):
+            value = builder.insert_value(value, _without_references(
+                context, builder, member, builder.extract_value(value, i)), i)
+    return value
+
+
+@intrinsic
+def unmanaged(typingctx, value):
+    """value, an array or a (named) tuple holding arrays, with no reference counting on its
+    arrays (see matrix_view). The entry points apply it to their arguments once: the arrays are
+    alive for the whole call, because the caller holds them."""
+    def codegen(context, builder, sig, args):
+        return _without_references(context, builder, sig.args[0], args[0])
+
+    return value(value), codegen
+
+
 @intrinsic
 def matrix_view(typingctx, flat, offset, rows, cols):
     """(rows, cols) C-order view of flat[offset:offset + rows * cols], flat a C-order 1-D array.
 
     What ``flat[offset:offset + rows * cols].reshape((rows, cols))`` gives, without reshape's
-    error path, whose message formatting numba would compile into every caller. Bounds are the
-    caller's job: offsets come from the layer table, built and checked in Python.
+    error path, whose message formatting numba would compile into every caller, and without a
+    reference count: numba counts references to an array's memory with atomic instructions on
+    every view it creates, passes and drops, which took 16% of a small network's epoch. Such a
+    view is valid while `flat` is, i.e. within the kernel call that received it; kernels never
+    return one to Python. Bounds are the caller's job: offsets come from the layer table, built
+    and checked in Python.
     """
-    if not (isinstance(flat, types.Array) and flat.ndim == 1 and flat.layout == "C"):
-        return None
-    signature = flat.copy(ndim=2)(flat, offset, rows, cols)
+    view = _view_of(flat, 2)
+    return view and (view(flat, offset, rows, cols), _unmanaged_view)
 
-    def codegen(context, builder, sig, args):
-        source = make_array(sig.args[0])(context, builder, args[0])
-        offset_, rows_, cols_ = (context.cast(builder, value, ty, types.intp)
-                                 for value, ty in zip(args[1:], sig.args[1:]))
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(sig.args[0].dtype)))
-        view = make_array(sig.return_type)(context, builder)
-        populate_array(view, data=cgutils.gep_inbounds(builder, source.data, offset_),
-                       shape=cgutils.pack_array(builder, [rows_, cols_]),
-                       strides=cgutils.pack_array(builder, [builder.mul(cols_, itemsize),
-                                                            itemsize]),
-                       itemsize=itemsize, meminfo=source.meminfo, parent=source.parent)
-        return impl_ret_borrowed(context, builder, sig.return_type, view._getvalue())
 
-    return signature, codegen
+@intrinsic
+def vector_view(typingctx, flat, offset, length):
+    """flat[offset:offset + length] as an unmanaged view, like matrix_view (no slice bounds
+    clipping: the caller's offsets are in range)."""
+    view = _view_of(flat, 1)
+    return view and (view(flat, offset, length), _unmanaged_view)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +196,7 @@ def weights(flat, layers, i):
 @njit
 def biases(flat, layers, i):
     """(O,) view of layer i's bias vector inside a flat buffer."""
-    return flat[layers[i, 3]:layers[i, 3] + layers[i, 1]]
+    return vector_view(flat, layers[i, 3], layers[i, 1])
 
 
 @njit
@@ -695,7 +739,7 @@ def backprop(dparams, work, params, Xb, Yb, sample_weight, net, first_row, hidde
 def weight_squares(params, layers):
     """||W||^2 over every weight (the biases are not penalised): a BLAS dot, as scikit-learn
     computes it (a plain loop is a serial sum that cannot vectorise without fastmath)."""
-    W = params[:layers[0, 3]]  # weights come first in the flat buffer, then biases
+    W = vector_view(params, 0, layers[0, 3])  # weights come first in the flat buffer, then biases
     return float(np.dot(W, W))
 
 
@@ -737,7 +781,7 @@ def stage_batch(work, features, Y, sample_weight, rows, sparse):
     n = rows.shape[0]
     Xb = matrix_view(work.xbuf, 0, n, features.X.shape[1])
     Yb = matrix_view(work.ybuf, 0, n, Y.shape[1])
-    swb = work.swbuf[:n]
+    swb = vector_view(work.swbuf, 0, n)
     gather_rows(Xb, features, rows, sparse)
     copy_rows(Yb, Y, rows)
     weight_sum = 0.0
@@ -752,13 +796,15 @@ def epoch(state, work, features, Y, sample_weight, order, batch_size, net, opt, 
     """One epoch of mini-batch training, every batch in this one call (see train_epoch in
     fastmlp/cpu/__init__.py, which adds the workspace and switches). Returns (sum over batches of
     batch loss * batch rows, the number of updates made)."""
+    state, work, features, Y, sample_weight, order, net = unmanaged(
+        (state, work, features, Y, sample_weight, order, net))
     layers = net.layers
     n_weights = layers[0, 3]
     updates = 0
     total = 0.0
     fp_before = flush_denormals(state.params)
     for start in range(0, order.shape[0], batch_size):
-        rows = order[start:start + batch_size]
+        rows = vector_view(order, start, min(batch_size, order.shape[0] - start))
         Xb, Yb, swb, weight_sum = stage_batch(work, features, Y, sample_weight, rows, sw.sparse)
         loss_sum = backprop(state.dparams, work, state.params, Xb, Yb, swb, net, start,
                             sw.hidden, sw.output, sw.loss, sw.dropout)
@@ -777,6 +823,8 @@ def full_loss_and_gradient(dparams, chunk_grad, work, params, features, Y, sampl
                            chunk_rows, sw):
     """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, computed in
     chunks of at most chunk_rows rows (chunk_grad (P,) is work space). Used by L-BFGS."""
+    dparams, chunk_grad, work, params, features, Y, sample_weight, net = unmanaged(
+        (dparams, chunk_grad, work, params, features, Y, sample_weight, net))
     layers = net.layers
     n = Y.shape[0]
     n_weights = layers[0, 3]
@@ -806,6 +854,7 @@ def full_loss_and_gradient(dparams, chunk_grad, work, params, features, Y, sampl
 @entry_point
 def predict_rows(out, work, params, features, rows, net, chunk_rows, sw):
     """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk."""
+    out, work, params, features, rows, net = unmanaged((out, work, params, features, rows, net))
     for start in range(0, rows.shape[0], chunk_rows):
         chunk = rows[start:start + chunk_rows]
         P = forward(work, params, input_block(work, features, chunk, sw.sparse), net, start,

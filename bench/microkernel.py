@@ -173,6 +173,29 @@ SHAPES = [("forward 1", 32, 20, 64, False), ("forward 2", 32, 64, 32, False),
           ("odd", 33, 20, 70, False)]
 
 
+def check(dtype):
+    """Raise AssertionError unless tiled_product equals A @ B (float64, to the dtype's rounding)
+    at every size around the tile: rows below, at and above MR, columns below, at and above
+    one vector and the tile width, plain and transposed A."""
+    dtype = np.dtype(dtype)
+    width = VECTORS * VECTOR_BYTES // dtype.itemsize
+    rng = np.random.default_rng(1)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    for m in (1, MR - 1, MR, MR + 1, 2 * MR + 3):
+        for n in (1, width // 2 - 1, width // 2, width - 1, width, width + 1, 2 * width + 5):
+            for k in (1, 7, 20):
+                for transpose_a in (False, True):
+                    A = rng.standard_normal((k, m)).astype(dtype).T if transpose_a else \
+                        rng.standard_normal((m, k)).astype(dtype)
+                    B = rng.standard_normal((k, n)).astype(dtype)
+                    C = np.full((m, n), np.nan, dtype)
+                    tiled_product(C, A, B)
+                    expected = A.astype(np.float64) @ B.astype(np.float64)
+                    scale = np.abs(A).astype(np.float64) @ np.abs(B).astype(np.float64)
+                    error = np.abs(C - expected) / scale
+                    assert error.max() <= tolerance * k, (m, n, k, transpose_a, error.max())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -195,7 +218,7 @@ def main():
             tiled_product(C, A, B)
             tolerance = 1e-4 if dtype == np.float32 else 1e-12
             if not np.allclose(C, expected, rtol=tolerance, atol=tolerance * k):
-                raise SystemExit(f"{label}: the tiled product is wrong")
+                raise SystemExit(f"{label}: the tiled product is wrong (see check())")
             tile = seconds_per_call(tiled_product, C, A, B, args.calls, args.repeats)
             blas = seconds_per_call(blas_product, C, A, B, args.calls, args.repeats)
             print(f"{label:12s} {f'{m}x{k}x{n}':>12s} {tile * 1e6:8.3f} {blas * 1e6:8.3f} "

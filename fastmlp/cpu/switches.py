@@ -8,6 +8,7 @@ typed as literal integers instead; numba prunes the other branches before typing
 one specialisation per combination, in memory and in its on-disk cache.
 """
 
+import functools
 from typing import NamedTuple
 
 from numba.core import types
@@ -53,9 +54,16 @@ def _typeof_const(value, context):
 
 @typeof_impl.register(Switches)
 def _typeof_switches(value, context):
+    return _switches_type(tuple(None if field is None else field.value for field in value))
+
+
+@functools.cache
+def _switches_type(codes):
+    """The numba type of a Switches holding these codes, made once: building literal types
+    took tens of microseconds in every kernel call (a digits fit makes 200)."""
     # None stays None: kernels test `dropout is not None`, which numba decides before typing.
-    return types.NamedTuple([types.none if field is None else types.IntegerLiteral(field.value)
-                             for field in value], Switches)
+    return types.NamedTuple([types.none if code is None else types.IntegerLiteral(code)
+                             for code in codes], Switches)
 
 
 def switches(net, features, optimizer=0):

@@ -25,10 +25,10 @@ import numpy as np
 
 from fastmlp import MLPClassifier
 from fastmlp.bundles import Network
-from fastmlp.codes import LOG_LOSS, RELU, SOFTMAX
 from fastmlp.cuda import launch
 from fastmlp.datasets import load_fashion_mnist, make_tabular
 from fastmlp.layout import Layout
+from fastmlp.ops import ACTIVATION, LOSS
 
 BENCH = Path(__file__).resolve().parent
 
@@ -50,7 +50,8 @@ def cuda_path(X, y, params):
     classes = len(np.unique(y))
     outputs = 1 if classes == 2 else classes
     layout = Layout((X.shape[1], *params["hidden_layer_sizes"], outputs))
-    net = Network(layout.table, RELU, SOFTMAX, LOG_LOSS, 1e-4, 0.0, 0)
+    net = Network(layout.table, ACTIVATION["relu"].code, ACTIVATION["softmax"].code,
+                  LOSS["log_loss"].code, 1e-4, 0.0, 0)
     return launch.epoch_path(np.empty(layout.n_params, np.float32), layout.table,
                              min(params["batch_size"], len(X)), X.shape[1], outputs, net)
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fastmlp  # noqa: E402
 import fastmlp.cpu as cpu  # noqa: E402
 from fastmlp.cpu import kernels as K  # noqa: E402
-from fastmlp.cpu.switches import switches  # noqa: E402
+from fastmlp.numba_internals import unmanaged  # noqa: E402
 
 
 def _flag_pointer(context, builder, sig, args):
@@ -72,10 +72,10 @@ RELEASED, DONE = 0, 1  # flags[RELEASED] = batches the worker may start; flags[D
 
 
 @njit(nogil=True)
-def worker_half(flags, partial, dparams, work, params, features, Y, sw, order, batch, net, S):
+def worker_half(flags, partial, dparams, work, params, features, Y, sw, order, batch, net):
     """The second half of every batch's rows: gradient into dparams, (loss, weight sum) into
     partial, then flags[DONE] = batch number + 1."""
-    dparams, work, params, features, Y, sw, order, net = K.unmanaged(
+    dparams, work, params, features, Y, sw, order, net = unmanaged(
         (dparams, work, params, features, Y, sw, order, net))
     n = order.shape[0]
     half = batch // 2
@@ -85,10 +85,8 @@ def worker_half(flags, partial, dparams, work, params, features, Y, sw, order, b
         stop = min(b * batch + batch, n)
         loss, weight = 0.0, 0.0
         if start < stop:
-            Xb, Yb, swb, weight = K.stage_batch(work, features, Y, sw, order[start:stop],
-                                                S.sparse)
-            loss = K.backprop(dparams, work, params, Xb, Yb, swb, net, start, S.hidden, S.output,
-                              S.loss, S.dropout)
+            Xb, Yb, swb, weight = K.stage_batch(work, features, Y, sw, order[start:stop])
+            loss = K.backprop(dparams, work, params, Xb, Yb, swb, net, start)
         else:
             dparams[:] = 0
         partial[0], partial[1] = loss, weight
@@ -97,10 +95,10 @@ def worker_half(flags, partial, dparams, work, params, features, Y, sw, order, b
 
 @njit(nogil=True)
 def main_half(flags, partial, worker_dparams, state, work, features, Y, sw, order, batch, net,
-              opt, S):
+              opt):
     """The first half of every batch's rows, the sum of both halves' gradients and the update;
     returns the epoch's summed loss like kernels.epoch."""
-    worker_dparams, state, work, features, Y, sw, order, net = K.unmanaged(
+    worker_dparams, state, work, features, Y, sw, order, net = unmanaged(
         (worker_dparams, state, work, features, Y, sw, order, net))
     n = order.shape[0]
     half = batch // 2
@@ -110,9 +108,8 @@ def main_half(flags, partial, worker_dparams, state, work, features, Y, sw, orde
         store_release(flags, RELEASED, b + 1)  # the parameters are up to date for batch b
         start = b * batch
         stop = min(start + half, n)
-        Xb, Yb, swb, weight = K.stage_batch(work, features, Y, sw, order[start:stop], S.sparse)
-        loss = K.backprop(state.dparams, work, state.params, Xb, Yb, swb, net, start, S.hidden,
-                          S.output, S.loss, S.dropout)
+        Xb, Yb, swb, weight = K.stage_batch(work, features, Y, sw, order[start:stop])
+        loss = K.backprop(state.dparams, work, state.params, Xb, Yb, swb, net, start)
         wait_until(flags, DONE, b + 1)
         for k in range(state.dparams.shape[0]):
             state.dparams[k] += worker_dparams[k]
@@ -121,7 +118,7 @@ def main_half(flags, partial, worker_dparams, state, work, features, Y, sw, orde
         rows = min(start + batch, n) - start
         squares = K.weight_squares(state.params, layers)
         total += (loss / weight + 0.5 * net.alpha * squares / weight) * rows
-        K.update(state, layers[0, 3], net.alpha, weight, opt, opt.step + b + 1, S.optimizer)
+        K.update(state, layers[0, 3], net.alpha, weight, opt, opt.step + b + 1)
     return total
 
 
@@ -159,14 +156,13 @@ def main():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         state0, features, Y, sw, order, batch, net, opt = captured_fit_arguments(X, y)
-    S = switches(net, features, opt.kind)
     dtype = state0.params.dtype
 
     def work():
         return cpu.workspace(net, batch, X.shape[1], Y.shape[1], dtype, True)
 
     def one_thread(state):
-        return K.epoch(state, work(), features, Y, sw, order, batch, net, opt, S)[0]
+        return K.epoch(state, work(), features, Y, sw, order, batch, net, opt)[0]
 
     def two_threads(state):
         flags = np.zeros(2, np.int64)
@@ -174,10 +170,10 @@ def main():
         worker_dparams = np.zeros_like(state.params)
         worker = threading.Thread(target=worker_half, args=(
             flags, partial, worker_dparams, work(), state.params, features, Y, sw, order, batch,
-            net, S))
+            net))
         worker.start()
         total = main_half(flags, partial, worker_dparams, state, work(), features, Y, sw, order,
-                          batch, net, opt, S)
+                          batch, net, opt)
         worker.join()
         return total
 

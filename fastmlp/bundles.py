@@ -9,12 +9,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+# Columns of the layer table (Network.layers, fastmlp/layout.py): one row per weight layer.
+FAN_IN, FAN_OUT, WEIGHT_OFFSET, BIAS_OFFSET = 0, 1, 2, 3
+
 
 class Network(NamedTuple):
     """The network a kernel runs: its shape, activations, loss and regularisation."""
 
-    layers: np.ndarray  # (L, 4) int64 rows (fan_in, fan_out, weight offset, bias offset)
-    hidden: int         # activation code of every hidden layer (fastmlp/codes.py)
+    layers: np.ndarray  # (L, 4) int64 rows: FAN_IN, FAN_OUT, WEIGHT_OFFSET, BIAS_OFFSET
+    hidden: int         # activation code of every hidden layer (fastmlp/ops.py)
     output: int         # activation code of the output layer
     loss: int           # loss code
     alpha: float        # L2 penalty on the weights (not the biases)
@@ -43,7 +46,7 @@ class TrainState(NamedTuple):
 class OptimizerStep(NamedTuple):
     """One epoch's optimizer settings; fields an optimizer does not use are 0."""
 
-    kind: int              # optimizer code (fastmlp/codes.py)
+    kind: int              # optimizer code (fastmlp/ops.py)
     learning_rate: float   # this epoch's rate, schedules and decay applied
     momentum: float        # SGD
     nesterov: bool         # SGD

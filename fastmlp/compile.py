@@ -1,62 +1,84 @@
-"""`python -m fastmlp.compile`: compile the kernels a kind of fit needs and store them in numba's
-on-disk cache, ahead of time (container images, cluster nodes, CI caches).
+"""`python -m fastmlp.compile`: compile every CPU kernel ahead of time, into numba's on-disk cache.
 
-Each combination of dtype, solver and hidden activation is one small fit of a classifier
-(multiclass and binary heads) and a regressor, plus a prediction, so that later fits of that kind
-start from the cache. It writes nothing but numba's cache (NUMBA_CACHE_DIR, or __pycache__
-beside the package).
+The kernels take the operations (activations, losses, optimizers), dropout and dense or sparse
+input as run-time values, so one compilation per dtype serves every configuration: after this,
+no fit compiles anything. Building the package runs it (setup.py), so `pip install .` ships the
+compiled kernels inside the package; run it yourself after an editable install, in a container
+image, or with NUMBA_CACHE_DIR set where the package directory is read-only. It writes nothing
+but numba's cache, and needs numba, numpy and scipy only (no scikit-learn), so that it also runs
+in pip's isolated build environment.
 """
 
 import argparse
+import sys
 import time
-import warnings
 
 import numpy as np
 
-from .codes import ACTIVATION_CODES
-
-_SOLVERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop", "lbfgs")
-_HIDDEN = sorted(set(ACTIVATION_CODES) - {"softmax", "exp"})
+DTYPES = ("float32", "float64")
 
 
-def prepare(dtypes=("float32",), solvers=("adam",), activations=("relu",)):
-    """Compile (or load from the cache) the kernels of every combination; returns seconds."""
-    from sklearn.exceptions import ConvergenceWarning
+def _call_every_kernel(dtype):
+    """Run each compiled entry point once on a tiny problem, with arguments of exactly the types
+    fits pass (bundles built as fastmlp.training and fastmlp.optimizers build them)."""
+    import scipy.sparse as sp
 
-    from .estimators import MLPClassifier, MLPRegressor
+    from . import cpu, ops
+    from .bundles import Features, Network, OptimizerStep, TrainState
+    from .cpu import kernels
+    from .layout import Layout
 
     rng = np.random.RandomState(0)
-    X = rng.normal(size=(20, 3))
-    y_multi, y_binary, y_real = np.arange(20) % 3, np.arange(20) % 2, rng.normal(size=20)
+    layout = Layout((3, 4, 2))
+    params = rng.uniform(-0.5, 0.5, layout.n_params).astype(dtype)
+    X = rng.normal(size=(6, 3)).astype(dtype)
+    Y = np.eye(2, dtype=dtype)[np.arange(6) % 2]
+    sw = np.ones(6, dtype)
+    rows = np.arange(6, dtype=np.int64)
+    csr = sp.csr_matrix(X)
+    no_index = np.empty(0, dtype=np.int64)
+    inputs = (Features(X, np.empty(0, dtype), no_index, no_index),
+              Features(np.empty((0, 3), dtype), csr.data.astype(dtype),
+                       csr.indices.astype(np.int64), csr.indptr.astype(np.int64)))
+    net = Network(layout.table, ops.ACTIVATION["relu"].code, ops.ACTIVATION["softmax"].code,
+                  ops.LOSS["log_loss"].code, 1e-4, 0.0, 0)
+    opt = OptimizerStep(ops.OPTIMIZER["adam"].code, 0.001, 0.0, False, 0.9, 0.999, 1e-8, 0.0,
+                        0.0, 0)
+    for features in inputs:
+        state = TrainState(params.copy(), np.empty_like(params), np.zeros_like(params),
+                           np.zeros_like(params))
+        cpu.train_epoch(state, features, Y, sw, rows, 4, net, opt)
+        cpu.loss_and_gradient(np.empty_like(params), params, features, Y, sw, net, 4)
+        cpu.predict(np.empty((6, 2), dtype), params, features, rows, net, 4)
+    kernels.output_delta_and_loss(np.empty_like(Y), Y.copy(), Y, sw, net.loss)
+
+
+def prepare(dtypes=DTYPES):
+    """Compile (or load from the cache) every kernel for each dtype; returns seconds taken."""
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for dtype in dtypes:
-            for solver in solvers:
-                for activation in activations:
-                    params = dict(hidden_layer_sizes=(4,), max_iter=1, dtype=dtype,
-                                  solver=solver, activation=activation)
-                    for model, y in ((MLPClassifier(**params), y_multi),
-                                     (MLPClassifier(**params), y_binary),
-                                     (MLPRegressor(**params), y_real)):
-                        model.fit(X, y).predict(X)
+    for dtype in dtypes:
+        _call_every_kernel(np.dtype(dtype))
     return time.perf_counter() - started
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m fastmlp.compile", description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", nargs="+", choices=("float32", "float64"),
-                        default=["float32"], help="dtypes to prepare (default: float32)")
-    parser.add_argument("--solver", nargs="+", choices=_SOLVERS, default=["adam"],
-                        help="solvers to prepare (default: adam)")
-    parser.add_argument("--activation", nargs="+", choices=_HIDDEN, default=["relu"],
-                        help="hidden activations to prepare (default: relu)")
+        prog="python -m fastmlp.compile",
+        description="Compile fastmlp's CPU kernels into numba's on-disk cache, once for every "
+                    "configuration of each dtype, so that no later fit compiles anything.")
+    parser.add_argument("--dtype", nargs="+", choices=DTYPES, default=list(DTYPES),
+                        help="dtypes to prepare (default: both)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing")
     args = parser.parse_args(argv)
-    seconds = prepare(args.dtype, args.solver, args.activation)
-    print(f"fastmlp kernels ready for dtype {' '.join(args.dtype)}, solver "
-          f"{' '.join(args.solver)}, activation {' '.join(args.activation)}: {seconds:.1f} s")
+    from .config import CACHE
+
+    seconds = prepare(args.dtype)
+    if not args.quiet:
+        where = "numba's on-disk cache" if CACHE else "memory only (no writable cache directory)"
+        print(f"fastmlp kernels ready for {' and '.join(args.dtype)} in {where}: "
+              f"{seconds:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -46,13 +46,21 @@ if not CACHE:
 def njit(func):
     """Compile ``func`` for the CPU with the project's options, callable from compiled code only.
 
-    No CPython and C wrappers are generated: a cold start compiled one pair for every kernel,
-    about a sixth of its time, though only the entry points are called from Python.
+    Not cached on its own: it is compiled into the entry points that call it, and their cached
+    machine code holds it. No CPython and C wrappers are generated: a cold start compiled one
+    pair for every kernel, about a sixth of its time, though only entry points are called from
+    Python.
     """
-    return numba.njit(cache=CACHE, no_cpython_wrapper=True, no_cfunc_wrapper=True,
-                      **JIT_OPTIONS)(func)
+    return numba.njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **JIT_OPTIONS)(func)
 
 
 def entry_point(func):
-    """Compile ``func`` like `njit`, also callable from Python (the backend's kernels)."""
-    return numba.njit(cache=CACHE, **JIT_OPTIONS)(func)
+    """Compile ``func`` like `njit`, callable from Python too (the backend's kernels), with its
+    machine code cached on disk, stamped with every compiled module's source (see
+    numba_internals.py)."""
+    dispatcher = numba.njit(**JIT_OPTIONS)(func)
+    if CACHE:
+        from .numba_internals import cache_with_package_stamp
+
+        cache_with_package_stamp(dispatcher)
+    return dispatcher

@@ -22,7 +22,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from . import conversion, fitted_state, persistence
+from . import conversion, fitted_state, ops, persistence
 from .bundles import Features
 from .layout import Layout
 from .training import (
@@ -151,9 +151,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu", "elu",
-                                   "gelu", "silu"})],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam", "adagrad", "rmsprop", "adamw"})],
+        # Built from the registry of operations (fastmlp/ops.py), like every list of them.
+        "activation": [StrOptions(set(ops.HIDDEN_ACTIVATIONS))],
+        "solver": [StrOptions(set(ops.SOLVERS))],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
@@ -932,7 +932,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     _parameter_constraints: dict = {
         **BaseMultilayerPerceptron._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson"})],
+        "loss": [StrOptions(set(ops.REGRESSION_LOSSES))],
     }
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
@@ -979,7 +979,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         self.device = device
 
     def _output_activation(self):
-        return "exp" if self.loss == "poisson" else "identity"
+        return ops.LOSS[self.loss].output  # the loss's canonical output activation
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = self._check_X_y(X, y, reset, y_numeric=True)

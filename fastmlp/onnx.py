@@ -8,7 +8,7 @@ on them and on pipelines holding them. skl2onnx is imported only here, never by 
 import numpy as np
 
 from . import fitted_state  # the estimator classes, registered by fastmlp.estimators
-from .codes import LEAKY_SLOPE
+from .ops import LEAKY_SLOPE
 
 __all__ = ["register", "to_onnx"]
 

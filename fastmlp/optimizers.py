@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .bundles import OptimizerStep
-from .codes import ADAGRAD, ADAM, ADAMW, RMSPROP, SGD
+from .ops import OPTIMIZER
 
 
 def decay_factor(decay, epoch, horizon):
@@ -72,8 +72,8 @@ class SGDOptimizer(Optimizer):
 
     def kernel_args(self):
         """(state slots, bundles.OptimizerStep) in the form train_epoch takes."""
-        opt = OptimizerStep(SGD, self.current_learning_rate(), self.momentum, self.nesterov,
-                            0.0, 0.0, 0.0, 0.0, 0.0, 0)
+        opt = OptimizerStep(OPTIMIZER["sgd"].code, self.current_learning_rate(), self.momentum,
+                            self.nesterov, 0.0, 0.0, 0.0, 0.0, 0.0, 0)
         return (self.velocity, self.velocity), opt
 
     def slots(self):
@@ -121,7 +121,7 @@ class AdamOptimizer(Optimizer):
         self.v = np.zeros(n_params, dtype=dtype)
 
     def kernel_args(self):
-        kind = ADAMW if self.weight_decay > 0 else ADAM
+        kind = OPTIMIZER["adamw" if self.weight_decay > 0 else "adam"].code
         opt = OptimizerStep(kind, self.current_learning_rate(), 0.0, False, self.beta_1,
                             self.beta_2, self.epsilon, 0.0, self.weight_decay, self.step)
         return (self.m, self.v), opt
@@ -186,10 +186,10 @@ def _new_optimizer(est, n_params, dtype):
         return SGDOptimizer(n_params, dtype, est.learning_rate_init, est.learning_rate,
                             est.momentum, est.nesterovs_momentum, est.power_t)
     if solver == "adagrad":
-        return SquaredGradientOptimizer(n_params, dtype, ADAGRAD, est.learning_rate_init,
-                                        est.epsilon)
+        return SquaredGradientOptimizer(n_params, dtype, OPTIMIZER["adagrad"].code,
+                                        est.learning_rate_init, est.epsilon)
     if solver == "rmsprop":
-        return SquaredGradientOptimizer(n_params, dtype, RMSPROP, est.learning_rate_init,
-                                        est.epsilon, est.rho)
+        return SquaredGradientOptimizer(n_params, dtype, OPTIMIZER["rmsprop"].code,
+                                        est.learning_rate_init, est.epsilon, est.rho)
     return AdamOptimizer(n_params, dtype, est.learning_rate_init, est.beta_1, est.beta_2,
                          est.epsilon, est.weight_decay if solver == "adamw" else 0.0)

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from . import codes
+from . import ops
 from .bundles import Features, Network, TrainState
 from .callbacks import EpochRecord, ProgressBar
 from .optimizers import make_optimizer
@@ -85,8 +85,8 @@ def network(est, dropout_seed=0, device="cpu"):
     if loss == "log_loss" and est.out_activation_ == "logistic":
         loss = "binary_log_loss"
     return Network(backend(device).to_device(est._layout.table),
-                   codes.ACTIVATION_CODES[est.activation],
-                   codes.ACTIVATION_CODES[est.out_activation_], codes.LOSS_CODES[loss],
+                   ops.ACTIVATION[est.activation].code,
+                   ops.ACTIVATION[est.out_activation_].code, ops.LOSS[loss].code,
                    float(est.alpha), float(getattr(est, "dropout", 0.0)), int(dropout_seed))
 
 
@@ -289,10 +289,9 @@ def _mean_loss(loss, P, Y, sw):
     P = np.ascontiguousarray(P)
     weights = np.ones(len(P), P.dtype) if sw is None else np.ascontiguousarray(sw, P.dtype)
     from .cpu.kernels import output_delta_and_loss  # the compiled loss, run on host arrays
-    from .cpu.switches import Const
 
     total = output_delta_and_loss(np.empty_like(P), P, np.ascontiguousarray(Y, P.dtype),
-                                  weights, Const(loss))
+                                  weights, loss)
     return float(total / weights.sum())
 
 

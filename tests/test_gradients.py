@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 
 import fastmlp.cpu as cpu
+from fastmlp import ops
 from fastmlp.bundles import Network
-from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES
 from fastmlp.layout import Layout
 from fastmlp.training import as_features
 
-HEADS = [("softmax", "log_loss", 3), ("logistic", "binary_log_loss", 2),
-         ("identity", "squared_error", 1), ("exp", "poisson", 2)]
+# Every loss of the registry with its output activation, and an output count that exercises it
+# (several classes for softmax; one output for squared error, the common case).
+HEADS = [(loss.output, loss.name, {"softmax": 3, "identity": 1}.get(loss.output, 2))
+         for loss in ops.LOSSES]
+LOG_LOSS_HEAD, SQUARED_HEAD = ("softmax", "log_loss"), ("identity", "squared_error")
 
 
 def _setup(activation, head, n_outputs, alpha, seed=0, dropout=0.0):
@@ -28,8 +31,8 @@ def _setup(activation, head, n_outputs, alpha, seed=0, dropout=0.0):
     else:
         Y = rng.normal(size=(9, n_outputs))
     sw = rng.uniform(0.5, 2.0, 9)
-    net = Network(layout.table, ACTIVATION_CODES[activation], ACTIVATION_CODES[head[0]],
-                  LOSS_CODES[head[1]], alpha, dropout, 77)
+    net = Network(layout.table, ops.ACTIVATION[activation].code, ops.ACTIVATION[head[0]].code,
+                  ops.LOSS[head[1]].code, alpha, dropout, 77)
     features = as_features(X)
 
     def loss_and_grad(p):
@@ -49,8 +52,7 @@ def _finite_differences(loss_and_grad, params, h=1e-6):
 
 
 @pytest.mark.parametrize("head", HEADS, ids=[h[1] for h in HEADS])
-@pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu", "leaky_relu",
-                                        "elu", "gelu", "silu"])
+@pytest.mark.parametrize("activation", ops.HIDDEN_ACTIVATIONS)
 def test_gradient_matches_finite_differences(activation, head):
     params, loss_and_grad = _setup(activation, head, head[2], alpha=0.1)
     _, grad = loss_and_grad(params)
@@ -63,8 +65,8 @@ def test_gradient_matches_finite_differences(activation, head):
 def test_gradient_with_dropout_matches_finite_differences(activation):
     """Dropout masks depend only on (seed, position), so for a fixed seed the loss is a smooth
     function of the parameters and its gradient can be checked like any other."""
-    params, loss_and_grad = _setup(activation, HEADS[0], 3, alpha=0.1, dropout=0.4)
-    loss_without, _ = _setup(activation, HEADS[0], 3, alpha=0.1)[1](params)
+    params, loss_and_grad = _setup(activation, LOG_LOSS_HEAD, 3, alpha=0.1, dropout=0.4)
+    loss_without, _ = _setup(activation, LOG_LOSS_HEAD, 3, alpha=0.1)[1](params)
     assert loss_and_grad(params)[0] != loss_without  # dropout is really on
     _, grad = loss_and_grad(params)
     fd = _finite_differences(loss_and_grad, params)
@@ -76,7 +78,7 @@ def test_multi_output_squared_error_keeps_sklearn_scaling():
     """scikit-learn averages squared error over the K outputs in the loss but not in its gradient
     (scikit-learn issue 8349); fastmlp matches scikit-learn, so the data part of the gradient is
     exactly K times the derivative of the reported loss."""
-    params, loss_and_grad = _setup("tanh", HEADS[2], 3, alpha=0.0)
+    params, loss_and_grad = _setup("tanh", SQUARED_HEAD, 3, alpha=0.0)
     _, grad = loss_and_grad(params)
     fd = _finite_differences(loss_and_grad, params)
     np.testing.assert_allclose(grad, 3 * fd, rtol=1e-6, atol=1e-9)

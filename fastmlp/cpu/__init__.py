@@ -2,8 +2,8 @@
 
 A backend module offers train_epoch, loss_and_gradient and predict with the signatures below
 (the CUDA backend mirrors them), plus to_device / to_host / copy_to for moving arrays and empty
-for work arrays; here the moves are no-ops. This module allocates each call's work buffers and
-picks the compile-time switches; the kernels do the arithmetic.
+for work arrays; here the moves are no-ops. This module allocates each call's work buffers; the
+kernels do the arithmetic.
 """
 
 import contextlib
@@ -11,9 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..codes import ADAM, ADAMW, GELU, SILU
+from .. import ops
 from . import kernels
-from .switches import switches
 
 NAME = "cpu"
 
@@ -47,8 +46,9 @@ def workspace(net, rows, n_features, n_outputs, dtype, training):
     def slot(wanted, n=size):
         return np.empty(n if wanted else 0, dtype)
 
-    return Workspace(slot(True), slot(GELU in (net.hidden, net.output) or
-                                     SILU in (net.hidden, net.output)),
+    keeps_z = any(ops.by_code(ops.ACTIVATIONS, code).needs_pre_activation
+                  for code in (net.hidden, net.output))
+    return Workspace(slot(True), slot(keeps_z),
                      slot(training and net.dropout > 0), slot(training and net.dropout > 0),
                      slot(training), slot(True, rows * n_features),
                      slot(training, rows * n_outputs), slot(training, rows))
@@ -78,9 +78,8 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     """
     rows = max(1, min(batch_size, order.shape[0]))
     work = workspace(net, rows, features.X.shape[1], Y.shape[1], state.params.dtype, True)
-    total, updates = kernels.epoch(state, work, features, Y, sw, order, batch_size, net, opt,
-                                   switches(net, features, opt.kind))
-    if opt.kind in (ADAM, ADAMW):  # only Adam counts its updates (bias correction)
+    total, updates = kernels.epoch(state, work, features, Y, sw, order, batch_size, net, opt)
+    if ops.counts_steps(opt.kind):  # Adam's bias correction
         return total, opt.step + int(updates)
     return total, opt.step
 
@@ -91,7 +90,7 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     rows = max(1, min(chunk_rows, Y.shape[0]))
     work = workspace(net, rows, features.X.shape[1], Y.shape[1], params.dtype, True)
     return kernels.full_loss_and_gradient(dparams, np.empty_like(dparams), work, params,
-                                          features, Y, sw, net, rows, switches(net, features))
+                                          features, Y, sw, net, rows)
 
 
 def predict(out, params, features, rows, net, chunk_rows):
@@ -99,8 +98,7 @@ def predict(out, params, features, rows, net, chunk_rows):
     chunk_rows rows; net.dropout must be 0 (inference)."""
     chunk_rows = max(1, min(chunk_rows, rows.shape[0]))
     work = workspace(net, chunk_rows, features.X.shape[1], 0, params.dtype, False)
-    kernels.predict_rows(out, work, params, features, rows, net, chunk_rows,
-                         switches(net, features))
+    kernels.predict_rows(out, work, params, features, rows, net, chunk_rows)
 
 
 def to_device(array):

@@ -11,7 +11,7 @@ The arithmetic is the per-batch kernels' (kernels.py): the same device functions
 import numba
 from numba import cuda
 
-from ..codes import ADAMW, GELU, SILU, SOFTMAX
+from .. import ops
 from .kernels import (
     SIMULATOR,
     StepScalars,
@@ -19,6 +19,8 @@ from .kernels import (
     block_sum,
     delta_and_sample_loss,
     finished_gradient,
+    is_softmax,
+    keeps_pre_activation,
     optimizer_step,
     softmax_in_place,
     times_derivative,
@@ -79,7 +81,7 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
     for i in range(last + 1):
         units += layers[i, 1]
     hidden_units = units - K
-    keep_pre = net.hidden == GELU or net.hidden == SILU
+    keep_pre = keeps_pre_activation(net.hidden)
     dropping = net.dropout > 0
     sparse = features.indptr.shape[0] > 0
 
@@ -96,7 +98,7 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
 
     alpha = dt(net.alpha)
     scale = dt(1.0 / (1.0 - net.dropout))
-    keep = dt(1 - opt.learning_rate * opt.weight_decay) if opt.kind == ADAMW else dt(1)
+    keep = dt(ops.weight_keep(opt.learning_rate, opt.weight_decay))
 
     for k in range(t, n_params, T):
         sh[k] = params[k]
@@ -156,7 +158,7 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
         weight_part = 0.0
         for r in range(t, nb, T):
             p = sh[acts_at + out_at + r * K:acts_at + out_at + (r + 1) * K]
-            if net.output == SOFTMAX:
+            if is_softmax(net.output):
                 softmax_in_place(p)
             loss_part += delta_and_sample_loss(
                 sh[deltas_at + out_at + r * K:deltas_at + out_at + (r + 1) * K], p,

@@ -9,8 +9,9 @@ dtype, as in the CPU kernels, so float32 work stays float32.
 Shape legend as in the CPU module: B rows in a batch or chunk, N rows in the data set, F input
 features, I fan-in, O fan-out, K outputs, P parameters (length of every flat buffer), G blocks
 of a 1-D launch. Argument order: outputs first, then inputs, then sizes/codes; gradients carry a
-``d`` prefix. Codes (activations, losses) are fastmlp/codes.py's. A name shared with the CPU
-module means the same contract; kernels that fuse several CPU steps are named for what they do.
+``d`` prefix. Codes (activations, losses, optimizers) are fastmlp/ops.py's. A name shared with
+the CPU module means the same contract; kernels that fuse several CPU steps are named for what
+they do.
 """
 
 import math
@@ -18,23 +19,7 @@ import math
 import numba
 from numba import cuda
 
-from ..codes import (
-    ADAGRAD,
-    BINARY_LOG_LOSS,
-    ELU,
-    EXP,
-    GELU,
-    LEAKY_RELU,
-    LOG_LOSS,
-    LOGISTIC,
-    RELU,
-    RMSPROP,
-    SGD,
-    SILU,
-    SQUARED_ERROR,
-    TANH,
-)
-from ..cpu import kernels as host
+from .. import ops
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 TILE = 16  # edge of the matrix products' shared-memory tiles: TILE x TILE threads per block
@@ -103,105 +88,56 @@ def stage_batch_from(Xb, Yb, swb, X, X_data, X_indices, X_indptr, Y, sw, rows, s
 
 
 # ---------------------------------------------------------------------------------------------
-# Scalar helpers: the CPU module's own (fastmlp/cpu/kernels.py, "Scalar helpers shared with the
-# CUDA backend"), compiled again for the GPU from their Python source, so each formula is written
-# once. Numba's on-disk cache is not involved: CUDA code is never cached to disk, and the CPU
-# module owns these functions. The CPU picks one by a compile-time code; CUDA kernels get codes
-# at run time, so the functions below pick by comparing codes.
+# The operations: fastmlp/ops.py's scalar functions, compiled for the GPU (each formula is
+# written once, for every backend). CUDA kernels get operation codes at run time; the choosers
+# below are generated from the registry, one comparison per entry, so every operation is reached
+# and none stands in for another. The launchers check codes before launching (ops.check_codes); a
+# code no entry has would give NaN, which the divergence checks report, never another result.
 # ---------------------------------------------------------------------------------------------
 
-def _for_gpu(function):
-    """A CPU @njit scalar helper as a CUDA device function; numba-cuda compiles its compiled
-    callees (xlogy, the only one) for the GPU as well, and the simulator calls them as Python
-    (xlogy keeps its Python wrapper for that)."""
-    return cuda.jit(device=True)(function.py_func)
+def _chooser(name, entries, function, arguments, otherwise):
+    """A device function `name`(<arguments>, code) returning getattr(entry, function)(<arguments>)
+    for the entry with that code, else the expression `otherwise`. Written out as source, e.g.
+
+        def activation_value(z, code):
+            if code == 0:
+                return f_0(z)
+            ...
+            return z * type(z)(NAN)
+    """
+    lines = [f"def {name}({arguments}, code):"]
+    namespace = {"NAN": math.nan}
+    for entry in entries:
+        namespace[f"f_{entry.code}"] = getattr(entry, function)
+        lines += [f"    if code == {entry.code}:",
+                  f"        return f_{entry.code}({arguments})"]
+    lines.append(f"    return {otherwise}")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from registry codes
+    return cuda.jit(device=True)(namespace[name])
 
 
-_logistic, _tanh, _relu, _exponential = (_for_gpu(f) for f in (
-    host.logistic, host.tanh, host.relu, host.exponential))
-_leaky_relu, _elu, _gelu, _silu = (_for_gpu(f) for f in (
-    host.leaky_relu, host.elu, host.gelu, host.silu))
-_logistic_backward, _tanh_backward, _relu_backward = (_for_gpu(f) for f in (
-    host.logistic_backward, host.tanh_backward, host.relu_backward))
-_leaky_relu_backward, _elu_backward, _gelu_backward, _silu_backward = (_for_gpu(f) for f in (
-    host.leaky_relu_backward, host.elu_backward, host.gelu_backward, host.silu_backward))
-_squared_error_term, _log_loss_term, _binary_log_loss_term, _poisson_term = (
-    _for_gpu(f) for f in (host.squared_error_term, host.log_loss_term,
-                          host.binary_log_loss_term, host.poisson_term))
-_sgd_step, _adam_step, _adagrad_step, _rmsprop_step = (_for_gpu(f) for f in (
-    host.sgd_step, host.adam_step, host.adagrad_step, host.rmsprop_step))
-finished_gradient = _for_gpu(host.finished_gradient)
-uniform = _for_gpu(host.uniform)
-StepScalars = host.StepScalars
+def _flag(name, entries, flag):
+    """A device function `name`(code): True for the codes of entries whose `flag` is set."""
+    codes = [entry.code for entry in entries if getattr(entry, flag)]
+    test = " or ".join(f"code == {code}" for code in codes) or "False"
+    namespace = {}
+    exec(f"def {name}(code):\n    return {test}", namespace)  # noqa: S102 - as _chooser
+    return cuda.jit(device=True)(namespace[name])
 
 
-@cuda.jit(device=True)
-def activation_value(z, kind):
-    """f(z) for activation `kind` (the CPU's ACTIVATIONS[kind]); softmax and identity return z
-    unchanged (softmax rows are finished by softmax_in_place)."""
-    if kind == LOGISTIC:
-        return _logistic(z)
-    if kind == TANH:
-        return _tanh(z)
-    if kind == RELU:
-        return _relu(z)
-    if kind == EXP:
-        return _exponential(z)
-    if kind == LEAKY_RELU:
-        return _leaky_relu(z)
-    if kind == ELU:
-        return _elu(z)
-    if kind == GELU:
-        return _gelu(z)
-    if kind == SILU:
-        return _silu(z)
-    return z
-
-
-@cuda.jit(device=True)
-def times_derivative(g, a, z, kind):
-    """g * f'(z) for activation `kind` (the CPU's DERIVATIVES[kind]): from the output a = f(z),
-    or from the pre-activation z for GELU and SiLU."""
-    if kind == LOGISTIC:
-        return _logistic_backward(g, a, z)
-    if kind == TANH:
-        return _tanh_backward(g, a, z)
-    if kind == RELU:
-        return _relu_backward(g, a, z)
-    if kind == LEAKY_RELU:
-        return _leaky_relu_backward(g, a, z)
-    if kind == ELU:
-        return _elu_backward(g, a, z)
-    if kind == GELU:
-        return _gelu_backward(g, a, z)
-    if kind == SILU:
-        return _silu_backward(g, a, z)
-    return g
-
-
-@cuda.jit(device=True)
-def loss_term(p, y, eps, loss):
-    """One output's loss term in float64 (the CPU's LOSS_TERMS[loss])."""
-    if loss == SQUARED_ERROR:
-        return _squared_error_term(p, y, eps)
-    if loss == LOG_LOSS:
-        return _log_loss_term(p, y, eps)
-    if loss == BINARY_LOG_LOSS:
-        return _binary_log_loss_term(p, y, eps)
-    return _poisson_term(p, y, eps)
-
-
-@cuda.jit(device=True)
-def optimizer_step(p, g, slot_1, slot_2, h, kind):
-    """One parameter's optimizer step (the CPU's OPTIMIZER_STEPS[kind]): returns (p, slot_1,
-    slot_2) after it; h a StepScalars in the parameters' dtype."""
-    if kind == SGD:
-        return _sgd_step(p, g, slot_1, slot_2, h)
-    if kind == ADAGRAD:
-        return _adagrad_step(p, g, slot_1, slot_2, h)
-    if kind == RMSPROP:
-        return _rmsprop_step(p, g, slot_1, slot_2, h)
-    return _adam_step(p, g, slot_1, slot_2, h)  # ADAM, ADAMW
+activation_value = _chooser("activation_value", ops.ACTIVATIONS, "value", "z", "z * type(z)(NAN)")
+times_derivative = _chooser("times_derivative",
+                            [a for a in ops.ACTIVATIONS if a.backward is not None], "backward",
+                            "g, a, z", "g * type(g)(NAN)")
+loss_term = _chooser("loss_term", ops.LOSSES, "term", "p, y, eps", "NAN")
+optimizer_step = _chooser("optimizer_step", ops.OPTIMIZERS, "step", "p, g, slot_1, slot_2, h",
+                          "(p * type(p)(NAN), slot_1, slot_2)")
+keeps_pre_activation = _flag("keeps_pre_activation", ops.ACTIVATIONS, "needs_pre_activation")
+is_softmax = _flag("is_softmax", ops.ACTIVATIONS, "row_wise")
+averages_outputs = _flag("averages_outputs", ops.LOSSES, "mean_over_outputs")
+finished_gradient = cuda.jit(device=True)(ops.finished_gradient)
+uniform = cuda.jit(device=True)(ops.uniform)
+StepScalars = ops.StepScalars
 
 
 @cuda.jit(device=True)
@@ -237,7 +173,7 @@ def bias_activate(Z, pre, b, kind):
     i, j, inside = _element(Z.shape)
     if inside:
         z = Z[i, j] + b[j]
-        if kind == GELU or kind == SILU:
+        if keeps_pre_activation(kind):
             pre[i, j] = z
         Z[i, j] = activation_value(z, kind)
 
@@ -339,7 +275,7 @@ def dense_forward_activate(Z, pre, A, W, b, kind):
     z = _tiled_dot(A, W, False, False, Z.shape[0], Z.shape[1], A.shape[1], False)
     if row < Z.shape[0] and col < Z.shape[1]:
         z += b[col]
-        if kind == GELU or kind == SILU:
+        if keeps_pre_activation(kind):
             pre[row, col] = z
         Z[row, col] = activation_value(z, kind)
 
@@ -420,7 +356,7 @@ def delta_and_sample_loss(dz, p, y, w, loss, eps):
     for j in range(k):
         dz[j] = (p[j] - y[j]) * w
         sample += loss_term(float(p[j]), float(y[j]), eps, loss)
-    if loss == SQUARED_ERROR:
+    if averages_outputs(loss):
         sample = 0.5 * sample / k  # scikit-learn averages squared error over outputs
     return w * sample
 

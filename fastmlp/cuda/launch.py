@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from ..codes import ADAGRAD, ADAMW, GELU, RMSPROP, SGD, SILU, SOFTMAX
+from .. import ops
 from . import device
 
 # Products with at least this many multiply-adds (rows x fan-in x fan-out) go to cuBLAS when
@@ -95,7 +95,7 @@ class _Network:
         self.acts = [buffers(w) for w in widths]
         self.deltas = [buffers(w) for w in widths]
         # An array a kernel takes but never touches for this network is stood in for by acts.
-        self.pre = [buffers(w, kind in (GELU, SILU), a)
+        self.pre = [buffers(w, ops.by_code(ops.ACTIVATIONS, kind).needs_pre_activation, a)
                     for w, kind, a in zip(widths, self.kinds, self.acts)]
         self.masks = [buffers(w, dropout, a) for w, a in zip(widths, self.acts)]
         self.dropped = [buffers(w, dropout, a) for w, a in zip(widths, self.acts)]
@@ -168,8 +168,8 @@ class _Network:
         """Forward and backward over the n staged rows: unnormalised gradients into the views
         dW, db; weighted loss and weight sums added to stats (see output_delta_and_loss)."""
         P = self.forward(v, dropout, seed, first_row)
-        v.loss(v.deltas[self.last], stats, P, v.Yb, v.swb, loss, self.output == SOFTMAX,
-               self.eps)
+        softmax = ops.by_code(ops.ACTIVATIONS, self.output).row_wise
+        v.loss(v.deltas[self.last], stats, P, v.Yb, v.swb, loss, softmax, self.eps)
         inputs = v.dropped if dropout > 0 else v.acts
         for i in range(self.last, -1, -1):
             dZ = v.deltas[i]
@@ -210,7 +210,8 @@ def fused_shared_bytes(params, table, batch_size, n_features, n_outputs, net):
     device's shared memory per block; see device.shared_bytes_per_block)."""
     F = _fused()
     elements = F.shared_elements(params.shape[0], batch_size, n_features, n_outputs,
-                                 int(table[:, 1].sum()), net.hidden in (GELU, SILU),
+                                 int(table[:, 1].sum()),
+                                 ops.by_code(ops.ACTIVATIONS, net.hidden).needs_pre_activation,
                                  net.dropout > 0)
     needed = elements * params.dtype.itemsize
     if needed + F.STATIC_SHARED_BYTES > device.shared_bytes_per_block():
@@ -231,12 +232,10 @@ def _step_sizes(opt, n_batches):
     """Adam's bias-corrected step size of every update this epoch can make, by the CPU's own
     function (bit-identical), as a float64 device array sent once per epoch; empty for the
     optimizers that do not use it."""
-    from ..cpu.kernels import adam_step_size
-
-    if opt.kind in (SGD, ADAGRAD, RMSPROP):
+    if not ops.counts_steps(opt.kind):
         return device.empty(0, np.float64)
     return device.to_device(np.array(
-        [adam_step_size(opt.learning_rate, opt.beta_1, opt.beta_2, opt.step + j + 1)
+        [ops.adam_step_size(opt.learning_rate, opt.beta_1, opt.beta_2, opt.step + j + 1)
          for j in range(n_batches)], dtype=np.float64))
 
 
@@ -256,6 +255,7 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     gathered on the device from `order`; returns (sum of batch loss * batch rows, Adam's step
     counter after the epoch), the only numbers copied back. One launch per epoch when the
     network fits in a block's shared memory (epoch_path), else 3L + 2 launches per batch."""
+    ops.check_codes(net, opt)
     n = order.shape[0]
     if n == 0:
         return 0.0, opt.step
@@ -280,7 +280,7 @@ def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
         float(np.finfo(params.dtype).eps))
     result = totals.copy_to_host()
     step = opt.step
-    if opt.kind not in (SGD, ADAGRAD, RMSPROP):  # Adam and AdamW count their updates
+    if ops.counts_steps(opt.kind):  # Adam's bias correction
         step += int(result[F.UPDATES])
     return float(result[F.EPOCH_TOTAL]), step
 
@@ -295,7 +295,7 @@ def _update(network, state, squares, stats, done, alpha, opt, n_batches):
     scalars = K.StepScalars(dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
                             dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
                             dt(0), dt(1))
-    keep = dt(1 - opt.learning_rate * opt.weight_decay) if opt.kind == ADAMW else dt(1)
+    keep = dt(ops.weight_keep(opt.learning_rate, opt.weight_decay))
     return launcher(K.update_batch, squares.shape[0], K.BLOCK), (
         params, slot_1, slot_2, squares, dparams, stats, done, network.n_weights, dt(alpha),
         scalars, _step_sizes(opt, n_batches), keep, int(opt.kind), float(alpha))
@@ -323,7 +323,7 @@ def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
             update(*update_args, v.n)
     result = stats.copy_to_host()
     step = opt.step
-    if opt.kind not in (SGD, ADAGRAD, RMSPROP):  # Adam and AdamW count their updates
+    if ops.counts_steps(opt.kind):  # Adam's bias correction
         step += int(result[K.STEPS])
     return float(result[K.EPOCH_TOTAL]), step
 
@@ -331,6 +331,7 @@ def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
 def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, in chunks of
     at most chunk_rows rows (see the CPU function). Used by L-BFGS."""
+    ops.check_codes(net)
     cuda = device.import_cuda()
     n = Y.shape[0]
     chunk_rows = min(chunk_rows, n)
@@ -362,6 +363,7 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
 def predict(out, params, features, rows, net, chunk_rows):
     """Output activations out (R, K) for the input rows listed in rows (R,), chunk by chunk (see
     the CPU function)."""
+    ops.check_codes(net)
     n = rows.shape[0]
     if n == 0:
         return
@@ -373,7 +375,7 @@ def predict(out, params, features, rows, net, chunk_rows):
             v = network.rows(min(chunk_rows, n - start))
             v.gather(v.Xb, *features, rows, start)
             P = network.forward(v, out=out[start:start + v.n])
-            if net.output == SOFTMAX:
+            if ops.by_code(ops.ACTIVATIONS, net.output).row_wise:
                 v.softmax(P)
 
 

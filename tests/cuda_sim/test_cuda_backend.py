@@ -17,13 +17,9 @@ if target() is None:
                 "(NUMBA_ENABLE_CUDASIM=1 before numba is imported, as tests/test_cuda.py runs "
                 "them) or a usable GPU", allow_module_level=True)
 
-from fastmlp import (
-    codes,  # noqa: E402
-    cpu,  # noqa: E402
-)
+from fastmlp import cpu, ops  # noqa: E402
 from fastmlp import cuda as gpu  # noqa: E402
 from fastmlp.bundles import Network, OptimizerStep, TrainState  # noqa: E402
-from fastmlp.codes import ACTIVATION_CODES, LOSS_CODES, RELU  # noqa: E402
 from fastmlp.cuda import device, fused, kernels, launch  # noqa: E402
 from fastmlp.layout import Layout  # noqa: E402
 from fastmlp.training import as_features  # noqa: E402
@@ -38,12 +34,12 @@ OUTPUT = {"log_loss": "softmax", "binary_log_loss": "logistic", "squared_error":
 def _opt(solver, step=0):
     """The OptimizerStep an optimizer spec (fastmlp/optimizers.py) hands train_epoch."""
     return OptimizerStep(*{
-        "sgd_nesterov": (codes.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-        "sgd": (codes.SGD, 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-        "adam": (codes.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, step),
-        "adamw": (codes.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, step),
-        "adagrad": (codes.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
-        "rmsprop": (codes.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
+        "sgd_nesterov": (ops.OPTIMIZER["sgd"].code, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+        "sgd": (ops.OPTIMIZER["sgd"].code, 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+        "adam": (ops.OPTIMIZER["adam"].code, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, step),
+        "adamw": (ops.OPTIMIZER["adamw"].code, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, step),
+        "adagrad": (ops.OPTIMIZER["adagrad"].code, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
+        "rmsprop": (ops.OPTIMIZER["rmsprop"].code, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0),
     }[solver])
 
 
@@ -70,8 +66,8 @@ def _problem(head, dtype, hidden=(5,), n=10, sparse=False, seed=0):
 
 
 def _net(layout, activation, head, alpha=0.01, dropout=0.0, seed=99):
-    return Network(layout.table, ACTIVATION_CODES[activation], ACTIVATION_CODES[OUTPUT[head]],
-                   LOSS_CODES[head], alpha, dropout, seed)
+    return Network(layout.table, ops.ACTIVATION[activation].code,
+                   ops.ACTIVATION[OUTPUT[head]].code, ops.LOSS[head].code, alpha, dropout, seed)
 
 
 def _on_device(arrays):
@@ -304,7 +300,8 @@ def _check_predict(head, sparse, dtype):
     rows = np.array([3, 1, 4, 1, 5, 9, 2])  # repeats, out of order: gathered in chunks of 3
     k = layout.table[-1, 1]
     out = np.empty((len(rows), k), dtype)
-    net = Network(layout.table, RELU, ACTIVATION_CODES[OUTPUT[head]], 0, 0.0, 0.0, 0)
+    net = Network(layout.table, ops.ACTIVATION["relu"].code, ops.ACTIVATION[OUTPUT[head]].code, 0,
+                  0.0, 0.0, 0)
     cpu.predict(out, params, features, rows, net, 3)
     out_d = gpu.to_device(np.full_like(out, np.nan))
     gpu.predict(out_d, gpu.to_device(params), _on_device(features), gpu.to_device(rows),

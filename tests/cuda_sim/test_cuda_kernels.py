@@ -15,10 +15,9 @@ if target() is None:
                 "(NUMBA_ENABLE_CUDASIM=1 before numba is imported, as tests/test_cuda.py runs "
                 "them) or a usable GPU", allow_module_level=True)
 
-from fastmlp import codes, reference  # noqa: E402
+from fastmlp import ops, reference  # noqa: E402
 from fastmlp.bundles import OptimizerStep, TrainState  # noqa: E402
 from fastmlp.cpu import kernels as cpu  # noqa: E402
-from fastmlp.cpu.switches import Const  # noqa: E402
 from fastmlp.cuda import kernels as K  # noqa: E402
 from fastmlp.cuda import to_device, to_host  # noqa: E402
 from fastmlp.cuda.launch import blocks, elementwise_grid, product_grid  # noqa: E402
@@ -26,8 +25,9 @@ from fastmlp.training import as_features  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # simulated uint64 overflow
 
-HIDDEN = ["identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu"]
-CODE = codes.ACTIVATION_CODES
+# Every registry entry is a case: a new operation is checked on the GPU path at once.
+HIDDEN = list(ops.HIDDEN_ACTIVATIONS)
+CODE = {name: entry.code for name, entry in ops.ACTIVATION.items()}
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=2e-5, atol=2e-6)}
 
 
@@ -68,8 +68,7 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
     Y, sw = rng.normal(size=(n, k)), rng.uniform(size=n)
     order = np.array([6, 4, 2, 2, 0, 5])
     expected = np.empty((4, f))
-    sparse_switch = Const(1) if sparse else None
-    _call(cpu.gather_rows, expected, features, order[1:5], sparse_switch)
+    _call(cpu.gather_rows, expected, features, order[1:5])
     on_device = tuple(to_device(a) for a in features)
 
     Xb = to_device(np.full((4, f), np.nan))
@@ -86,14 +85,14 @@ def test_gather_rows_and_stage_batch_match_the_cpu(sparse):
 
     # An empty index array means consecutive rows from `start` (L-BFGS chunks).
     K.gather_rows_from[4, K.ROW_THREADS](Xb, *on_device, to_device(np.empty(0, np.int64)), 3)
-    _call(cpu.gather_rows, expected, features, np.arange(3, 7), sparse_switch)
+    _call(cpu.gather_rows, expected, features, np.arange(3, 7))
     assert_array_equal(to_host(Xb), expected)
 
 
 # ------------------------------------------------------------------------------ activations
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", HIDDEN + ["softmax", "exp"])
+@pytest.mark.parametrize("name", list(ops.ACTIVATION))
 def test_bias_activate_and_softmax_rows_match_the_reference(name, dtype):
     rng = _rng(1)
     Z = rng.normal(scale=3, size=(7, 6)).astype(dtype)  # more elements than one block holds
@@ -117,7 +116,7 @@ def test_activation_backward_matches_the_cpu(name, masked):
     M = rng.choice([0.0, 2.0], size=Z.shape)
     dZ = rng.normal(size=Z.shape)
     expected = dZ * M if masked else dZ.copy()
-    _call(cpu.activation_backward, expected, A, Z, Const(CODE[name]))
+    _call(cpu.activation_backward, expected, A, Z, CODE[name])
     dZd = to_device(dZ)
     K.activation_backward_masked[elementwise_grid(K, *Z.shape)](dZd, to_device(A), to_device(Z),
                                                           to_device(M), CODE[name], masked)
@@ -155,7 +154,7 @@ def test_fused_products_straddle_the_tiles():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", HIDDEN + ["softmax", "exp"])
+@pytest.mark.parametrize("name", list(ops.ACTIVATION))
 def test_dense_forward_fuses_product_bias_and_activation(name, dtype):
     rng = _rng(5)
     A, W, b = (rng.normal(size=s).astype(dtype) for s in ((5, 3), (3, 4), (4,)))
@@ -193,7 +192,7 @@ def test_backward_input_fuses_product_mask_and_derivative(name, masked):
     A = reference.activate(name, Z)
     M = rng.choice([0.0, 2.0], size=(B, I))
     expected = dZ @ W.T * (M if masked else 1)
-    _call(cpu.activation_backward, expected, A, Z, Const(CODE[name]))
+    _call(cpu.activation_backward, expected, A, Z, CODE[name])
     dA = to_device(np.full((B, I), np.nan))
     K.backward_input[product_grid(K, B, I)](dA, to_device(dZ), to_device(W), to_device(A),
                                              to_device(Z), to_device(M), CODE[name], masked)
@@ -202,9 +201,7 @@ def test_backward_input_fuses_product_mask_and_derivative(name, masked):
 
 # ------------------------------------------------------------------------------ loss
 
-HEADS = {"log_loss": ("softmax", codes.LOG_LOSS), "binary_log_loss": ("logistic",
-         codes.BINARY_LOG_LOSS), "squared_error": ("identity", codes.SQUARED_ERROR),
-         "poisson": ("exp", codes.POISSON)}
+HEADS = {loss.name: (loss.output, loss.code) for loss in ops.LOSSES}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -231,7 +228,7 @@ def test_output_delta_and_loss_matches_the_cpu(head, dtype):
     sw = rng.uniform(0.5, 2, n).astype(dtype)
     P = reference.activate(activation, Z).astype(dtype)
     dZ = np.empty_like(P)
-    expected = cpu.output_delta_and_loss(dZ, P.copy(), Y, sw, Const(loss))
+    expected = cpu.output_delta_and_loss(dZ, P.copy(), Y, sw, loss)
 
     softmax = activation == "softmax"
     Pd, dZd, stats = to_device(Z if softmax else P), to_device(np.empty_like(P)), _stats(0.5, 1)
@@ -261,12 +258,13 @@ def _update_case(dtype, seed=9):
 
 # The OptimizerStep of each case (fields: kind, learning_rate, momentum, nesterov, beta_1, beta_2,
 # epsilon, rho, weight_decay, step).
-OPT = {"sgd": OptimizerStep(codes.SGD, 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-       "sgd_plain": OptimizerStep(codes.SGD, 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
-       "adam": OptimizerStep(codes.ADAM, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 0),
-       "adamw": OptimizerStep(codes.ADAMW, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, 0),
-       "adagrad": OptimizerStep(codes.ADAGRAD, 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
-       "rmsprop": OptimizerStep(codes.RMSPROP, 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0)}
+_CODE = {name: entry.code for name, entry in ops.OPTIMIZER.items()}
+OPT = {"sgd": OptimizerStep(_CODE["sgd"], 0.1, 0.9, True, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+       "sgd_plain": OptimizerStep(_CODE["sgd"], 0.1, 0.9, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0),
+       "adam": OptimizerStep(_CODE["adam"], 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 0),
+       "adamw": OptimizerStep(_CODE["adamw"], 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.1, 0),
+       "adagrad": OptimizerStep(_CODE["adagrad"], 0.05, 0.0, False, 0.0, 0.0, 1e-8, 0.0, 0.0, 0),
+       "rmsprop": OptimizerStep(_CODE["rmsprop"], 0.01, 0.0, False, 0.0, 0.0, 1e-8, 0.9, 0.0, 0)}
 
 
 def _second_slot(kind, slots):
@@ -281,7 +279,7 @@ def _cpu_update(kind, params, raw, slots, alpha, weight_sum, step):
     squares = _call(cpu.weight_squares, params, layers)
     opt = OPT[kind]
     _call(cpu.update, TrainState(params, raw, slots[0], _second_slot(kind, slots)), N_WEIGHTS,
-          alpha, weight_sum, opt, step + 1, Const(opt.kind))
+          alpha, weight_sum, opt, step + 1)
     return squares
 
 
@@ -292,7 +290,7 @@ def _gpu_update(kind, params, raw, slots, squares, stats, done, alpha, step, row
                             dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho), dt(0),
                             dt(1))
     # stats[STEPS] = 3 updates made: the fourth entry is this one's step size.
-    sizes = to_device(np.array([99.0] * 3 + [cpu.adam_step_size(
+    sizes = to_device(np.array([99.0] * 3 + [ops.adam_step_size(
         opt.learning_rate, opt.beta_1, opt.beta_2, step + 1)]))
     keep = dt(1 - opt.learning_rate * opt.weight_decay)
     K.update_batch[squares.shape[0], K.BLOCK](
@@ -356,7 +354,7 @@ def test_finish_gradient_and_add_into_as_lbfgs_uses_them():
     K.finish_gradient_squares[blocks(N_PARAMS, K.BLOCK), K.BLOCK](total, squares, to_device(params),
                                                            _stats(weight_sum=2.5), 0.3,
                                                            N_WEIGHTS)
-    expected = np.array([_call(cpu.finished_gradient, expected[k], params[k], k, N_WEIGHTS, 0.3,
+    expected = np.array([ops.finished_gradient(expected[k], params[k], k, N_WEIGHTS, 0.3,
                                2.5) for k in range(N_PARAMS)])
     expected_squares = _call(cpu.weight_squares, params, np.array([[8, 5, 0, N_WEIGHTS]]))
     assert_allclose(to_host(total), expected, rtol=1e-14)

@@ -1,12 +1,34 @@
-"""fastmlp: scikit-learn's multilayer perceptrons, trained by Numba-compiled kernels."""
+"""fastmlp: scikit-learn's multilayer perceptrons, trained by Numba-compiled kernels.
+
+Public names are imported on first use (PEP 562), so that `import fastmlp` is quick and tools
+that need only the kernels (`python -m fastmlp.compile`, run while the package is built) do not
+import scikit-learn.
+"""
+
+import importlib
 
 from ._version import __version__
-from .callbacks import EpochRecord
-from .estimators import MLPClassifier, MLPRegressor
-from .persistence import ModelFileError, load
-from .plotting import plot_loss_curve
-from .training import DivergenceError
 
-__all__ = ["DivergenceError", "EpochRecord", "MLPClassifier", "MLPRegressor", "ModelFileError",
-           "load", "plot_loss_curve",
-           "__version__"]
+_PUBLIC = {
+    "DivergenceError": "training",
+    "EpochRecord": "callbacks",
+    "MLPClassifier": "estimators",
+    "MLPRegressor": "estimators",
+    "ModelFileError": "persistence",
+    "load": "persistence",
+    "plot_loss_curve": "plotting",
+}
+
+__all__ = [*sorted(_PUBLIC), "__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value  # found directly from now on
+        return value
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

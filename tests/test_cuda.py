@@ -247,6 +247,53 @@ def test_check_available_accepts_a_gpu_or_the_simulator(no_gpu, monkeypatch):
     assert gpu.check_available() is None
 
 
+@pytest.fixture
+def numpy_without_row_stack(monkeypatch):
+    """NumPy as 2.5 ships it (np.row_stack removed) beside the given numba-cuda version."""
+    monkeypatch.delattr(np, "row_stack", raising=False)
+
+    def numba_cuda(version):
+        monkeypatch.setattr(device, "numba_cuda_version", lambda: version)
+
+    return numba_cuda
+
+
+def test_check_available_says_numba_cuda_needs_an_older_numpy(no_gpu, numpy_without_row_stack):
+    """numba-cuda 0.30.4 overloads np.row_stack when it builds its CUDA target, so with NumPy 2.5
+    the first kernel compile fails with an AttributeError: say so before that, with the fix."""
+    no_gpu(available=True)
+    numpy_without_row_stack((0, 30, 4))
+    with pytest.raises(RuntimeError) as info:
+        gpu.check_available()
+    message = str(info.value)
+    assert "numba-cuda 0.30.4 needs numpy < 2.5" in message and "np.row_stack" in message
+    assert "numpy<2.5" in message and "newer than 0.30.4" in message
+    assert "device='cpu'" in message
+    # device="auto" falls back to the CPU instead of failing
+    assert fastmlp.estimators.resolve_device("auto") == "cpu"
+
+    no_gpu(gpus=())  # no GPU either: both reasons are given
+    with pytest.raises(RuntimeError, match="needs numpy < 2.5.*no CUDA device"):
+        gpu.check_available()
+
+
+def test_numpy_without_row_stack_is_fine_where_numba_cuda_does_not_need_it(
+        no_gpu, numpy_without_row_stack):
+    no_gpu(available=True)
+    numpy_without_row_stack((0, 31, 0))  # a numba-cuda newer than the last one known to need it
+    assert gpu.check_available() is None
+    numpy_without_row_stack(None)  # numba-cuda not installed: numba's own CUDA target
+    assert gpu.check_available() is None
+
+
+def test_a_numpy_with_row_stack_passes_whatever_numba_cuda(no_gpu, monkeypatch):
+    """Detected by capability: a NumPy that has np.row_stack (before 2.5, or shimmed) passes."""
+    no_gpu(available=True)
+    monkeypatch.setattr(np, "row_stack", np.vstack, raising=False)
+    monkeypatch.setattr(device, "numba_cuda_version", lambda: (0, 30, 4))
+    assert gpu.check_available() is None
+
+
 def test_device_cuda_without_a_gpu_raises_and_auto_falls_back(no_gpu):
     no_gpu(gpus=NO_DRIVER)
     X, y = np.eye(4), [0, 1, 0, 1]

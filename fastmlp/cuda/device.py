@@ -6,8 +6,10 @@ GPU: nothing here launches a kernel, and numba.cuda is imported only when a func
 """
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import warnings
 
 import numba
@@ -70,6 +72,37 @@ def target():
         return None
 
 
+def numba_cuda_version():
+    """numba-cuda's version as a tuple of ints (pre-release tags dropped), or None when it is not
+    installed."""
+    try:
+        text = importlib.metadata.version("numba-cuda")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+# The newest numba-cuda known to register an overload of np.row_stack, which NumPy 2.5 removed,
+# when it builds its CUDA target (at the first kernel compile): 0.30.4, the newest release in
+# December 2026, fails there with "module 'numpy' has no attribute 'row_stack'" (H200 image,
+# numba 0.68.0, numpy 2.5.2). Raise it when a newer release is known to do the same.
+LAST_NUMBA_CUDA_NEEDING_ROW_STACK = (0, 30, 4)
+
+
+def numpy_incompatibility():
+    """A sentence saying why numba-cuda cannot compile kernels with this NumPy and how to fix it,
+    or None when they work together. Asked by capability (np.row_stack missing), not by NumPy's
+    version, so a NumPy that still has it, or a shim, passes."""
+    if hasattr(np, "row_stack"):
+        return None
+    version = numba_cuda_version()
+    if version is None or version > LAST_NUMBA_CUDA_NEEDING_ROW_STACK:
+        return None
+    found = ".".join(map(str, version))
+    return (f"numba-cuda {found} needs numpy < 2.5 (it uses np.row_stack, which numpy "
+            f"{np.__version__} removed, and would fail at the first kernel compile)")
+
+
 def check_available():
     """Return None when CUDA training can run here (a usable GPU, or numba's CUDA simulator);
     otherwise raise RuntimeError saying why and how to fix it."""
@@ -82,13 +115,23 @@ def check_available():
         raise RuntimeError(f"device='cuda' cannot run: numba's CUDA target failed to import "
                            f"({reason(exc)}). To fix it, {_INSTALL_HINT}; {fallback}."
                            ) from exc
+    numpy_problem = numpy_incompatibility()
+    numpy_fix = ("install numpy<2.5 (pip install 'numpy<2.5') or a numba-cuda release newer "
+                 f"than {'.'.join(map(str, LAST_NUMBA_CUDA_NEEDING_ROW_STACK))} that works "
+                 "with it")
     if cuda.is_available():
+        if numpy_problem is not None:
+            raise RuntimeError(f"device='cuda' cannot run: {numpy_problem}. To fix it, "
+                               f"{numpy_fix}; {fallback}.")
         if compiler_found():
             return
         raise RuntimeError("device='cuda' cannot run: numba finds the GPU but not libNVVM, the "
                            f"CUDA compiler its kernels need. To fix it, {_INSTALL_HINT}, whose "
                            f"toolkit wheels include it; {fallback}.")
     reasons, fixes = [], []
+    if numpy_problem is not None:
+        reasons.append(numpy_problem)
+        fixes.append(numpy_fix)
     if not numba_cuda_installed():
         reasons.append("numba-cuda is not installed")
         fixes.append(_INSTALL_HINT)

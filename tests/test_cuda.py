@@ -269,8 +269,8 @@ def test_check_available_says_numba_cuda_needs_an_older_numpy(no_gpu, numpy_with
     assert "numba-cuda 0.30.4 needs numpy < 2.5" in message and "np.row_stack" in message
     assert "numpy<2.5" in message and "newer than 0.30.4" in message
     assert "device='cpu'" in message
-    # device="auto" falls back to the CPU instead of failing
-    assert fastmlp.estimators.resolve_device("auto") == "cpu"
+    # device="auto" falls back to the CPU instead of failing, even for work the GPU would win
+    assert fastmlp.estimators.resolve_device("auto", GPU_WORK) == "cpu"
 
     no_gpu(gpus=())  # no GPU either: both reasons are given
     with pytest.raises(RuntimeError, match="needs numpy < 2.5.*no CUDA device"):
@@ -306,6 +306,85 @@ def test_device_cuda_without_a_gpu_raises_and_auto_falls_back(no_gpu):
     assert auto.predict(X).shape == (4,)
     with pytest.raises(RuntimeError, match="device='cuda' cannot run"):
         auto.set_params(device="cuda").predict(X)
+
+
+# The one kind of fit measured faster on the GPU (see fastmlp/cuda/device.py): 784-1024-1024-10,
+# float32, batch 1024, 60,000 rows, adam, dense, no dropout.
+GPU_WORK = dict(layer_units=[784, 1024, 1024, 10], batch_size=1024, n_samples=60_000,
+                dtype="float32", sparse=False, mini_batch=True, dropout=0.0)
+
+
+@pytest.fixture
+def usable_gpu(no_gpu, monkeypatch):
+    """A usable GPU with a working CuPy, as far as device="auto" can tell."""
+    no_gpu(available=True)
+    monkeypatch.setattr(device, "cupy", lambda: object())
+
+
+def test_auto_picks_the_gpu_only_for_work_measured_faster_there(usable_gpu):
+    assert device.auto_choice(**GPU_WORK)[0] == "cuda"
+    assert fastmlp.estimators.resolve_device("auto", GPU_WORK) == "cuda"
+    # The measured workloads where the GPU lost or tied, on the same usable GPU: W2 and W1.
+    w2 = dict(GPU_WORK, layer_units=[20, 64, 32, 3], batch_size=32, n_samples=100_000)
+    w1 = dict(GPU_WORK, layer_units=[784, 256, 128, 10], batch_size=256)
+    for work in (w2, w1):
+        assert device.auto_choice(**work)[0] == "cpu", work
+    # One step short of the measured work on any single count keeps the CPU.
+    for change in [dict(batch_size=1023), dict(n_samples=59_999),
+                   dict(layer_units=[784, 1024, 1023, 10]), dict(dtype="float64"),
+                   dict(sparse=True), dict(mini_batch=False), dict(dropout=0.1)]:
+        device_name, why = device.auto_choice(**dict(GPU_WORK, **change))
+        assert device_name == "cpu" and ("unmeasured" in why or "CPU" in why), (change, why)
+    # A bigger layer anywhere counts (the largest product decides), as does a bigger batch.
+    assert device.auto_choice(**dict(GPU_WORK, layer_units=[64, 2048, 1024, 10]))[0] == "cuda"
+    assert device.auto_choice(**dict(GPU_WORK, batch_size=4096,
+                                     layer_units=[784, 512, 512, 10]))[0] == "cuda"
+    # Prediction on the GPU is unmeasured: "auto" predicts on the CPU.
+    assert fastmlp.estimators.resolve_device("auto") == "cpu"
+
+
+def test_auto_keeps_the_cpu_without_cublas_or_without_a_gpu(no_gpu, monkeypatch):
+    """The GPU was measured with CuPy's cuBLAS doing the products; the tiled kernels alone are
+    unmeasured (and typically a tenth of cuBLAS's speed), and no GPU means the CPU."""
+    no_gpu(available=True)
+    monkeypatch.setattr(device, "cupy", lambda: None)
+    assert device.auto_choice(**GPU_WORK) == (
+        "cpu", "without CuPy's cuBLAS (pip install 'fastmlp[cuda-blas]') it is unmeasured")
+    no_gpu(gpus=NO_DRIVER)
+    monkeypatch.setattr(device, "cupy", lambda: pytest.fail("no GPU: CuPy is not asked"))
+    name, why = device.auto_choice(**GPU_WORK)
+    assert name == "cpu" and "the CUDA driver could not be loaded" in why
+
+
+def test_auto_does_not_touch_cuda_for_small_work(monkeypatch):
+    """A fit too small for the GPU decides without initialising CUDA or probing CuPy."""
+    monkeypatch.setattr(device, "check_available", lambda: pytest.fail("CUDA was probed"))
+    monkeypatch.setattr(device, "cupy", lambda: pytest.fail("CuPy was probed"))
+    assert device.auto_choice(**dict(GPU_WORK, batch_size=200))[0] == "cpu"
+
+
+def test_an_auto_fit_describes_its_work_and_trains_where_the_rule_says(usable_gpu, monkeypatch):
+    """The estimator hands the rule the fit's real sizes (batch_size="auto" is min(200, n)), and
+    trains on the CPU when it says so, though a GPU is usable."""
+    asked = []
+
+    def rule(**work):
+        asked.append(work)
+        return "cpu", "test"
+
+    monkeypatch.setattr(device, "auto_choice", rule)
+    monkeypatch.setattr(gpu, "train_epoch", lambda *a: pytest.fail("trained on the GPU"))
+    X, y = np.random.RandomState(0).normal(size=(150, 6)), np.arange(150) % 3
+    with pytest.warns(ConvergenceWarning):
+        clf = fastmlp.MLPClassifier((5, 4), device="auto", max_iter=2).fit(X, y)
+    assert clf.predict(X).shape == (150,)
+    assert asked == [dict(layer_units=[6, 5, 4, 3], batch_size=150, n_samples=150,
+                          dtype="float32", sparse=False, mini_batch=True, dropout=0.0)]
+    asked.clear()
+    with pytest.warns(ConvergenceWarning):
+        clf.set_params(batch_size=64, dtype="float64", solver="sgd", dropout=0.2).fit(X, y)
+    assert asked == [dict(layer_units=[6, 5, 4, 3], batch_size=64, n_samples=150,
+                          dtype="float64", sparse=False, mini_batch=True, dropout=0.2)]
 
 
 PTX_CHECK = r"""

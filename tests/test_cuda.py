@@ -472,7 +472,8 @@ def test_every_kernel_compiles_for_a_real_gpu():
 
 def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
     """bench/compare_gpu.py has never had a GPU here: its --smoke run checks the harness (data,
-    contestants, alternation, the table and its targets) on tiny data under the simulator."""
+    contestants, alternation, float32 and float64, the table, its targets, and the CUDA path
+    each fit reports) on tiny data under the simulator."""
     out = tmp_path / "GPU_RESULTS.md"
     result = subprocess.run([sys.executable, str(TESTS.parent / "bench" / "compare_gpu.py"),
                              "--smoke", "--out", str(out)], capture_output=True, text=True,
@@ -480,16 +481,21 @@ def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr[-6000:]
     table = out.read_text()
     assert "SMOKE RUN" in table
-    for workload in ("W1", "W2"):
-        for contestant in ("fastmlp cuda", "fastmlp cpu"):
-            assert re.search(rf"\| {workload} .*\| {contestant} \| \d+\.\d+ \| \d+\.\d+x \|",
-                             table), (workload, contestant, table)
-    # W1 is too large for the one-launch epoch kernel (as the real W1 is), W2 fits (as W2 does)
-    assert re.search(r"\| W1 [^|]*\| fastmlp cuda \|.*\| per-layer \|", table), table
-    assert re.search(r"\| W2 [^|]*\| fastmlp cuda \|.*\| fused \|", table), table
-    # same model on both devices: the W1 test accuracies agree
-    accuracies = re.findall(r"\| W1 .*\| fastmlp c(?:uda|pu) \|.*\| (\d\.\d+) \|", table)
-    assert len(accuracies) == 2 and accuracies[0] == accuracies[1], table
+    for dtype in ("float32", "float64"):
+        for workload in ("W1", "W2"):
+            for contestant in ("fastmlp cuda", "fastmlp cpu"):
+                assert re.search(rf"\| {workload} .*, {dtype} \| {contestant} \| \d+\.\d+ \| "
+                                 rf"\d+\.\d+x \|", table), (workload, contestant, table)
+        # The path the backend reports: W1 is too large for the one-launch epoch kernel (as the
+        # real W1 is), its products by the tiled kernel (no cuBLAS in the simulator); W2 fits.
+        assert re.search(rf"\| W1 [^|]*, {dtype} \| fastmlp cuda \|.*\| per-layer \(tiled, "
+                         r"tiled, tiled\) \|", table), table
+        assert re.search(rf"\| W2 [^|]*, {dtype} \| fastmlp cuda \|.*\| fused \|", table), table
+        # same model on both devices: the W1 test accuracies agree
+        accuracies = re.findall(rf"\| W1 [^|]*, {dtype} \| fastmlp c(?:uda|pu) \|.*\| "
+                                r"(\d\.\d+) \|", table)
+        assert len(accuracies) == 2 and accuracies[0] == accuracies[1], table
+        assert re.search(rf"W2 [^|]*, {dtype}: device='auto' picks cpu", table), table
 
 
 def test_product_grids_stay_within_cudas_grid_limits():

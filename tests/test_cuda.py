@@ -498,6 +498,51 @@ def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
         assert re.search(rf"W2 [^|]*, {dtype}: device='auto' picks cpu", table), table
 
 
+def test_the_gpu_checks_row_stack_shim_restores_it_only_where_missing(tmp_path):
+    """bench/with_row_stack.py (what bench/gpu_check.sh runs its Python steps through) gives
+    NumPy 2.5 np.row_stack back for numba-cuda 0.30.4, says so, and runs the script or module
+    with its arguments; with a NumPy that has it, it changes nothing."""
+    shim = str(TESTS.parent / "bench" / "with_row_stack.py")
+    (tmp_path / "probe.py").write_text(
+        "import sys\nimport numpy as np\n"
+        "print('PROBE', sys.argv[1:], np.row_stack is np.vstack)\n")
+    for target in ([str(tmp_path / "probe.py")], ["-m", "probe"]):
+        for numpy_2_5 in (True, False):
+            code = ("import runpy, sys\nimport numpy\n"
+                    + ("del numpy.row_stack\n" if numpy_2_5 else "")
+                    + f"sys.argv = [{shim!r}, *{target!r}, 'a', '--b']\n"
+                    f"runpy.run_path({shim!r}, run_name='__main__')\n")
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, cwd=tmp_path, env=_child_env(), timeout=120)
+            assert result.returncode == 0, result.stderr
+            assert f"PROBE ['a', '--b'] {numpy_2_5}" in result.stdout, (target, result.stdout)
+            said = "shimmed as np.vstack" if numpy_2_5 else "nothing shimmed"
+            assert said in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(device.target() == "gpu", reason="on a GPU machine it runs for minutes")
+def test_the_gpu_check_script_runs_through_failing_steps_within_its_budget(tmp_path):
+    """bench/gpu_check.sh without a GPU: every step fails or is skipped, yet the script goes on
+    to the end, stays within GPU_CHECK_SECONDS, and leaves at most 8 flat, plainly named files
+    with a summary line per step."""
+    out = tmp_path / "out"
+    env = _child_env(GPU_CHECK_SECONDS="60", PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(TESTS.parent / "bench" / "gpu_check.sh"), str(out)],
+                            capture_output=True, text=True, env=env, timeout=200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = sorted(path.name for path in out.iterdir())
+    assert len(names) <= 8 and all(path.is_file() for path in out.iterdir()), names
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in names), names
+    summary = (out / "summary.txt").read_text()
+    assert re.search(r"^versions: ok", summary, re.M), summary
+    for step in ("pytest tests/cuda_sim on the GPU", "bench/compare_gpu.py"):
+        assert re.search(rf"^{re.escape(step)}: (FAILED|SKIPPED|TIMED OUT)", summary, re.M), (
+            step, summary)
+    assert re.search(r"compute-sanitizer|racecheck", summary), summary
+    total = int(re.search(r"^total: (\d+)s", summary, re.M).group(1))
+    assert total <= 60, summary
+
+
 def test_product_grids_stay_within_cudas_grid_limits():
     """Rows of a product go along the grid's x axis (up to 2**31 - 1 blocks): on y (at most
     65535 blocks) a first layer's weight gradient over 2**20 sparse features, or a batch of a

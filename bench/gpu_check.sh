@@ -190,7 +190,8 @@ if [ -z "$SAN" ]; then
              "the nvidia wheels): $tool skipped" | tee -a "$OUTDIR/$tool.log" >> "$SUMMARY"
     done
 else
-    echo "compute-sanitizer: $SAN" >> "$SUMMARY"
+    echo "compute-sanitizer: $SAN (exit 3: it found hazards or errors; exit 1: a tiny fit" \
+         "disagreed with the CPU or took another path)" >> "$SUMMARY"
     step "racecheck (tiny fused and per-layer fits)" racecheck.log 70 \
         "$SAN" --tool racecheck --error-exitcode 3 --print-limit 40 \
         "${SHIM[@]}" bench/gpu_tiny_fits.py fused per-layer

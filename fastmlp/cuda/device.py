@@ -90,9 +90,9 @@ LAST_NUMBA_CUDA_NEEDING_ROW_STACK = (0, 30, 4)
 
 
 def numpy_incompatibility():
-    """A sentence saying why numba-cuda cannot compile kernels with this NumPy and how to fix it,
-    or None when they work together. Asked by capability (np.row_stack missing), not by NumPy's
-    version, so a NumPy that still has it, or a shim, passes."""
+    """A sentence saying why numba-cuda cannot compile kernels with this NumPy (check_available
+    adds the fix), or None when they work together. Asked by capability (np.row_stack missing),
+    not by NumPy's version, so a NumPy that still has it, or a shim, passes."""
     if hasattr(np, "row_stack"):
         return None
     version = numba_cuda_version()

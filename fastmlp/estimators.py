@@ -12,6 +12,7 @@ import types
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
@@ -107,25 +108,28 @@ def _one_fit_at_a_time(method):
     return wrapper
 
 
-def resolve_device(device):
+def resolve_device(device, work=None):
     """"cpu" or "cuda" for a `device` parameter; "cuda" is checked to be usable.
 
-    Raises RuntimeError saying what is missing when device="cuda" cannot run.
+    device="auto" is "cuda" only when a GPU is usable and the fit described by `work` (the
+    keyword arguments of fastmlp.cuda.device.auto_choice; None for prediction, which is
+    unmeasured on the GPU) is measured to be faster there. Raises RuntimeError saying what is
+    missing when device="cuda" cannot run.
     """
-    if device == "cpu":
+    if device == "cpu" or (device == "auto" and work is None):
         return "cpu"
+    if device == "auto":
+        try:
+            from .cuda.device import auto_choice
+        except ImportError:
+            return "cpu"
+        return auto_choice(**work)[0]
     try:
         backend("cuda").check_available()
     except ImportError as exc:
-        if device == "auto":
-            return "cpu"
         raise RuntimeError(
             f"device='cuda' needs the CUDA backend, which could not be imported ({exc}). "
             "Install it with: pip install 'fastmlp[cuda]'") from exc
-    except RuntimeError:
-        if device == "auto":
-            return "cpu"
-        raise
     return "cuda"
 
 
@@ -276,6 +280,13 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError(f"The network shape {layer_units} differs from the fitted one "
                              f"{list(self._layout.layer_units)}; warm_start and partial_fit "
                              "need the same hidden_layer_sizes and number of outputs.")
+        if self.device == "auto":  # the GPU only where it is measured faster
+            n = X.shape[0]
+            device = resolve_device("auto", dict(
+                layer_units=layer_units, batch_size=min(200 if self.batch_size == "auto"
+                                                        else self.batch_size, n),
+                n_samples=n, dtype=self.dtype, sparse=issparse(X),
+                mini_batch=self.solver in _STOCHASTIC_SOLVERS, dropout=self.dropout))
 
         random_state = check_random_state(self.random_state)
         if first_pass:
@@ -592,8 +603,11 @@ default='relu'
         fast; 'float64' reproduces scikit-learn's numbers for the same random_state.
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Where training and prediction run. 'cuda' trains on an NVIDIA GPU (needs the ``cuda``
-        extra and a working driver; a clear error says what is missing); 'auto' uses the GPU when
-        one is usable, else the CPU. Fitted attributes are host NumPy arrays either way.
+        extra and a working driver; a clear error says what is missing); 'auto' trains on the
+        GPU only where it is measured to be faster (today: float32 networks whose largest layer
+        product per batch is at least 2**30 multiply-adds, batches of 1024 rows or more, 60,000
+        rows or more, CuPy installed; see the README's GPU section), else on the CPU, and
+        predicts on the CPU. Fitted attributes are host NumPy arrays either way.
 """
 
 _SHARED_ATTRIBUTES = """

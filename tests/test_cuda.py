@@ -247,6 +247,53 @@ def test_check_available_accepts_a_gpu_or_the_simulator(no_gpu, monkeypatch):
     assert gpu.check_available() is None
 
 
+@pytest.fixture
+def numpy_without_row_stack(monkeypatch):
+    """NumPy as 2.5 ships it (np.row_stack removed) beside the given numba-cuda version."""
+    monkeypatch.delattr(np, "row_stack", raising=False)
+
+    def numba_cuda(version):
+        monkeypatch.setattr(device, "numba_cuda_version", lambda: version)
+
+    return numba_cuda
+
+
+def test_check_available_says_numba_cuda_needs_an_older_numpy(no_gpu, numpy_without_row_stack):
+    """numba-cuda 0.30.4 overloads np.row_stack when it builds its CUDA target, so with NumPy 2.5
+    the first kernel compile fails with an AttributeError: say so before that, with the fix."""
+    no_gpu(available=True)
+    numpy_without_row_stack((0, 30, 4))
+    with pytest.raises(RuntimeError) as info:
+        gpu.check_available()
+    message = str(info.value)
+    assert "numba-cuda 0.30.4 needs numpy < 2.5" in message and "np.row_stack" in message
+    assert "numpy<2.5" in message and "newer than 0.30.4" in message
+    assert "device='cpu'" in message
+    # device="auto" falls back to the CPU instead of failing, even for work the GPU would win
+    assert fastmlp.estimators.resolve_device("auto", GPU_WORK) == "cpu"
+
+    no_gpu(gpus=())  # no GPU either: both reasons are given
+    with pytest.raises(RuntimeError, match="needs numpy < 2.5.*no CUDA device"):
+        gpu.check_available()
+
+
+def test_numpy_without_row_stack_is_fine_where_numba_cuda_does_not_need_it(
+        no_gpu, numpy_without_row_stack):
+    no_gpu(available=True)
+    numpy_without_row_stack((0, 31, 0))  # a numba-cuda newer than the last one known to need it
+    assert gpu.check_available() is None
+    numpy_without_row_stack(None)  # numba-cuda not installed: numba's own CUDA target
+    assert gpu.check_available() is None
+
+
+def test_a_numpy_with_row_stack_passes_whatever_numba_cuda(no_gpu, monkeypatch):
+    """Detected by capability: a NumPy that has np.row_stack (before 2.5, or shimmed) passes."""
+    no_gpu(available=True)
+    monkeypatch.setattr(np, "row_stack", np.vstack, raising=False)
+    monkeypatch.setattr(device, "numba_cuda_version", lambda: (0, 30, 4))
+    assert gpu.check_available() is None
+
+
 def test_device_cuda_without_a_gpu_raises_and_auto_falls_back(no_gpu):
     no_gpu(gpus=NO_DRIVER)
     X, y = np.eye(4), [0, 1, 0, 1]
@@ -259,6 +306,85 @@ def test_device_cuda_without_a_gpu_raises_and_auto_falls_back(no_gpu):
     assert auto.predict(X).shape == (4,)
     with pytest.raises(RuntimeError, match="device='cuda' cannot run"):
         auto.set_params(device="cuda").predict(X)
+
+
+# The one kind of fit measured faster on the GPU (see fastmlp/cuda/device.py): 784-1024-1024-10,
+# float32, batch 1024, 60,000 rows, adam, dense, no dropout.
+GPU_WORK = dict(layer_units=[784, 1024, 1024, 10], batch_size=1024, n_samples=60_000,
+                dtype="float32", sparse=False, mini_batch=True, dropout=0.0)
+
+
+@pytest.fixture
+def usable_gpu(no_gpu, monkeypatch):
+    """A usable GPU with a working CuPy, as far as device="auto" can tell."""
+    no_gpu(available=True)
+    monkeypatch.setattr(device, "cupy", lambda: object())
+
+
+def test_auto_picks_the_gpu_only_for_work_measured_faster_there(usable_gpu):
+    assert device.auto_choice(**GPU_WORK)[0] == "cuda"
+    assert fastmlp.estimators.resolve_device("auto", GPU_WORK) == "cuda"
+    # The measured workloads where the GPU lost or tied, on the same usable GPU: W2 and W1.
+    w2 = dict(GPU_WORK, layer_units=[20, 64, 32, 3], batch_size=32, n_samples=100_000)
+    w1 = dict(GPU_WORK, layer_units=[784, 256, 128, 10], batch_size=256)
+    for work in (w2, w1):
+        assert device.auto_choice(**work)[0] == "cpu", work
+    # One step short of the measured work on any single count keeps the CPU.
+    for change in [dict(batch_size=1023), dict(n_samples=59_999),
+                   dict(layer_units=[784, 1024, 1023, 10]), dict(dtype="float64"),
+                   dict(sparse=True), dict(mini_batch=False), dict(dropout=0.1)]:
+        device_name, why = device.auto_choice(**dict(GPU_WORK, **change))
+        assert device_name == "cpu" and ("unmeasured" in why or "CPU" in why), (change, why)
+    # A bigger layer anywhere counts (the largest product decides), as does a bigger batch.
+    assert device.auto_choice(**dict(GPU_WORK, layer_units=[64, 2048, 1024, 10]))[0] == "cuda"
+    assert device.auto_choice(**dict(GPU_WORK, batch_size=4096,
+                                     layer_units=[784, 512, 512, 10]))[0] == "cuda"
+    # Prediction on the GPU is unmeasured: "auto" predicts on the CPU.
+    assert fastmlp.estimators.resolve_device("auto") == "cpu"
+
+
+def test_auto_keeps_the_cpu_without_cublas_or_without_a_gpu(no_gpu, monkeypatch):
+    """The GPU was measured with CuPy's cuBLAS doing the products; the tiled kernels alone are
+    unmeasured (and typically a tenth of cuBLAS's speed), and no GPU means the CPU."""
+    no_gpu(available=True)
+    monkeypatch.setattr(device, "cupy", lambda: None)
+    assert device.auto_choice(**GPU_WORK) == (
+        "cpu", "without CuPy's cuBLAS (pip install 'fastmlp[cuda-blas]') it is unmeasured")
+    no_gpu(gpus=NO_DRIVER)
+    monkeypatch.setattr(device, "cupy", lambda: pytest.fail("no GPU: CuPy is not asked"))
+    name, why = device.auto_choice(**GPU_WORK)
+    assert name == "cpu" and "the CUDA driver could not be loaded" in why
+
+
+def test_auto_does_not_touch_cuda_for_small_work(monkeypatch):
+    """A fit too small for the GPU decides without initialising CUDA or probing CuPy."""
+    monkeypatch.setattr(device, "check_available", lambda: pytest.fail("CUDA was probed"))
+    monkeypatch.setattr(device, "cupy", lambda: pytest.fail("CuPy was probed"))
+    assert device.auto_choice(**dict(GPU_WORK, batch_size=200))[0] == "cpu"
+
+
+def test_an_auto_fit_describes_its_work_and_trains_where_the_rule_says(usable_gpu, monkeypatch):
+    """The estimator hands the rule the fit's real sizes (batch_size="auto" is min(200, n)), and
+    trains on the CPU when it says so, though a GPU is usable."""
+    asked = []
+
+    def rule(**work):
+        asked.append(work)
+        return "cpu", "test"
+
+    monkeypatch.setattr(device, "auto_choice", rule)
+    monkeypatch.setattr(gpu, "train_epoch", lambda *a: pytest.fail("trained on the GPU"))
+    X, y = np.random.RandomState(0).normal(size=(150, 6)), np.arange(150) % 3
+    with pytest.warns(ConvergenceWarning):
+        clf = fastmlp.MLPClassifier((5, 4), device="auto", max_iter=2).fit(X, y)
+    assert clf.predict(X).shape == (150,)
+    assert asked == [dict(layer_units=[6, 5, 4, 3], batch_size=150, n_samples=150,
+                          dtype="float32", sparse=False, mini_batch=True, dropout=0.0)]
+    asked.clear()
+    with pytest.warns(ConvergenceWarning):
+        clf.set_params(batch_size=64, dtype="float64", solver="sgd", dropout=0.2).fit(X, y)
+    assert asked == [dict(layer_units=[6, 5, 4, 3], batch_size=64, n_samples=150,
+                          dtype="float64", sparse=False, mini_batch=True, dropout=0.2)]
 
 
 PTX_CHECK = r"""
@@ -346,7 +472,8 @@ def test_every_kernel_compiles_for_a_real_gpu():
 
 def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
     """bench/compare_gpu.py has never had a GPU here: its --smoke run checks the harness (data,
-    contestants, alternation, the table and its targets) on tiny data under the simulator."""
+    contestants, alternation, float32 and float64, the table, its targets, and the CUDA path
+    each fit reports) on tiny data under the simulator."""
     out = tmp_path / "GPU_RESULTS.md"
     result = subprocess.run([sys.executable, str(TESTS.parent / "bench" / "compare_gpu.py"),
                              "--smoke", "--out", str(out)], capture_output=True, text=True,
@@ -354,16 +481,66 @@ def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr[-6000:]
     table = out.read_text()
     assert "SMOKE RUN" in table
-    for workload in ("W1", "W2"):
-        for contestant in ("fastmlp cuda", "fastmlp cpu"):
-            assert re.search(rf"\| {workload} .*\| {contestant} \| \d+\.\d+ \| \d+\.\d+x \|",
-                             table), (workload, contestant, table)
-    # W1 is too large for the one-launch epoch kernel (as the real W1 is), W2 fits (as W2 does)
-    assert re.search(r"\| W1 [^|]*\| fastmlp cuda \|.*\| per-layer \|", table), table
-    assert re.search(r"\| W2 [^|]*\| fastmlp cuda \|.*\| fused \|", table), table
-    # same model on both devices: the W1 test accuracies agree
-    accuracies = re.findall(r"\| W1 .*\| fastmlp c(?:uda|pu) \|.*\| (\d\.\d+) \|", table)
-    assert len(accuracies) == 2 and accuracies[0] == accuracies[1], table
+    for dtype in ("float32", "float64"):
+        for workload in ("W1", "W2"):
+            for contestant in ("fastmlp cuda", "fastmlp cpu"):
+                assert re.search(rf"\| {workload} .*, {dtype} \| {contestant} \| \d+\.\d+ \| "
+                                 rf"\d+\.\d+x \|", table), (workload, contestant, table)
+        # The path the backend reports: W1 is too large for the one-launch epoch kernel (as the
+        # real W1 is), its products by the tiled kernel (no cuBLAS in the simulator); W2 fits.
+        assert re.search(rf"\| W1 [^|]*, {dtype} \| fastmlp cuda \|.*\| per-layer \(tiled, "
+                         r"tiled, tiled\) \|", table), table
+        assert re.search(rf"\| W2 [^|]*, {dtype} \| fastmlp cuda \|.*\| fused \|", table), table
+        # same model on both devices: the W1 test accuracies agree
+        accuracies = re.findall(rf"\| W1 [^|]*, {dtype} \| fastmlp c(?:uda|pu) \|.*\| "
+                                r"(\d\.\d+) \|", table)
+        assert len(accuracies) == 2 and accuracies[0] == accuracies[1], table
+        assert re.search(rf"W2 [^|]*, {dtype}: device='auto' picks cpu", table), table
+
+
+def test_the_gpu_checks_row_stack_shim_restores_it_only_where_missing(tmp_path):
+    """bench/with_row_stack.py (what bench/gpu_check.sh runs its Python steps through) gives
+    NumPy 2.5 np.row_stack back for numba-cuda 0.30.4, says so, and runs the script or module
+    with its arguments; with a NumPy that has it, it changes nothing."""
+    shim = str(TESTS.parent / "bench" / "with_row_stack.py")
+    (tmp_path / "probe.py").write_text(
+        "import sys\nimport numpy as np\n"
+        "print('PROBE', sys.argv[1:], np.row_stack is np.vstack)\n")
+    for target in ([str(tmp_path / "probe.py")], ["-m", "probe"]):
+        for numpy_2_5 in (True, False):
+            code = ("import runpy, sys\nimport numpy\n"
+                    + ("del numpy.row_stack\n" if numpy_2_5 else "")
+                    + f"sys.argv = [{shim!r}, *{target!r}, 'a', '--b']\n"
+                    f"runpy.run_path({shim!r}, run_name='__main__')\n")
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                    text=True, cwd=tmp_path, env=_child_env(), timeout=120)
+            assert result.returncode == 0, result.stderr
+            assert f"PROBE ['a', '--b'] {numpy_2_5}" in result.stdout, (target, result.stdout)
+            said = "shimmed as np.vstack" if numpy_2_5 else "nothing shimmed"
+            assert said in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(device.target() == "gpu", reason="on a GPU machine it runs for minutes")
+def test_the_gpu_check_script_runs_through_failing_steps_within_its_budget(tmp_path):
+    """bench/gpu_check.sh without a GPU: every step fails or is skipped, yet the script goes on
+    to the end, stays within GPU_CHECK_SECONDS, and leaves at most 8 flat, plainly named files
+    with a summary line per step."""
+    out = tmp_path / "out"
+    env = _child_env(GPU_CHECK_SECONDS="60", PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(TESTS.parent / "bench" / "gpu_check.sh"), str(out)],
+                            capture_output=True, text=True, env=env, timeout=200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = sorted(path.name for path in out.iterdir())
+    assert len(names) <= 8 and all(path.is_file() for path in out.iterdir()), names
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in names), names
+    summary = (out / "summary.txt").read_text()
+    assert re.search(r"^versions: ok", summary, re.M), summary
+    for step in ("pytest tests/cuda_sim on the GPU", "bench/compare_gpu.py"):
+        assert re.search(rf"^{re.escape(step)}: (FAILED|SKIPPED|TIMED OUT)", summary, re.M), (
+            step, summary)
+    assert re.search(r"compute-sanitizer|racecheck", summary), summary
+    total = int(re.search(r"^total: (\d+)s", summary, re.M).group(1))
+    assert total <= 60, summary
 
 
 def test_product_grids_stay_within_cudas_grid_limits():

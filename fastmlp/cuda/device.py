@@ -6,8 +6,10 @@ GPU: nothing here launches a kernel, and numba.cuda is imported only when a func
 """
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import warnings
 
 import numba
@@ -70,25 +72,66 @@ def target():
         return None
 
 
+def numba_cuda_version():
+    """numba-cuda's version as a tuple of ints (pre-release tags dropped), or None when it is not
+    installed."""
+    try:
+        text = importlib.metadata.version("numba-cuda")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+# The newest numba-cuda known to register an overload of np.row_stack, which NumPy 2.5 removed,
+# when it builds its CUDA target (at the first kernel compile): 0.30.4, the newest release in
+# December 2026, fails there with "module 'numpy' has no attribute 'row_stack'" (H200 image,
+# numba 0.68.0, numpy 2.5.2). Raise it when a newer release is known to do the same.
+LAST_NUMBA_CUDA_NEEDING_ROW_STACK = (0, 30, 4)
+
+
+def numpy_incompatibility():
+    """A sentence saying why numba-cuda cannot compile kernels with this NumPy (check_available
+    adds the fix), or None when they work together. Asked by capability (np.row_stack missing),
+    not by NumPy's version, so a NumPy that still has it, or a shim, passes."""
+    if hasattr(np, "row_stack"):
+        return None
+    version = numba_cuda_version()
+    if version is None or version > LAST_NUMBA_CUDA_NEEDING_ROW_STACK:
+        return None
+    found = ".".join(map(str, version))
+    return (f"numba-cuda {found} needs numpy < 2.5 (it uses np.row_stack, which numpy "
+            f"{np.__version__} removed, and would fail at the first kernel compile)")
+
+
 def check_available():
     """Return None when CUDA training can run here (a usable GPU, or numba's CUDA simulator);
     otherwise raise RuntimeError saying why and how to fix it."""
     if simulator():
         return
-    fallback = "or use device='cpu' (device='auto' picks the GPU only when one is usable)"
+    fallback = "or use device='cpu' (device='auto' never picks an unusable GPU)"
     try:
         cuda = import_cuda()
     except Exception as exc:  # noqa: BLE001 - whatever stops numba's CUDA target from loading
         raise RuntimeError(f"device='cuda' cannot run: numba's CUDA target failed to import "
                            f"({reason(exc)}). To fix it, {_INSTALL_HINT}; {fallback}."
                            ) from exc
+    numpy_problem = numpy_incompatibility()
+    numpy_fix = ("install numpy<2.5 (pip install 'numpy<2.5') or a numba-cuda release newer "
+                 f"than {'.'.join(map(str, LAST_NUMBA_CUDA_NEEDING_ROW_STACK))} that works "
+                 "with it")
     if cuda.is_available():
+        if numpy_problem is not None:
+            raise RuntimeError(f"device='cuda' cannot run: {numpy_problem}. To fix it, "
+                               f"{numpy_fix}; {fallback}.")
         if compiler_found():
             return
         raise RuntimeError("device='cuda' cannot run: numba finds the GPU but not libNVVM, the "
                            f"CUDA compiler its kernels need. To fix it, {_INSTALL_HINT}, whose "
                            f"toolkit wheels include it; {fallback}.")
     reasons, fixes = [], []
+    if numpy_problem is not None:
+        reasons.append(numpy_problem)
+        fixes.append(numpy_fix)
     if not numba_cuda_installed():
         reasons.append("numba-cuda is not installed")
         fixes.append(_INSTALL_HINT)
@@ -111,6 +154,72 @@ def check_available():
         fixes.append("set it before Python starts to run on the simulator instead")
     raise RuntimeError(f"device='cuda' cannot run: {'; '.join(reasons)}. To fix it, "
                        f"{'; '.join(fixes)}; {fallback}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# device="auto": the GPU only where it was measured to be faster than the CPU
+# ---------------------------------------------------------------------------------------------
+# Measured on an H200 with a 16-core host (December 2026, numba-cuda 0.30.4, CuPy 14), seconds
+# per epoch, float32, adam, dense input, 60,000 rows or more:
+#   W2 20-64-32-3, batch 32 (100,000 rows; largest product 32 x 64 x 32 = 65,536 multiply-adds
+#     per batch): cuda 0.29 against cpu 0.054-0.08, the CPU 4-5x faster;
+#   W1 784-256-128-10, batch 256 (Fashion-MNIST, 60,000 rows; largest product 256 x 784 x 256 =
+#     51 million): cuda 0.29-0.42 against cpu 0.33-0.42, a tie;
+#   784-1024-1024-10, batch 1024 (Fashion-MNIST; largest product 1024 x 1024 x 1024 = 2**30):
+#     cuda 0.148 against PyTorch eager on the GPU 0.100; our CPU is unmeasured there, but its
+#     arithmetic (about 3.4e11 multiply-adds an epoch) takes a 16-core CPU well over 0.15 s.
+# So "auto" picks the GPU only for work at least as large as that last row, on the path it took
+# (cuBLAS through CuPy), and keeps the CPU everywhere else, unmeasured cases included. Lower a
+# threshold only with a measurement of fastmlp's own CPU beside it (bench/compare_gpu.py).
+
+# Largest layer product per mini-batch (batch rows x fan-in x fan-out) at or above which the GPU
+# may be picked: the 784-1024-1024-10 batch-1024 row's (2**30), 21x W1's, where the GPU tied.
+AUTO_GPU_MIN_PRODUCT = 1 << 30
+# Rows per mini-batch at or above which the GPU may be picked: that row's 1024 (launch costs of
+# 23-58 us each, 3L + 2 per batch, make small batches launch-bound: W2).
+AUTO_GPU_MIN_BATCH = 1024
+# Training rows at or above which the GPU may be picked: Fashion-MNIST's 60,000, the smallest
+# data set it was measured on; below it the per-fit costs (CUDA compile, host-device copies)
+# weigh more and are unmeasured.
+AUTO_GPU_MIN_ROWS = 60_000
+# Only what was measured: float32 (float64 on the GPU is unmeasured), dense input (the sparse
+# gather is unmeasured), a mini-batch solver (L-BFGS's chunked loop is unmeasured), no dropout
+# (its extra launches are unmeasured).
+AUTO_GPU_DTYPES = ("float32",)
+
+
+def auto_choice(layer_units, batch_size, n_samples, dtype="float32", sparse=False,
+                mini_batch=True, dropout=0.0):
+    """("cuda" or "cpu", why) for a fit with device="auto", by the measured rule above.
+
+    layer_units: the network's sizes, inputs first; batch_size: rows per mini-batch (already
+    clipped to n_samples); n_samples: training rows. Only when the work favours the GPU does it
+    ask whether one is usable (check_available) and whether CuPy's cuBLAS works there (the path
+    the GPU was measured on): small fits never initialise CUDA."""
+    largest = max(batch_size * fan_in * fan_out
+                  for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]))
+    unmeasured = [(str(dtype) not in AUTO_GPU_DTYPES, f"{dtype} on the GPU is unmeasured"),
+                  (sparse, "sparse input on the GPU is unmeasured"),
+                  (not mini_batch, "L-BFGS on the GPU is unmeasured"),
+                  (dropout > 0, "dropout on the GPU is unmeasured"),
+                  (batch_size < AUTO_GPU_MIN_BATCH,
+                   f"batches of {batch_size} rows (< {AUTO_GPU_MIN_BATCH}) are faster on the CPU"),
+                  (largest < AUTO_GPU_MIN_PRODUCT,
+                   f"the largest layer product, {largest} multiply-adds per batch (< "
+                   f"{AUTO_GPU_MIN_PRODUCT}), is faster or as fast on the CPU"),
+                  (n_samples < AUTO_GPU_MIN_ROWS,
+                   f"{n_samples} rows (< {AUTO_GPU_MIN_ROWS}) are unmeasured on the GPU")]
+    for applies, why in unmeasured:
+        if applies:
+            return "cpu", why
+    try:
+        check_available()
+    except RuntimeError as exc:
+        return "cpu", str(exc)
+    if cupy() is None:
+        return "cpu", "without CuPy's cuBLAS (pip install 'fastmlp[cuda-blas]') it is unmeasured"
+    return "cuda", (f"the largest layer product, {largest} multiply-adds per batch, is measured "
+                    "faster on the GPU")
 
 
 def shared_bytes_per_block():

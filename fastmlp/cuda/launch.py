@@ -250,6 +250,12 @@ def _plain(net, opt):
     return net, opt
 
 
+# What the latest train_epoch call in this process ran, for benchmarks to report (nothing in
+# fastmlp reads it back): "path" is "fused" (one launch per epoch) or "per-layer"; "products"
+# names, per weight layer of a full per-layer batch, who made its products: "cublas" or "tiled".
+LAST_EPOCH = {"path": None, "products": ()}
+
+
 def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     """One epoch of mini-batch training on the device (see the CPU train_epoch): batches are
     gathered on the device from `order`; returns (sum of batch loss * batch rows, Adam's step
@@ -262,6 +268,7 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     batch_size = min(batch_size, n)
     if epoch_path(state.params, net.layers, batch_size, features.X.shape[1], Y.shape[1],
                   net) == "fused":
+        LAST_EPOCH.update(path="fused", products=())
         return _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt)
     return _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt)
 
@@ -321,6 +328,8 @@ def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
             v.stage(v.Xb, v.Yb, v.swb, *features, Y, sw, order, start)
             network.backprop(v, dW, db, stats, net.loss, net.dropout, net.seed, start)
             update(*update_args, v.n)
+    LAST_EPOCH.update(path="per-layer", products=tuple(
+        "cublas" if cublas else "tiled" for cublas in network.rows(batch_size).cublas))
     result = stats.copy_to_host()
     step = opt.step
     if ops.counts_steps(opt.kind):  # Adam's bias correction

@@ -245,7 +245,12 @@ def test_output_delta_and_loss_matches_the_cpu(head, dtype):
 
 # ------------------------------------------------------------------------------ updates
 
-N_WEIGHTS, N_PARAMS = 40, 47  # more than one simulated block of parameters
+# The update case: an 8 x FAN_OUT weight matrix and 7 biases, sized from the threads per block
+# the kernels are launched with (K.BLOCK: 32 on the simulator, 256 on a GPU) so that the
+# parameters always span more than one block, and one block has to close the batch for all.
+FAN_OUT = K.BLOCK // 8 + 1
+N_WEIGHTS = 8 * FAN_OUT
+N_PARAMS = N_WEIGHTS + 7
 
 
 def _update_case(dtype, seed=9):
@@ -275,7 +280,7 @@ def _second_slot(kind, slots):
 def _cpu_update(kind, params, raw, slots, alpha, weight_sum, step):
     """What the CPU train_epoch does with one batch gradient: ||W||^2, then its update (which
     finishes the gradient) as update number step + 1."""
-    layers = np.array([[8, 5, 0, N_WEIGHTS], [0, 7, 0, N_WEIGHTS]])
+    layers = np.array([[8, FAN_OUT, 0, N_WEIGHTS], [0, 7, 0, N_WEIGHTS]])
     squares = _call(cpu.weight_squares, params, layers)
     opt = OPT[kind]
     _call(cpu.update, TrainState(params, raw, slots[0], _second_slot(kind, slots)), N_WEIGHTS,
@@ -356,6 +361,6 @@ def test_finish_gradient_and_add_into_as_lbfgs_uses_them():
                                                            N_WEIGHTS)
     expected = np.array([ops.finished_gradient(expected[k], params[k], k, N_WEIGHTS, 0.3,
                                2.5) for k in range(N_PARAMS)])
-    expected_squares = _call(cpu.weight_squares, params, np.array([[8, 5, 0, N_WEIGHTS]]))
+    expected_squares = _call(cpu.weight_squares, params, np.array([[8, FAN_OUT, 0, N_WEIGHTS]]))
     assert_allclose(to_host(total), expected, rtol=1e-14)
     assert_allclose(to_host(squares).sum(), expected_squares, rtol=1e-14)

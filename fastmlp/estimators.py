@@ -129,20 +129,44 @@ def resolve_device(device):
     return "cuda"
 
 
-def _check_sample_weight(sample_weight, n_samples, dtype):
-    """Validated weights (ones when none are given): finite, non-negative, one per sample."""
+def _check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
+    """Validated weights (ones when none are given): finite, non-negative, one per sample, and
+    usable for training (see _usable_weights)."""
     if sample_weight is None:
         return np.ones(n_samples, dtype=dtype)
     if isinstance(sample_weight, Real):
         sample_weight = np.full(n_samples, sample_weight)
-    sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
-                     input_name="sample_weight")
+    sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C", input_name=name)
     if sw.ndim != 1 or sw.shape[0] != n_samples:
-        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
+        raise ValueError(f"{name}.shape == {sw.shape}, expected ({n_samples},)!")
     if (sw < 0).any():
-        raise ValueError("Negative values in data passed to sample_weight: weights must be >= 0.")
-    if not sw.any():
-        raise ValueError("sample_weight is zero for every sample: there is nothing to learn from.")
+        raise ValueError(f"Negative values in data passed to {name}: weights must be >= 0.")
+    return _usable_weights(sw, name)
+
+
+def _usable_weights(sw, name):
+    """Weights as training sees them, or a ValueError naming `name`.
+
+    float32 training treats subnormal numbers as zero (flush-to-zero, see the kernels), so such
+    weights are zeroed here, explicitly, for every backend. Every mini-batch is divided by its
+    weight sum, so the total must be a positive normal number of the dtype: a zero, subnormal
+    or overflowing total would skip every batch or give infinite steps.
+    """
+    info = np.finfo(sw.dtype)
+    if not np.isfinite(sw).all():
+        raise ValueError(f"{name} has values too large for {sw.dtype}: weights must be finite.")
+    if sw.dtype == np.float32:
+        subnormal = (sw > 0) & (sw < info.tiny)
+        if subnormal.any():
+            sw = np.where(subnormal, sw.dtype.type(0), sw)
+    total = float(np.sum(sw, dtype=np.float64))
+    if total == 0:
+        raise ValueError(f"{name} is zero for every sample: there is nothing to learn from "
+                         f"(in {sw.dtype}, weights below {info.tiny:.3g} count as zero).")
+    if not info.tiny <= total <= info.max:
+        raise ValueError(f"{name} sums to {total:.3g}, outside the range of normal {sw.dtype} "
+                         f"numbers ({info.tiny:.3g} to {info.max:.3g}) that training divides "
+                         "by: rescale the weights.")
     return sw
 
 
@@ -269,7 +293,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
         sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
         class_sw = self._class_sample_weight(Y, incremental)
         if class_sw is not None:
-            sw = sw * class_sw.astype(sw.dtype)
+            class_sw = _usable_weights(class_sw.astype(sw.dtype), "class_weight")
+            sw = _usable_weights(sw * class_sw,
+                                 "class_weight" if sample_weight is None else
+                                 "sample_weight x class_weight (their product, per sample)")
         validation = self._validation_set(validation_data, X.dtype)
         layer_units = [X.shape[1]] + hidden_sizes + [Y.shape[1]]
         if not first_pass and fitted and self._layout.layer_units != tuple(layer_units):
@@ -776,13 +803,26 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return weights[index]
 
     def _dict_class_weights(self):
+        """The weight of each class, in classes_ order; class_weight gets sample_weight's rules:
+        finite numbers, non-negative, not all zero."""
+        def plain(label):
+            return label.item() if isinstance(label, np.generic) else label
+
         unknown = [label for label in self.class_weight if label not in set(self.classes_)]
         if unknown:
-            plain = [label.item() if isinstance(label, np.generic) else label
-                     for label in unknown]
-            raise ValueError(f"class_weight names labels {plain} that are not among the classes "
-                             f"{self.classes_.tolist()}.")
-        return np.array([self.class_weight.get(label, 1.0) for label in self.classes_])
+            raise ValueError(f"class_weight names labels {[plain(u) for u in unknown]} that are "
+                             f"not among the classes {self.classes_.tolist()}.")
+        for label, weight in self.class_weight.items():
+            if isinstance(weight, bool) or not isinstance(weight, Real) or \
+                    not np.isfinite(weight) or weight < 0:
+                raise ValueError(f"class_weight for label {plain(label)!r} is {weight!r}: class "
+                                 "weights must be finite numbers >= 0.")
+        weights = np.array([self.class_weight.get(label, 1.0) for label in self.classes_],
+                           dtype=np.float64)
+        if not weights.any():
+            raise ValueError("class_weight is zero for every class: there is nothing to learn "
+                             "from.")
+        return weights
 
     def _score_outputs(self, P, Y, sample_weight):
         """Accuracy of output activations P against one-hot / indicator targets Y."""

@@ -152,3 +152,66 @@ def test_warm_start_rejects_a_dtype_change():
     clf = MLPClassifier(max_iter=2, warm_start=True).fit(X, y_class)
     with pytest.raises(ValueError, match="refit from scratch to change it"):
         clf.set_params(dtype="float64").fit(X, y_class)
+
+
+# ----------------------------------------------------------------------------- weights
+# A weight training cannot use is refused, naming the input at fault: sample_weight,
+# class_weight or their product, judged as training sees them (in the model's dtype, float32
+# subnormals counting as zero, as the kernels' flush-to-zero makes them).
+@pytest.mark.parametrize("dtype, weights, message", [
+    ("float32", np.full(40, 1e-45), r"sample_weight is zero for every sample: .*in float32, "
+                                    r"weights below 1.18e-38 count as zero"),
+    ("float64", np.full(40, 1e-320), r"sample_weight sums to 4e-319, outside the range of "
+                                     r"normal float64 numbers"),
+    ("float32", np.full(40, 1e37), r"sample_weight sums to 4e\+38, outside the range"),
+    ("float32", np.full(40, 1e39), "Input sample_weight contains infinity"),
+])
+def test_sample_weight_that_cannot_train(dtype, weights, message):
+    reg = MLPRegressor(max_iter=2, dtype=dtype)
+    with pytest.raises(ValueError, match=message):
+        reg.fit(X, y_reg, sample_weight=weights)
+    assert "_params" not in vars(reg)
+
+
+def test_subnormal_float32_weights_train_as_zero_weights():
+    """What the kernels did already (flush-to-zero), now explicit: the same numbers."""
+    tiny = np.where(np.arange(40) % 2, 1.0, 1e-45)
+    zero = np.where(np.arange(40) % 2, 1.0, 0.0)
+    fits = [MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+            .fit(X, y_reg, sample_weight=w) for w in (tiny, zero)]
+    np.testing.assert_array_equal(fits[0]._params, fits[1]._params)
+
+
+@pytest.mark.parametrize("class_weight, message", [
+    ({1: -1.0}, "class_weight for label 1 is -1.0: class weights must be finite numbers >= 0"),
+    ({1: np.nan}, "class_weight for label 1 is nan"),
+    ({2: np.inf}, "class_weight for label 2 is inf"),
+    ({1: "2"}, "class_weight for label 1 is '2'"),
+    ({1: None}, "class_weight for label 1 is None"),
+    ({0: 0, 1: 0.0, 2: 0}, "class_weight is zero for every class"),
+    ({0: 1e-45, 1: 1e-45, 2: 1e-45}, "class_weight is zero for every sample.*float32"),
+    ({0: 1e37, 1: 1e37, 2: 1e37}, "class_weight sums to .* outside the range of normal float32"),
+])
+def test_class_weight_gets_the_rules_of_sample_weight(class_weight, message):
+    clf = MLPClassifier(max_iter=2, class_weight=class_weight)
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X, y_class)
+    assert "_params" not in vars(clf)
+
+
+@pytest.mark.parametrize("sample_weight, class_weight, message", [
+    (np.full(40, 1e-30), {0: 1e-30, 1: 1e-30, 2: 1e-30}, "is zero for every sample"),
+    (np.full(40, 1e30), {0: 1e30, 1: 1e30, 2: 1e30}, "has values too large for float32"),
+    (np.where(y_class == 2, 0.0, 1.0), {0: 0, 1: 0}, "is zero for every sample"),
+])
+def test_the_product_of_sample_and_class_weights_must_be_trainable(sample_weight, class_weight,
+                                                                   message):
+    clf = MLPClassifier(max_iter=2, class_weight=class_weight)
+    with pytest.raises(ValueError, match=r"sample_weight x class_weight \(their product, per "
+                                         r"sample\) " + message):
+        clf.fit(X, y_class, sample_weight=sample_weight)
+
+
+def test_class_weight_zero_for_some_classes_still_trains():
+    clf = MLPClassifier(max_iter=2, class_weight={0: 0.0, 1: 0.0}).fit(X, y_class)
+    assert np.isfinite(clf.loss_) and clf.loss_ > 0

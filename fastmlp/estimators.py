@@ -290,6 +290,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         X, Y, Y_stratify = self._validate_input(X, y, incremental,
                                                 reset=first_pass or not fitted)
+        self._check_target_range(Y, "y")
         sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
         class_sw = self._class_sample_weight(Y, incremental)
         if class_sw is not None:
@@ -337,6 +338,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
     def _class_sample_weight(self, Y, incremental):
         """Per-sample weights from class_weight (classifier), or None."""
         return None
+
+    def _check_target_range(self, Y, name):
+        """Targets whose squared error overflows the dtype cannot be trained on (regressor)."""
 
     def _validation_set(self, validation_data, dtype):
         """TrainingData for a user-given (X_val, y_val[, sample_weight_val]), or None."""
@@ -1026,6 +1030,21 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, self._encode_targets(y, X.dtype), None
+
+    def _check_target_range(self, Y, name):
+        """Squared errors of targets beyond sqrt(dtype max) / 2 overflow to inf in training (a
+        float32 target of 3e38 is finite; its square is not): refuse them, naming the cure."""
+        if self.loss != "squared_error" or not Y.size:
+            return
+        largest = float(np.abs(Y).max())
+        limit = float(np.sqrt(np.finfo(Y.dtype).max)) / 2
+        if largest > limit:
+            raise ValueError(
+                f"{name} has values up to {largest:.3g} in absolute value, too large for "
+                f"{Y.dtype} training: their squared errors would be non-finite (|{name}| must "
+                f"stay below {limit:.3g}). Scale the targets, e.g. with "
+                "sklearn.compose.TransformedTargetRegressor and a StandardScaler"
+                + (", or use dtype='float64'." if Y.dtype == np.float32 else "."))
 
     def _encode_targets(self, y, dtype):
         if self.loss == "poisson" and (np.asarray(y) < 0).any():

@@ -341,6 +341,18 @@ def run_lbfgs(est, data, device="cpu"):
             loss_and_gradient, est._params.astype(np.float64), method="L-BFGS-B", jac=True,
             options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol},
         )
+    # L-BFGS-B stops, with a warning only, when it meets a non-finite loss or gradient; where
+    # that is the point it stops at, nothing was trained (e.g. the first evaluation overflowed).
+    # As the mini-batch solvers do, such a fit raises, and the estimator keeps its old state.
+    if not (np.isfinite(result.fun) and np.isfinite(result.jac).all() and
+            np.isfinite(result.x).all()):
+        raise DivergenceError(
+            "Solver produced non-finite parameter weights. The input data may contain large "
+            f"values and need to be preprocessed. (L-BFGS stopped after {result.nit} "
+            f"iteration(s) at a loss of {result.fun} with a non-finite gradient or loss: the "
+            "input or the targets probably have values too large for "
+            f"{est._params.dtype} arithmetic and need scaling, e.g. StandardScaler.) The "
+            "estimator was left as it was before this call.")
     est.n_iter_ = _lbfgs_iterations(result, est.max_iter)
     est.loss_ = float(result.fun)
     est._params[:] = result.x

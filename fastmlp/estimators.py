@@ -17,7 +17,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    Options,
+    StrOptions,
+)
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -201,7 +206,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, 1, closed="left")],
         "restore_best_weights": ["boolean"],
-        "callbacks": [list, tuple, None],
+        "callbacks": [list, tuple, None],  # of callables: see _validate_callbacks
         "progress_bar": ["boolean"],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
@@ -274,8 +279,19 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
         return sizes
 
+    def _validate_callbacks(self):
+        """The items of `callbacks`, which scikit-learn's constraints cannot describe, checked
+        as a parameter: before any work, with the same error."""
+        bad = [item for item in self.callbacks or () if not callable(item)]
+        if bad:
+            raise InvalidParameterError(
+                f"The 'callbacks' parameter of {type(self).__name__} must be a list or tuple of "
+                f"callables or None. Got {fitted_state.short_repr(self.callbacks)} instead: "
+                f"{fitted_state.short_repr(bad[0])} is not callable.")
+
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         self._validate_params()
+        self._validate_callbacks()
         hidden_sizes = self._hidden_layer_sizes()
         if self.dropout > 0 and self.solver == "lbfgs":
             raise ValueError("dropout needs a mini-batch solver (sgd, adam, adagrad, rmsprop or "
@@ -350,15 +366,35 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError("validation_data must be a tuple (X_val, y_val) or "
                              "(X_val, y_val, sample_weight_val).")
         X_val, y_val = validation_data[:2]
+        # Checked under their own names first, so that errors say validation_data, not X or y.
+        try:
+            X_checked = check_array(X_val, accept_sparse=["csr", "csc"], dtype=dtype,
+                                    order="C", input_name="X_val")
+            y_checked = check_array(y_val, accept_sparse=False, ensure_2d=False,
+                                    dtype=None if is_classifier(self) else "numeric",
+                                    input_name="y_val")
+        except ValueError as exc:
+            raise ValueError(f"validation_data: {exc}") from exc
+        if X_checked.shape[0] != y_checked.shape[0]:
+            raise ValueError(f"validation_data: X_val has {X_checked.shape[0]} samples but "
+                             f"y_val has {y_checked.shape[0]}.")
+        if X_checked.shape[1] != self.n_features_in_:
+            raise ValueError(f"validation_data: X_val has {X_checked.shape[1]} features, but "
+                             f"{type(self).__name__} is expecting {self.n_features_in_} features "
+                             "as input (those of X).")
         X_val, y_val = validate_data(self, X_val, y_val, accept_sparse=["csr", "csc"],
                                      multi_output=True, dtype=dtype, order="C", reset=False,
                                      y_numeric=not is_classifier(self))
         if y_val.ndim == 2 and y_val.shape[1] == 1:
             y_val = column_or_1d(y_val)
-        Y_val = self._encode_targets(y_val, dtype)
+        try:
+            Y_val = self._encode_targets(y_val, dtype)
+        except ValueError as exc:
+            raise ValueError(f"validation_data: y_val does not fit the model: {exc}") from exc
+        self._check_target_range(Y_val, "validation_data's y_val")
         sw_given = len(validation_data) == 3 and validation_data[2] is not None
         sw_val = _check_sample_weight(validation_data[2] if sw_given else None, X_val.shape[0],
-                                      dtype)
+                                      dtype, name="sample_weight_val")
         return TrainingData(as_features(X_val), Y_val, sw_val, sw_given)
 
     def _initialize(self, n_outputs, layer_units, dtype, random_state, weights=None):

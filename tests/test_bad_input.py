@@ -215,3 +215,44 @@ def test_the_product_of_sample_and_class_weights_must_be_trainable(sample_weight
 def test_class_weight_zero_for_some_classes_still_trains():
     clf = MLPClassifier(max_iter=2, class_weight={0: 0.0, 1: 0.0}).fit(X, y_class)
     assert np.isfinite(clf.loss_) and clf.loss_ > 0
+
+
+# ----------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("callbacks", [[3], [print, "stop"], (None,), [[print]]])
+def test_callbacks_are_checked_as_a_parameter_before_any_work(callbacks):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    clf = MLPClassifier(max_iter=2, callbacks=callbacks)
+    for fit in (clf.fit, lambda X, y: clf.partial_fit(X, y, classes=[0, 1, 2])):
+        with pytest.raises(InvalidParameterError, match="The 'callbacks' parameter of "
+                                                        "MLPClassifier must be a list or tuple "
+                                                        "of callables or None"):
+            fit(X, y_class)
+        assert not any(k.endswith("_") for k in vars(clf))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: (X[:10, :3], y_class[:10]),
+     r"validation_data: X_val has 3 features, but MLPClassifier is expecting 4"),
+    (lambda: (np.where(np.eye(10, 4) > 0, np.nan, X[:10]), y_class[:10]),
+     "validation_data: Input X_val contains NaN"),
+    (lambda: (X[:10, 0], y_class[:10]), "validation_data: Expected 2D array"),
+    (lambda: (X[:10], y_class[:9]), "validation_data: X_val has 10 samples but y_val has 9"),
+    (lambda: (X[:10], y_class[:10] + 5),
+     "validation_data: y_val does not fit the model: `y` has classes not in"),
+    (lambda: (X[:10], y_class[:10], -np.ones(10)),
+     "Negative values in data passed to sample_weight_val"),
+    (lambda: (X[:10], y_class[:10], np.zeros(10)), "sample_weight_val is zero for every sample"),
+])
+def test_validation_data_errors_name_validation_data(make, message):
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(max_iter=2).fit(X, y_class, validation_data=make())
+
+
+def test_validation_targets_are_named_too():
+    y_val = y_reg[:10].copy()
+    y_val[3] = np.nan
+    with pytest.raises(ValueError, match="validation_data: Input y_val contains NaN"):
+        MLPRegressor(max_iter=2).fit(X, y_reg, validation_data=(X[:10], y_val))
+    with pytest.raises(ValueError, match="validation_data's y_val has values up to 1e\\+30"):
+        MLPRegressor(max_iter=2).fit(X, y_reg, validation_data=(X[:10], np.full(10, 1e30)))

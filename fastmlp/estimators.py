@@ -228,6 +228,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
     @coefs_.setter
     def coefs_(self, values):
         if "_params" not in vars(self):
+            if not isinstance(values, (list, tuple)):
+                raise ValueError(f"coefs_ must be a list of arrays, one per layer; got "
+                                 f"{type(values).__name__}.")
             self._initial_coefs = list(values)
             return
         self._params[:] = self._layout.pack(values, self.intercepts_, self._params.dtype)
@@ -242,6 +245,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
     @intercepts_.setter
     def intercepts_(self, values):
         if "_params" not in vars(self):
+            if not isinstance(values, (list, tuple)):
+                raise ValueError(f"intercepts_ must be a list of arrays, one per layer; got "
+                                 f"{type(values).__name__}.")
             self._initial_intercepts = list(values)
             return
         self._params[:] = self._layout.pack(self.coefs_, values, self._params.dtype)
@@ -300,9 +306,14 @@ class BaseMultilayerPerceptron(BaseEstimator):
         fitted = "_params" in vars(self)
         first_pass = not (fitted or self._has_initial_weights()) or (
             not self.warm_start and not incremental)
-        if not first_pass and fitted and self._params.dtype != np.dtype(self.dtype):
-            raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted model "
-                             f"({self._params.dtype}); refit from scratch to change it.")
+        if not first_pass and fitted:
+            # Training continues from the fitted state: every attribute it reads must still
+            # describe the network in the parameter buffer.
+            fitted_state.check_usable(self, training=True)
+            if self._params.dtype != np.dtype(self.dtype):
+                raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted "
+                                 f"model ({self._params.dtype}); refit from scratch to change "
+                                 "it.")
 
         X, Y, Y_stratify = self._validate_input(X, y, incremental,
                                                 reset=first_pass or not fitted)
@@ -332,6 +343,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         data = TrainingData(as_features(X), Y, sw, sample_weight is not None or
                             class_sw is not None, Y_stratify).on(device)
+        if not first_pass and self.solver in _STOCHASTIC_SOLVERS:
+            self._resume_bookkeeping()
         if incremental and not first_pass and vars(self).get("stopped_early_"):
             # The previous call ended on the stopping rule: count afresh, or this call would
             # report stopping again after its first epoch.
@@ -423,19 +436,29 @@ class BaseMultilayerPerceptron(BaseEstimator):
         for name in fitted_state.PER_FIT:
             vars(self).pop(name, None)
         if self.solver in _STOCHASTIC_SOLVERS:
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            self.stopped_early_ = False
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.validation_loss_curve_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.validation_loss_curve_ = None
-                self.best_validation_score_ = None
+            vars(self).update(self._fresh_bookkeeping())
+
+    def _fresh_bookkeeping(self):
+        """The mini-batch solvers' stopping bookkeeping before their first epoch."""
+        fresh = {"loss_curve_": [], "_no_improvement_count": 0, "stopped_early_": False}
+        if self.early_stopping:
+            return {**fresh, "validation_scores_": [], "validation_loss_curve_": [],
+                    "best_validation_score_": -np.inf, "best_loss_": None}
+        return {**fresh, "best_loss_": np.inf, "validation_scores_": None,
+                "validation_loss_curve_": None, "best_validation_score_": None}
+
+    def _resume_bookkeeping(self):
+        """Before a mini-batch solver continues a fit: start what the earlier fit did not keep
+        (an lbfgs fit keeps no loss curve; early_stopping may have been switched on or off)."""
+        state = vars(self)
+        for name, value in self._fresh_bookkeeping().items():
+            if name not in state:
+                state[name] = value
+        if not self.early_stopping and state["best_loss_"] is None:
+            state["best_loss_"] = np.inf
+        if self.early_stopping and state["validation_scores_"] is None:
+            state.update(validation_scores_=[], validation_loss_curve_=[],
+                         best_validation_score_=-np.inf)
 
     def _check_X_y(self, X, y, reset, **kwargs):
         return validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -450,6 +473,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: "
                                  "coefs_ and intercepts_ set by hand are used by the next "
                                  "partial_fit (or warm_start fit), not by predict.")
+        # Compiled code sizes nothing itself: every attribute it is given must agree with the
+        # parameter buffer (users may assign fitted attributes).
+        fitted_state.check_usable(self)
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._params.dtype,
                           order="C", reset=False)
         device = resolve_device(self.device)
@@ -867,7 +893,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     def _score_outputs(self, P, Y, sample_weight):
         """Accuracy of output activations P against one-hot / indicator targets Y."""
         lb = self._label_binarizer
-        y_pred = lb.inverse_transform(P.ravel() if self.n_outputs_ == 1 else P)
+        y_pred = lb.inverse_transform(P.ravel() if P.shape[1] == 1 else P)
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
         return accuracy_score(lb.inverse_transform(Y), y_pred, sample_weight=sample_weight)
@@ -884,7 +910,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y : ndarray of shape (n_samples,) or (n_samples, n_classes)
         """
         P = self._forward(X)
-        return self._label_binarizer.inverse_transform(P.ravel() if self.n_outputs_ == 1 else P)
+        return self._label_binarizer.inverse_transform(P.ravel() if P.shape[1] == 1 else P)
 
     def predict_proba(self, X):
         """Probability of each class, columns ordered as ``classes_``.
@@ -898,7 +924,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         proba : ndarray of shape (n_samples, n_classes)
         """
         P = self._forward(X)
-        if self.n_outputs_ == 1:
+        if P.shape[1] == 1:
             return np.hstack([1 - P, P])
         return P
 
@@ -927,7 +953,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             exact = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
         else:
             exact = -np.logaddexp(0, -Z)  # log sigmoid(z)
-            if self.n_outputs_ == 1:  # columns log(1 - sigmoid(z)), log sigmoid(z)
+            if Z.shape[1] == 1:  # columns log(1 - sigmoid(z)), log sigmoid(z)
                 exact = np.hstack([-np.logaddexp(0, Z), exact])
         return np.where(underflow, exact, log_proba)
 
@@ -955,6 +981,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         -------
         self : object
         """
+        if "_params" in vars(self):  # labels are checked against classes_: check it first
+            fitted_state.check_usable(self, training=True)
         if self._first_partial_fit(classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):

@@ -85,29 +85,67 @@ class _mini_batch_only:
         return types.MethodType(self.method, obj)
 
 
-_FITTING = set()  # id() of every estimator whose fit or partial_fit is running
-_FITTING_LOCK = threading.Lock()
+# A fit rewrites the fitted state attribute by attribute, so nothing may read it meanwhile:
+# predictions from other threads are refused while an estimator is being fitted, and a fit waits
+# for the predictions already running on it to finish. Its own thread (its callbacks) may
+# predict between epochs, when the state is whole.
+_STATE = threading.Condition()  # guards the two tables below
+_FITTING = {}     # id() of each estimator whose fit or partial_fit is running -> its thread
+_PREDICTING = {}  # id() of each estimator being read by a prediction -> the threads reading it
 
 
 def _one_fit_at_a_time(method):
     """Refuse to start fitting an estimator that is already being fitted (by another thread, or
     by a callback of its own fit): two fits would interleave their updates of one fitted state.
+    Predictions running in other threads are waited for; new ones are refused until it ends.
     """
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with _FITTING_LOCK:
-            if id(self) in _FITTING:
+        key, me = id(self), threading.get_ident()
+        with _STATE:
+            if key in _FITTING:
                 raise RuntimeError(
                     f"This {type(self).__name__} is already being fitted (in another thread or "
                     f"by one of its callbacks); {method.__name__} cannot run on it at the same "
                     "time. Fit a copy (sklearn.base.clone) instead.")
-            _FITTING.add(id(self))
+            _FITTING[key] = me
+        try:
+            with _STATE:
+                _STATE.wait_for(lambda: all(t == me for t in _PREDICTING.get(key, ())))
+            return method(self, *args, **kwargs)
+        finally:
+            with _STATE:
+                del _FITTING[key]
+                _STATE.notify_all()
+
+    return wrapper
+
+
+def _reads_fitted_state(method):
+    """For predict and its kin: refuse to read an estimator another thread is fitting, whose
+    state is half old, half new; a fit started meanwhile waits for this call to end."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        key, me = id(self), threading.get_ident()
+        with _STATE:
+            if _FITTING.get(key, me) != me:
+                raise RuntimeError(
+                    f"This {type(self).__name__} is being fitted in another thread; "
+                    f"{method.__name__} cannot read it until that fit returns. To predict while "
+                    "a model trains, fit a copy (sklearn.base.clone) and predict with the "
+                    "original, or wait for fit to return.")
+            _PREDICTING.setdefault(key, []).append(me)
         try:
             return method(self, *args, **kwargs)
         finally:
-            with _FITTING_LOCK:
-                _FITTING.discard(id(self))
+            with _STATE:
+                readers = _PREDICTING[key]
+                readers.remove(me)
+                if not readers:
+                    del _PREDICTING[key]
+                _STATE.notify_all()
 
     return wrapper
 
@@ -898,6 +936,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             return np.nan
         return accuracy_score(lb.inverse_transform(Y), y_pred, sample_weight=sample_weight)
 
+    @_reads_fitted_state
     def predict(self, X):
         """Predict class labels (or, for multilabel models, label indicator rows) for X.
 
@@ -912,6 +951,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         P = self._forward(X)
         return self._label_binarizer.inverse_transform(P.ravel() if P.shape[1] == 1 else P)
 
+    @_reads_fitted_state
     def predict_proba(self, X):
         """Probability of each class, columns ordered as ``classes_``.
 
@@ -928,6 +968,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             return np.hstack([1 - P, P])
         return P
 
+    @_reads_fitted_state
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba(X)``, finite where probabilities underflow to 0.
 
@@ -1122,6 +1163,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             return np.nan
         return r2_score(Y, y_pred, sample_weight=sample_weight)
 
+    @_reads_fitted_state
     def predict(self, X):
         """Predict targets for X.
 

@@ -318,3 +318,82 @@ def test_issue_22_attribute_edits_do_not_crash_a_process():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "refused", done.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- predict during fit
+# The rule: a prediction from another thread while an estimator is being fitted raises
+# RuntimeError (as a second fit does); the fitting thread's callbacks may predict; a fit that
+# starts while predictions run waits for them.
+
+
+def test_predict_from_another_thread_during_fit_is_refused(guarded_kernels):
+    import threading
+
+    in_fit, release = threading.Event(), threading.Event()
+    seen_by_callback = []
+    main = threading.current_thread()
+
+    def pause(record):
+        if threading.current_thread() is not main and record.epoch == 1:
+            seen_by_callback.append(record.model.predict_proba(X_EDIT).shape)
+            in_fit.set()
+            release.wait(timeout=60)
+
+    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X_EDIT, y_EDIT % 2)  # a binary model first: the refit below changes its shape
+    clf.set_params(callbacks=[pause])
+    fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitting.start()
+        try:
+            assert in_fit.wait(timeout=120)
+            for method in ("predict", "predict_proba", "predict_log_proba"):
+                with pytest.raises(RuntimeError, match="being fitted in another thread"):
+                    getattr(clf, method)(X_EDIT)
+            with pytest.raises(RuntimeError, match="being fitted in another thread"):
+                clf.score(X_EDIT, y_EDIT)
+        finally:
+            release.set()
+            fitting.join(timeout=120)
+    assert seen_by_callback == [(60, 3)]  # the fitting thread's own callback may predict
+    assert clf.predict_proba(X_EDIT).shape == (60, 3)
+
+
+def test_a_fit_waits_for_the_predictions_running_on_its_estimator(monkeypatch):
+    import threading
+
+    import fastmlp.cpu as cpu
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2,
+                                    random_state=0).fit(X_EDIT, y_EDIT % 2)
+    in_predict, release, trained = threading.Event(), threading.Event(), threading.Event()
+    real_predict, real_epoch = cpu.predict, cpu.train_epoch
+
+    def slow_predict(*args):
+        in_predict.set()
+        release.wait(timeout=60)
+        return real_predict(*args)
+
+    monkeypatch.setattr(cpu, "predict", slow_predict)
+    monkeypatch.setattr(cpu, "train_epoch", lambda *a: trained.set() or real_epoch(*a))
+    shapes = []
+    predicting = threading.Thread(target=lambda: shapes.append(clf.predict_proba(X_EDIT).shape))
+    fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predicting.start()
+        assert in_predict.wait(timeout=60)
+        fitting.start()
+        try:
+            assert not trained.wait(timeout=1.0)  # the fit has not touched the model
+        finally:
+            release.set()
+            predicting.join(timeout=60)
+            fitting.join(timeout=120)
+    assert shapes == [(60, 2)] and trained.is_set()
+    assert clf.predict_proba(X_EDIT).shape == (60, 3)

@@ -256,3 +256,17 @@ def test_validation_targets_are_named_too():
         MLPRegressor(max_iter=2).fit(X, y_reg, validation_data=(X[:10], y_val))
     with pytest.raises(ValueError, match="validation_data's y_val has values up to 1e\\+30"):
         MLPRegressor(max_iter=2).fit(X, y_reg, validation_data=(X[:10], np.full(10, 1e30)))
+
+
+@pytest.mark.parametrize("first, then", [
+    (dict(solver="lbfgs"), dict(solver="adam")),
+    (dict(early_stopping=True), dict(early_stopping=False)),
+    (dict(early_stopping=False), dict(early_stopping=True)),
+])
+def test_warm_start_after_changing_the_solver_or_early_stopping(first, then):
+    """The mini-batch bookkeeping an earlier fit did not keep is started afresh (this failed on a
+    missing loss_curve_ or a best_loss_ of None)."""
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0, **first).fit(X, y_reg)
+    before = reg.predict(X)
+    reg.set_params(warm_start=True, **then).fit(X, y_reg)
+    assert len(reg.loss_curve_) >= 1 and not np.array_equal(reg.predict(X), before)

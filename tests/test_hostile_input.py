@@ -4,6 +4,9 @@ Hypothesis generates shapes, dtypes, memory layouts, pandas frames, memmaps, lab
 poisoned values. For every input, fastmlp (dtype="float64") must do what scikit-learn does: both
 succeed with the same predictions, or both raise the same class of exception. A numba typing error,
 a crash or a silent difference fails the test.
+
+Two more families of hostility, below: fitted attributes assigned wrong values before predict,
+partial_fit and warm_start, and predict while the same estimator fits.
 """
 
 import pickle

@@ -347,6 +347,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if not first_pass and fitted:
             # Training continues from the fitted state: every attribute it reads must still
             # describe the network in the parameter buffer.
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._resume_bookkeeping()
             fitted_state.check_usable(self, training=True)
             if self._params.dtype != np.dtype(self.dtype):
                 raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted "
@@ -381,8 +383,6 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
         data = TrainingData(as_features(X), Y, sw, sample_weight is not None or
                             class_sw is not None, Y_stratify).on(device)
-        if not first_pass and self.solver in _STOCHASTIC_SOLVERS:
-            self._resume_bookkeeping()
         if incremental and not first_pass and vars(self).get("stopped_early_"):
             # The previous call ended on the stopping rule: count afresh, or this call would
             # report stopping again after its first epoch.
@@ -487,7 +487,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     def _resume_bookkeeping(self):
         """Before a mini-batch solver continues a fit: start what the earlier fit did not keep
-        (an lbfgs fit keeps no loss curve; early_stopping may have been switched on or off)."""
+        (an lbfgs fit keeps no loss curve, scikit-learn's no validation loss curve;
+        early_stopping may have been switched on or off). Wrong values are left for
+        fitted_state.check_usable to name."""
         state = vars(self)
         for name, value in self._fresh_bookkeeping().items():
             if name not in state:
@@ -497,6 +499,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         if self.early_stopping and state["validation_scores_"] is None:
             state.update(validation_scores_=[], validation_loss_curve_=[],
                          best_validation_score_=-np.inf)
+        if isinstance(state["validation_scores_"], list) and \
+                state["validation_loss_curve_"] is None:
+            state["validation_loss_curve_"] = []
 
     def _check_X_y(self, X, y, reset, **kwargs):
         return validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -1023,7 +1028,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self : object
         """
         if "_params" in vars(self):  # labels are checked against classes_: check it first
-            fitted_state.check_usable(self, training=True)
+            fitted_state.check_usable(self)
         if self._first_partial_fit(classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):

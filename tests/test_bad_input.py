@@ -270,3 +270,15 @@ def test_warm_start_after_changing_the_solver_or_early_stopping(first, then):
     before = reg.predict(X)
     reg.set_params(warm_start=True, **then).fit(X, y_reg)
     assert len(reg.loss_curve_) >= 1 and not np.array_equal(reg.predict(X), before)
+
+
+def test_partial_fit_of_a_model_converted_from_sklearn_with_early_stopping():
+    """scikit-learn keeps no validation loss curve; continuing such a model starts one."""
+    from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+
+    theirs = SkMLPRegressor(hidden_layer_sizes=(4,), early_stopping=True, max_iter=3,
+                            random_state=0).fit(X, y_reg)
+    ours = MLPRegressor.from_sklearn(theirs)
+    ours.partial_fit(X, y_reg)
+    assert len(ours.validation_scores_) == len(theirs.validation_scores_) + 1
+    assert len(ours.validation_loss_curve_) == 1

@@ -204,7 +204,7 @@ EDITS = (
     + [("stopped_early_", v, "ok", "error") for v in ["no", None, np.array([True, False])]]
     + [("loss_curve_", v, "ok", "error") for v in [None, "abc", (1.0,), [1.0, "a"], 3.0]]
     + [("best_loss_", v, "ok", "error") for v in ["x", [1.0]]]
-    + [("validation_scores_", v, "ok", "error") for v in [[], "x", [0.5]]]
+    + [("validation_scores_", v, "ok", "error") for v in ["x", [0.5, "x"], [], [0.5]]]
     + [("validation_loss_curve_", v, "ok", "error") for v in [[], "x"]]
     + [("best_validation_score_", "x", "ok", "error"), ("best_validation_score_", 1.0, "ok", "ok")]
     + [("n_iter_", v, "ok", "ok") for v in [-1, "x", None, 2**70]]     # reset by each fit

@@ -12,6 +12,7 @@ import types
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
@@ -211,6 +212,41 @@ def _usable_weights(sw, name):
                          f"numbers ({info.tiny:.3g} to {info.max:.3g}) that training divides "
                          "by: rescale the weights.")
     return sw
+
+
+def _check_sparse_structure(A, name):
+    """Refuse a sparse matrix whose index arrays point outside it, before anything reads it.
+
+    scipy builds compressed matrices without a full check, and both scipy's conversions and the
+    kernels index with these arrays unchecked: an out-of-range index is an out-of-bounds write.
+    Vectorised, O(nnz), and nothing of the user's matrix is modified.
+    """
+    if not sp.issparse(A):
+        return
+    if A.format == "coo":
+        coords = getattr(A, "coords", None) or (A.row, A.col)
+        if any(len(c) and (c.min() < 0 or c.max() >= n) for c, n in zip(coords, A.shape)):
+            raise ValueError(f"Sparse {name} is malformed: an index lies outside its shape "
+                             f"{A.shape}.")
+        return
+    if A.format not in ("csr", "csc", "bsr"):
+        return  # dict- and list-based formats hold Python objects: nothing indexes blindly
+    block = A.blocksize if A.format == "bsr" else (1, 1)
+    major, minor = (0, 1) if A.format in ("csr", "bsr") else (1, 0)
+    n_major, n_minor = A.shape[major] // block[major], A.shape[minor] // block[minor]
+    indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
+    problem = None
+    if indptr.ndim != 1 or indptr.shape[0] != n_major + 1 or indices.ndim != 1:
+        problem = f"index pointer of length {indptr.shape}, not {n_major + 1}"
+    elif indptr[0] != 0 or (np.diff(indptr) < 0).any():
+        problem = "its index pointer does not start at 0 and never decrease"
+    elif indptr[-1] > min(indices.shape[0], A.data.shape[0]):
+        problem = f"its index pointer ends at {indptr[-1]}, past its {indices.shape[0]} indices"
+    elif indptr[-1] and (indices[:indptr[-1]].min() < 0 or
+                         indices[:indptr[-1]].max() >= n_minor):
+        problem = f"an index lies outside its shape {A.shape}"
+    if problem is not None:
+        raise ValueError(f"Sparse {name} is malformed: {problem}.")
 
 
 class BaseMultilayerPerceptron(BaseEstimator):
@@ -417,6 +453,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError("validation_data must be a tuple (X_val, y_val) or "
                              "(X_val, y_val, sample_weight_val).")
         X_val, y_val = validation_data[:2]
+        _check_sparse_structure(X_val, "X_val in validation_data")
+        _check_sparse_structure(y_val, "y_val in validation_data")
         # Checked under their own names first, so that errors say validation_data, not X or y.
         try:
             X_checked = check_array(X_val, accept_sparse=["csr", "csc"], dtype=dtype,
@@ -504,6 +542,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
             state["validation_loss_curve_"] = []
 
     def _check_X_y(self, X, y, reset, **kwargs):
+        _check_sparse_structure(X, "X")
+        _check_sparse_structure(y, "y")
         return validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=self.dtype, order="C", reset=reset, **kwargs)
 
@@ -519,6 +559,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         # Compiled code sizes nothing itself: every attribute it is given must agree with the
         # parameter buffer (users may assign fitted attributes).
         fitted_state.check_usable(self)
+        _check_sparse_structure(X, "X")
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._params.dtype,
                           order="C", reset=False)
         device = resolve_device(self.device)
@@ -1029,6 +1070,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         """
         if "_params" in vars(self):  # labels are checked against classes_: check it first
             fitted_state.check_usable(self)
+        _check_sparse_structure(y, "y")
         if self._first_partial_fit(classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):

@@ -282,3 +282,44 @@ def test_partial_fit_of_a_model_converted_from_sklearn_with_early_stopping():
     ours.partial_fit(X, y_reg)
     assert len(ours.validation_scores_) == len(theirs.validation_scores_) + 1
     assert len(ours.validation_loss_curve_) == 1
+
+
+def test_malformed_sparse_input_is_refused_before_anything_reads_it():
+    """scipy builds CSR/CSC/COO matrices without checking their indices; an index outside the
+    shape made the kernels (and scipy's own conversions) write out of bounds. Run in a child
+    process, since without the check the process's memory is corrupted."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import warnings
+        import numpy as np
+        import scipy.sparse as sp
+        from fastmlp import MLPClassifier
+        warnings.simplefilter("ignore")
+        X = np.random.RandomState(0).rand(40, 4)
+        y = np.arange(40) % 2
+        clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
+        ones, rows = np.ones(3), np.arange(4)
+        bad = {
+            "csr index": sp.csr_matrix((ones, [0, 10**6, 2], rows), shape=(3, 4)),
+            "csr negative": sp.csr_matrix((ones, [0, -5, 2], rows), shape=(3, 4)),
+            "csr pointer": sp.csr_matrix((ones, [0, 1, 2], [0, 1, 9, 3]), shape=(3, 4)),
+            "csc index": sp.csc_matrix((ones, [0, 10**6, 2], [0, 1, 2, 3, 3]), shape=(3, 4)),
+            "coo index": sp.coo_matrix((ones, ([0, 1, 2], [0, 1, 2])), shape=(3, 4)),
+        }
+        bad["coo index"].col[1] = 10**6
+        for name, A in bad.items():
+            for call in (lambda: clf.predict_proba(A), lambda: clf.fit(A, y[:3]),
+                         lambda: clf.fit(X, y, validation_data=(A, y[:3]))):
+                try:
+                    call()
+                    raise SystemExit(name + " was accepted")
+                except ValueError as exc:
+                    assert "is malformed" in str(exc), (name, exc)
+        print("refused")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "refused", done.stderr[-2000:]

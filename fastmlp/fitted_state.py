@@ -251,11 +251,12 @@ def check_usable(estimator, training=False):
             estimator.activation in ACTIVATION_CODES):
         raise ValueError(f"activation={short_repr(estimator.activation)} is not one of "
                          f"{sorted(hidden)}.")
+    losses = ("log_loss",) if "_label_binarizer" in state else ("poisson", "squared_error")
+    if getattr(estimator, "loss", None) not in losses:
+        raise ValueError(f"loss={short_repr(getattr(estimator, 'loss', None))} is not one of "
+                         f"{list(losses)}.")
     if "_label_binarizer" in state:
         _check_classes(estimator, hint)
-    elif getattr(estimator, "loss", None) not in ("squared_error", "poisson"):
-        raise ValueError(f"loss={short_repr(getattr(estimator, 'loss', None))} is not one of "
-                         "['poisson', 'squared_error'].")
     if training:
         _check_training_state(estimator, params)
 

@@ -128,8 +128,8 @@ def predict_rows(est, features, rows, device="cpu", params=None):
     features must already live on `device`; params defaults to the fitted parameters. The output
     is sized from the layer table the kernel reads, never from an attribute."""
     be = backend(device)
-    net = network(est, device=device)._replace(dropout=0.0)  # inference: no dropout
-    table = est._layout.table
+    table = est._layout.table  # read once: the kernel gets the table that was checked
+    net = network(est, device=device)._replace(layers=be.to_device(table), dropout=0.0)
     params = be.to_device(est._params) if params is None else params
     check_buffers(table, params, features)
     out = be.empty((len(rows), int(table[-1, 1])), params.dtype)

@@ -290,6 +290,18 @@ def test_regressor_attribute_edits_are_refused(guarded_kernels):
     reg.set_params(loss="squared_error", activation="softmax")
     with pytest.raises(ValueError, match="activation='softmax'"):
         reg.predict(X_EDIT)
+    reg.set_params(loss="log_loss", activation="relu")
+    with pytest.raises(ValueError, match="loss='log_loss'"):
+        reg.predict(X_EDIT)
+
+
+def test_classifier_loss_edit_is_refused(fitted_classifier, guarded_kernels):
+    import copy
+
+    clf = copy.deepcopy(fitted_classifier)
+    clf.loss = "squared_error"  # a class attribute, assignable on the instance
+    with pytest.raises(ValueError, match="loss='squared_error'"):
+        clf.partial_fit(X_EDIT, y_EDIT)
 
 
 def test_issue_22_attribute_edits_do_not_crash_a_process():

@@ -7,6 +7,7 @@ MLPRegressor, so that changing the import is all a user has to do.
 
 import copy
 import functools
+import inspect
 import threading
 import types
 from numbers import Integral, Real
@@ -361,13 +362,23 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     def _validate_callbacks(self):
         """The items of `callbacks`, which scikit-learn's constraints cannot describe, checked
-        as a parameter: before any work, with the same error."""
-        bad = [item for item in self.callbacks or () if not callable(item)]
-        if bad:
-            raise InvalidParameterError(
-                f"The 'callbacks' parameter of {type(self).__name__} must be a list or tuple of "
-                f"callables or None. Got {fitted_state.short_repr(self.callbacks)} instead: "
-                f"{fitted_state.short_repr(bad[0])} is not callable.")
+        as a parameter: before any work, with the same error. Each must be callable with one
+        argument (the EpochRecord), where Python can tell."""
+        for i, item in enumerate(self.callbacks or ()):
+            problem = None if callable(item) else "is not callable"
+            if problem is None:
+                try:
+                    inspect.signature(item).bind(None)
+                except TypeError:
+                    problem = "cannot be called with one argument (the EpochRecord)"
+                except ValueError:
+                    pass  # no signature to read (some built-ins): trust it
+            if problem is not None:
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__} must be a list or tuple "
+                    f"of callables taking one argument, or None. Got "
+                    f"{fitted_state.short_repr(self.callbacks)} instead: callbacks[{i}] "
+                    f"({fitted_state.short_repr(item)}) {problem}.")
 
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         self._validate_params()
@@ -471,9 +482,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError(f"validation_data: X_val has {X_checked.shape[1]} features, but "
                              f"{type(self).__name__} is expecting {self.n_features_in_} features "
                              "as input (those of X).")
-        X_val, y_val = validate_data(self, X_val, y_val, accept_sparse=["csr", "csc"],
-                                     multi_output=True, dtype=dtype, order="C", reset=False,
-                                     y_numeric=not is_classifier(self))
+        try:  # what remains to check: feature names, scikit-learn's finer rules
+            X_val, y_val = validate_data(self, X_val, y_val, accept_sparse=["csr", "csc"],
+                                         multi_output=True, dtype=dtype, order="C",
+                                         reset=False, y_numeric=not is_classifier(self))
+        except ValueError as exc:
+            raise ValueError(f"validation_data: {exc}") from exc
         if y_val.ndim == 2 and y_val.shape[1] == 1:
             y_val = column_or_1d(y_val)
         try:

@@ -2,6 +2,7 @@
 compiled code runs, and a failed fit leaves the estimator exactly as it was."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -218,17 +219,38 @@ def test_class_weight_zero_for_some_classes_still_trains():
 
 
 # ----------------------------------------------------------------------------- parameters
-@pytest.mark.parametrize("callbacks", [[3], [print, "stop"], (None,), [[print]]])
-def test_callbacks_are_checked_as_a_parameter_before_any_work(callbacks):
+@pytest.mark.parametrize("callbacks, problem", [
+    ([3], r"callbacks\[0\] \(3\) is not callable"),
+    ([print, "stop"], r"callbacks\[1\] \('stop'\) is not callable"),
+    ((None,), "is not callable"),
+    ([[print]], "is not callable"),
+    ([lambda: True], "cannot be called with one argument"),
+    ([lambda record, other: True], "cannot be called with one argument"),
+    ([int.__add__], "cannot be called with one argument"),
+    ("stop", "must be an instance of 'list'"),
+])
+def test_callbacks_are_checked_as_a_parameter_before_any_work(callbacks, problem):
     from sklearn.utils._param_validation import InvalidParameterError
 
     clf = MLPClassifier(max_iter=2, callbacks=callbacks)
     for fit in (clf.fit, lambda X, y: clf.partial_fit(X, y, classes=[0, 1, 2])):
         with pytest.raises(InvalidParameterError, match="The 'callbacks' parameter of "
-                                                        "MLPClassifier must be a list or tuple "
-                                                        "of callables or None"):
+                                                        "MLPClassifier must be") as info:
             fit(X, y_class)
+        assert re.search(problem, str(info.value)), str(info.value)
         assert not any(k.endswith("_") for k in vars(clf))
+
+
+def test_callbacks_that_take_one_argument_are_accepted():
+    calls = []
+
+    class Recorder:
+        def __call__(self, record, *more):
+            calls.append(record.epoch)
+
+    MLPClassifier(max_iter=2, callbacks=[Recorder(), lambda record, stop=False: stop, print,
+                                          calls.append]).fit(X, y_class)
+    assert calls[0] == 1 and len(calls) == 4
 
 
 @pytest.mark.parametrize("make, message", [
@@ -323,3 +345,11 @@ def test_malformed_sparse_input_is_refused_before_anything_reads_it():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "refused", done.stderr[-2000:]
+
+
+def test_validation_data_with_other_column_names_names_validation_data():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    other = pd.DataFrame(X[:10], columns=["a", "b", "c", "e"])
+    with pytest.raises(ValueError, match="validation_data: The feature names should match"):
+        MLPClassifier(max_iter=2).fit(frame, y_class, validation_data=(other, y_class[:10]))

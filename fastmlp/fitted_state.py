@@ -238,7 +238,7 @@ def check_usable(estimator, training=False):
                              f"{expected} {what}: {hint}.")
     names = state.get("feature_names_in_")
     if names is not None and not (isinstance(names, np.ndarray) and names.shape == (units[0],)
-                                  and all(isinstance(n, str) for n in names)):
+                                  and names.dtype.kind in "OU"):
         raise ValueError(f"feature_names_in_ must be None or an array of {units[0]} column "
                          f"names; got {short_repr(names)}: {hint}.")
     expected = estimator._output_activation()
@@ -265,9 +265,10 @@ def _check_classes(estimator, hint):
     """classes_ must be the labels the model was trained on, one per output (binary: two)."""
     trained = estimator._label_binarizer.classes_
     classes = vars(estimator).get("classes_")
-    try:
-        same = (isinstance(classes, np.ndarray) and classes.shape == trained.shape and
-                classes.dtype == trained.dtype and bool(np.array_equal(classes, trained)))
+    try:  # usually the very array (fit shares it): skip the comparison then
+        same = classes is trained or (
+            isinstance(classes, np.ndarray) and classes.shape == trained.shape and
+            classes.dtype == trained.dtype and bool(np.array_equal(classes, trained)))
     except (TypeError, ValueError):
         same = False
     if not same:

@@ -240,7 +240,7 @@ def _check_sparse_structure(A, name):
     if indptr.ndim != 1 or indptr.shape[0] != n_major + 1 or indices.ndim != 1:
         problem = f"index pointer of length {indptr.shape}, not {n_major + 1}"
     elif indptr[0] != 0 or (np.diff(indptr) < 0).any():
-        problem = "its index pointer does not start at 0 and never decrease"
+        problem = "its index pointer must start at 0 and never decrease"
     elif indptr[-1] > min(indices.shape[0], A.data.shape[0]):
         problem = f"its index pointer ends at {indptr[-1]}, past its {indices.shape[0]} indices"
     elif indptr[-1] and (indices[:indptr[-1]].min() < 0 or
@@ -470,7 +470,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         try:
             X_checked = check_array(X_val, accept_sparse=["csr", "csc"], dtype=dtype,
                                     order="C", input_name="X_val")
-            y_checked = check_array(y_val, accept_sparse=False, ensure_2d=False,
+            y_checked = check_array(y_val, accept_sparse="csr", ensure_2d=False,
                                     dtype=None if is_classifier(self) else "numeric",
                                     input_name="y_val")
         except ValueError as exc:

@@ -112,8 +112,11 @@ def check_buffers(table, params, features, Y=None, sw=None, slots=()):
             problems.append(f"targets {Y.shape} {Y.dtype}, not (rows, {n_outputs})")
         elif sw is None or sw.shape != (Y.shape[0],) or sw.dtype != params.dtype:
             problems.append("sample weights not one per target row")
-        elif features.X.shape[0] not in (0, Y.shape[0]):  # 0 rows: the input is sparse
+        elif features.X.shape[0] not in (0, Y.shape[0]) or \
+                features.indptr.shape[0] not in (0, Y.shape[0] + 1):  # 0: dense, or sparse
             problems.append("input and targets with different numbers of rows")
+    if features.data.dtype != params.dtype:
+        problems.append(f"sparse input in {features.data.dtype}, parameters in {params.dtype}")
     for slot in slots:
         if slot.shape != params.shape or slot.dtype != params.dtype:
             problems.append(f"optimizer state {slot.shape}, not ({n_params},)")

@@ -79,12 +79,14 @@ def as_features(X):
     return Features(X, np.empty(0, dtype=X.dtype), empty_index, empty_index)
 
 
-def network(est, dropout_seed=0, device="cpu"):
-    """The bundles.Network the kernels take, its layer table on `device`."""
+def network(est, dropout_seed=0, device="cpu", table=None):
+    """The bundles.Network the kernels take, its layer table (the estimator's unless given) on
+    `device`."""
     loss = est.loss
     if loss == "log_loss" and est.out_activation_ == "logistic":
         loss = "binary_log_loss"
-    return Network(backend(device).to_device(est._layout.table),
+    table = est._layout.table if table is None else table
+    return Network(backend(device).to_device(table),
                    codes.ACTIVATION_CODES[est.activation],
                    codes.ACTIVATION_CODES[est.out_activation_], codes.LOSS_CODES[loss],
                    float(est.alpha), float(getattr(est, "dropout", 0.0)), int(dropout_seed))
@@ -132,7 +134,7 @@ def predict_rows(est, features, rows, device="cpu", params=None):
     is sized from the layer table the kernel reads, never from an attribute."""
     be = backend(device)
     table = est._layout.table  # read once: the kernel gets the table that was checked
-    net = network(est, device=device)._replace(layers=be.to_device(table), dropout=0.0)
+    net = network(est, device=device, table=table)._replace(dropout=0.0)  # inference
     params = be.to_device(est._params) if params is None else params
     check_buffers(table, params, features)
     out = be.empty((len(rows), int(table[-1, 1])), params.dtype)

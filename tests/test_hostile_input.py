@@ -412,3 +412,15 @@ def test_a_fit_waits_for_the_predictions_running_on_its_estimator(monkeypatch):
             fitting.join(timeout=120)
     assert shapes == [(60, 2)] and trained.is_set()
     assert clf.predict_proba(X_EDIT).shape == (60, 3)
+
+
+def test_predictions_from_many_threads_at_once_are_allowed(fitted_classifier):
+    """Readers do not exclude each other: parallel predict on one model (joblib's threading
+    backend, a web server) gives every thread the single-threaded answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = fitted_classifier.predict_proba(X_EDIT)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: fitted_classifier.predict_proba(X_EDIT), range(64)))
+    for result in results:
+        np.testing.assert_array_equal(result, expected)

@@ -6,6 +6,7 @@ import scikit-learn.
 """
 
 import importlib
+import importlib.util
 
 from ._version import __version__
 
@@ -27,6 +28,8 @@ def __getattr__(name):
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value  # found directly from now on
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)  # fastmlp.<module>, as before
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")
 
 

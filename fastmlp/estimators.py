@@ -7,18 +7,24 @@ MLPRegressor, so that changing the import is all a user has to do.
 
 import copy
 import functools
+import inspect
 import threading
 import types
 from numbers import Integral, Real
 
 import numpy as np
-from scipy.sparse import issparse
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    Options,
+    StrOptions,
+)
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -81,29 +87,67 @@ class _mini_batch_only:
         return types.MethodType(self.method, obj)
 
 
-_FITTING = set()  # id() of every estimator whose fit or partial_fit is running
-_FITTING_LOCK = threading.Lock()
+# A fit rewrites the fitted state attribute by attribute, so nothing may read it meanwhile:
+# predictions from other threads are refused while an estimator is being fitted, and a fit waits
+# for the predictions already running on it to finish. Its own thread (its callbacks) may
+# predict between epochs, when the state is whole.
+_STATE = threading.Condition()  # guards the two tables below
+_FITTING = {}     # id() of each estimator whose fit or partial_fit is running -> its thread
+_PREDICTING = {}  # id() of each estimator being read by a prediction -> the threads reading it
 
 
 def _one_fit_at_a_time(method):
     """Refuse to start fitting an estimator that is already being fitted (by another thread, or
     by a callback of its own fit): two fits would interleave their updates of one fitted state.
+    Predictions running in other threads are waited for; new ones are refused until it ends.
     """
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with _FITTING_LOCK:
-            if id(self) in _FITTING:
+        key, me = id(self), threading.get_ident()
+        with _STATE:
+            if key in _FITTING:
                 raise RuntimeError(
                     f"This {type(self).__name__} is already being fitted (in another thread or "
                     f"by one of its callbacks); {method.__name__} cannot run on it at the same "
                     "time. Fit a copy (sklearn.base.clone) instead.")
-            _FITTING.add(id(self))
+            _FITTING[key] = me
+        try:
+            with _STATE:
+                _STATE.wait_for(lambda: all(t == me for t in _PREDICTING.get(key, ())))
+            return method(self, *args, **kwargs)
+        finally:
+            with _STATE:
+                del _FITTING[key]
+                _STATE.notify_all()
+
+    return wrapper
+
+
+def _reads_fitted_state(method):
+    """For predict and its kin: refuse to read an estimator another thread is fitting, whose
+    state is half old, half new; a fit started meanwhile waits for this call to end."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        key, me = id(self), threading.get_ident()
+        with _STATE:
+            if _FITTING.get(key, me) != me:
+                raise RuntimeError(
+                    f"This {type(self).__name__} is being fitted in another thread; "
+                    f"{method.__name__} cannot read it until that fit returns. To predict while "
+                    "a model trains, fit a copy (sklearn.base.clone) and predict with the "
+                    "original, or wait for fit to return.")
+            _PREDICTING.setdefault(key, []).append(me)
         try:
             return method(self, *args, **kwargs)
         finally:
-            with _FITTING_LOCK:
-                _FITTING.discard(id(self))
+            with _STATE:
+                readers = _PREDICTING[key]
+                readers.remove(me)
+                if not readers:
+                    del _PREDICTING[key]
+                _STATE.notify_all()
 
     return wrapper
 
@@ -133,21 +177,80 @@ def resolve_device(device, work=None):
     return "cuda"
 
 
-def _check_sample_weight(sample_weight, n_samples, dtype):
-    """Validated weights (ones when none are given): finite, non-negative, one per sample."""
+def _check_sample_weight(sample_weight, n_samples, dtype, name="sample_weight"):
+    """Validated weights (ones when none are given): finite, non-negative, one per sample, and
+    usable for training (see _usable_weights)."""
     if sample_weight is None:
         return np.ones(n_samples, dtype=dtype)
     if isinstance(sample_weight, Real):
         sample_weight = np.full(n_samples, sample_weight)
-    sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C",
-                     input_name="sample_weight")
+    sw = check_array(sample_weight, ensure_2d=False, dtype=dtype, order="C", input_name=name)
     if sw.ndim != 1 or sw.shape[0] != n_samples:
-        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
+        raise ValueError(f"{name}.shape == {sw.shape}, expected ({n_samples},)!")
     if (sw < 0).any():
-        raise ValueError("Negative values in data passed to sample_weight: weights must be >= 0.")
-    if not sw.any():
-        raise ValueError("sample_weight is zero for every sample: there is nothing to learn from.")
+        raise ValueError(f"Negative values in data passed to {name}: weights must be >= 0.")
+    return _usable_weights(sw, name)
+
+
+def _usable_weights(sw, name):
+    """Weights as training sees them, or a ValueError naming `name`.
+
+    float32 training treats subnormal numbers as zero (flush-to-zero, see the kernels), so such
+    weights are zeroed here, explicitly, for every backend. Every mini-batch is divided by its
+    weight sum, so the total must be a positive normal number of the dtype: a zero, subnormal
+    or overflowing total would skip every batch or give infinite steps.
+    """
+    info = np.finfo(sw.dtype)
+    if not np.isfinite(sw).all():
+        raise ValueError(f"{name} has values too large for {sw.dtype}: weights must be finite.")
+    if sw.dtype == np.float32:
+        subnormal = (sw > 0) & (sw < info.tiny)
+        if subnormal.any():
+            sw = np.where(subnormal, sw.dtype.type(0), sw)
+    total = float(np.sum(sw, dtype=np.float64))
+    if total == 0:
+        raise ValueError(f"{name} is zero for every sample: there is nothing to learn from "
+                         f"(in {sw.dtype}, weights below {info.tiny:.3g} count as zero).")
+    if not info.tiny <= total <= info.max:
+        raise ValueError(f"{name} sums to {total:.3g}, outside the range of normal {sw.dtype} "
+                         f"numbers ({info.tiny:.3g} to {info.max:.3g}) that training divides "
+                         "by: rescale the weights.")
     return sw
+
+
+def _check_sparse_structure(A, name):
+    """Refuse a sparse matrix whose index arrays point outside it, before anything reads it.
+
+    scipy builds compressed matrices without a full check, and both scipy's conversions and the
+    kernels index with these arrays unchecked: an out-of-range index is an out-of-bounds write.
+    Vectorised, O(nnz), and nothing of the user's matrix is modified.
+    """
+    if not sp.issparse(A):
+        return
+    if A.format == "coo":
+        coords = getattr(A, "coords", None) or (A.row, A.col)
+        if any(len(c) and (c.min() < 0 or c.max() >= n) for c, n in zip(coords, A.shape)):
+            raise ValueError(f"Sparse {name} is malformed: an index lies outside its shape "
+                             f"{A.shape}.")
+        return
+    if A.format not in ("csr", "csc", "bsr"):
+        return  # dict- and list-based formats hold Python objects: nothing indexes blindly
+    block = A.blocksize if A.format == "bsr" else (1, 1)
+    major, minor = (0, 1) if A.format in ("csr", "bsr") else (1, 0)
+    n_major, n_minor = A.shape[major] // block[major], A.shape[minor] // block[minor]
+    indptr, indices = np.asarray(A.indptr), np.asarray(A.indices)
+    problem = None
+    if indptr.ndim != 1 or indptr.shape[0] != n_major + 1 or indices.ndim != 1:
+        problem = f"index pointer of length {indptr.shape}, not {n_major + 1}"
+    elif indptr[0] != 0 or (np.diff(indptr) < 0).any():
+        problem = "its index pointer must start at 0 and never decrease"
+    elif indptr[-1] > min(indices.shape[0], A.data.shape[0]):
+        problem = f"its index pointer ends at {indptr[-1]}, past its {indices.shape[0]} indices"
+    elif indptr[-1] and (indices[:indptr[-1]].min() < 0 or
+                         indices[:indptr[-1]].max() >= n_minor):
+        problem = f"an index lies outside its shape {A.shape}"
+    if problem is not None:
+        raise ValueError(f"Sparse {name} is malformed: {problem}.")
 
 
 class BaseMultilayerPerceptron(BaseEstimator):
@@ -181,7 +284,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "rho": [Interval(Real, 0, 1, closed="left")],
         "restore_best_weights": ["boolean"],
-        "callbacks": [list, tuple, None],
+        "callbacks": [list, tuple, None],  # of callables: see _validate_callbacks
         "progress_bar": ["boolean"],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
@@ -203,6 +306,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
     @coefs_.setter
     def coefs_(self, values):
         if "_params" not in vars(self):
+            if not isinstance(values, (list, tuple)):
+                raise ValueError(f"coefs_ must be a list of arrays, one per layer; got "
+                                 f"{type(values).__name__}.")
             self._initial_coefs = list(values)
             return
         self._params[:] = self._layout.pack(values, self.intercepts_, self._params.dtype)
@@ -217,6 +323,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
     @intercepts_.setter
     def intercepts_(self, values):
         if "_params" not in vars(self):
+            if not isinstance(values, (list, tuple)):
+                raise ValueError(f"intercepts_ must be a list of arrays, one per layer; got "
+                                 f"{type(values).__name__}.")
             self._initial_intercepts = list(values)
             return
         self._params[:] = self._layout.pack(self.coefs_, values, self._params.dtype)
@@ -254,8 +363,29 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
         return sizes
 
+    def _validate_callbacks(self):
+        """The items of `callbacks`, which scikit-learn's constraints cannot describe, checked
+        as a parameter: before any work, with the same error. Each must be callable with one
+        argument (the EpochRecord), where Python can tell."""
+        for i, item in enumerate(self.callbacks or ()):
+            problem = None if callable(item) else "is not callable"
+            if problem is None:
+                try:
+                    inspect.signature(item).bind(None)
+                except TypeError:
+                    problem = "cannot be called with one argument (the EpochRecord)"
+                except ValueError:
+                    pass  # no signature to read (some built-ins): trust it
+            if problem is not None:
+                raise InvalidParameterError(
+                    f"The 'callbacks' parameter of {type(self).__name__} must be a list or tuple "
+                    f"of callables taking one argument, or None. Got "
+                    f"{fitted_state.short_repr(self.callbacks)} instead: callbacks[{i}] "
+                    f"({fitted_state.short_repr(item)}) {problem}.")
+
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         self._validate_params()
+        self._validate_callbacks()
         hidden_sizes = self._hidden_layer_sizes()
         if self.dropout > 0 and self.solver == "lbfgs":
             raise ValueError("dropout needs a mini-batch solver (sgd, adam, adagrad, rmsprop or "
@@ -264,16 +394,27 @@ class BaseMultilayerPerceptron(BaseEstimator):
         fitted = "_params" in vars(self)
         first_pass = not (fitted or self._has_initial_weights()) or (
             not self.warm_start and not incremental)
-        if not first_pass and fitted and self._params.dtype != np.dtype(self.dtype):
-            raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted model "
-                             f"({self._params.dtype}); refit from scratch to change it.")
+        if not first_pass and fitted:
+            # Training continues from the fitted state: every attribute it reads must still
+            # describe the network in the parameter buffer.
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._resume_bookkeeping()
+            fitted_state.check_usable(self, training=True)
+            if self._params.dtype != np.dtype(self.dtype):
+                raise ValueError(f"dtype={self.dtype!r} differs from the dtype of the fitted "
+                                 f"model ({self._params.dtype}); refit from scratch to change "
+                                 "it.")
 
         X, Y, Y_stratify = self._validate_input(X, y, incremental,
                                                 reset=first_pass or not fitted)
+        self._check_target_range(Y, "y")
         sw = _check_sample_weight(sample_weight, X.shape[0], X.dtype)
         class_sw = self._class_sample_weight(Y, incremental)
         if class_sw is not None:
-            sw = sw * class_sw.astype(sw.dtype)
+            class_sw = _usable_weights(class_sw.astype(sw.dtype), "class_weight")
+            sw = _usable_weights(sw * class_sw,
+                                 "class_weight" if sample_weight is None else
+                                 "sample_weight x class_weight (their product, per sample)")
         validation = self._validation_set(validation_data, X.dtype)
         layer_units = [X.shape[1]] + hidden_sizes + [Y.shape[1]]
         if not first_pass and fitted and self._layout.layer_units != tuple(layer_units):
@@ -285,7 +426,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
             device = resolve_device("auto", dict(
                 layer_units=layer_units, batch_size=min(200 if self.batch_size == "auto"
                                                         else self.batch_size, n),
-                n_samples=n, dtype=self.dtype, sparse=issparse(X),
+                n_samples=n, dtype=self.dtype, sparse=sp.issparse(X),
                 mini_batch=self.solver in _STOCHASTIC_SOLVERS, dropout=self.dropout))
 
         random_state = check_random_state(self.random_state)
@@ -322,6 +463,9 @@ class BaseMultilayerPerceptron(BaseEstimator):
         """Per-sample weights from class_weight (classifier), or None."""
         return None
 
+    def _check_target_range(self, Y, name):
+        """Targets whose squared error overflows the dtype cannot be trained on (regressor)."""
+
     def _validation_set(self, validation_data, dtype):
         """TrainingData for a user-given (X_val, y_val[, sample_weight_val]), or None."""
         if validation_data is None:
@@ -330,15 +474,40 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise ValueError("validation_data must be a tuple (X_val, y_val) or "
                              "(X_val, y_val, sample_weight_val).")
         X_val, y_val = validation_data[:2]
-        X_val, y_val = validate_data(self, X_val, y_val, accept_sparse=["csr", "csc"],
-                                     multi_output=True, dtype=dtype, order="C", reset=False,
-                                     y_numeric=not is_classifier(self))
+        _check_sparse_structure(X_val, "X_val in validation_data")
+        _check_sparse_structure(y_val, "y_val in validation_data")
+        # Checked under their own names first, so that errors say validation_data, not X or y.
+        try:
+            X_checked = check_array(X_val, accept_sparse=["csr", "csc"], dtype=dtype,
+                                    order="C", input_name="X_val")
+            y_checked = check_array(y_val, accept_sparse="csr", ensure_2d=False,
+                                    dtype=None if is_classifier(self) else "numeric",
+                                    input_name="y_val")
+        except ValueError as exc:
+            raise ValueError(f"validation_data: {exc}") from exc
+        if X_checked.shape[0] != y_checked.shape[0]:
+            raise ValueError(f"validation_data: X_val has {X_checked.shape[0]} samples but "
+                             f"y_val has {y_checked.shape[0]}.")
+        if X_checked.shape[1] != self.n_features_in_:
+            raise ValueError(f"validation_data: X_val has {X_checked.shape[1]} features, but "
+                             f"{type(self).__name__} is expecting {self.n_features_in_} features "
+                             "as input (those of X).")
+        try:  # what remains to check: feature names, scikit-learn's finer rules
+            X_val, y_val = validate_data(self, X_val, y_val, accept_sparse=["csr", "csc"],
+                                         multi_output=True, dtype=dtype, order="C",
+                                         reset=False, y_numeric=not is_classifier(self))
+        except ValueError as exc:
+            raise ValueError(f"validation_data: {exc}") from exc
         if y_val.ndim == 2 and y_val.shape[1] == 1:
             y_val = column_or_1d(y_val)
-        Y_val = self._encode_targets(y_val, dtype)
+        try:
+            Y_val = self._encode_targets(y_val, dtype)
+        except ValueError as exc:
+            raise ValueError(f"validation_data: y_val does not fit the model: {exc}") from exc
+        self._check_target_range(Y_val, "validation_data's y_val")
         sw_given = len(validation_data) == 3 and validation_data[2] is not None
         sw_val = _check_sample_weight(validation_data[2] if sw_given else None, X_val.shape[0],
-                                      dtype)
+                                      dtype, name="sample_weight_val")
         return TrainingData(as_features(X_val), Y_val, sw_val, sw_given)
 
     def _initialize(self, n_outputs, layer_units, dtype, random_state, weights=None):
@@ -367,21 +536,38 @@ class BaseMultilayerPerceptron(BaseEstimator):
         for name in fitted_state.PER_FIT:
             vars(self).pop(name, None)
         if self.solver in _STOCHASTIC_SOLVERS:
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            self.stopped_early_ = False
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.validation_loss_curve_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.validation_loss_curve_ = None
-                self.best_validation_score_ = None
+            vars(self).update(self._fresh_bookkeeping())
+
+    def _fresh_bookkeeping(self):
+        """The mini-batch solvers' stopping bookkeeping before their first epoch."""
+        fresh = {"loss_curve_": [], "_no_improvement_count": 0, "stopped_early_": False}
+        if self.early_stopping:
+            return {**fresh, "validation_scores_": [], "validation_loss_curve_": [],
+                    "best_validation_score_": -np.inf, "best_loss_": None}
+        return {**fresh, "best_loss_": np.inf, "validation_scores_": None,
+                "validation_loss_curve_": None, "best_validation_score_": None}
+
+    def _resume_bookkeeping(self):
+        """Before a mini-batch solver continues a fit: start what the earlier fit did not keep
+        (an lbfgs fit keeps no loss curve, scikit-learn's no validation loss curve;
+        early_stopping may have been switched on or off). Wrong values are left for
+        fitted_state.check_usable to name."""
+        state = vars(self)
+        for name, value in self._fresh_bookkeeping().items():
+            if name not in state:
+                state[name] = value
+        if not self.early_stopping and state["best_loss_"] is None:
+            state["best_loss_"] = np.inf
+        if self.early_stopping and state["validation_scores_"] is None:
+            state.update(validation_scores_=[], validation_loss_curve_=[],
+                         best_validation_score_=-np.inf)
+        if isinstance(state["validation_scores_"], list) and \
+                state["validation_loss_curve_"] is None:
+            state["validation_loss_curve_"] = []
 
     def _check_X_y(self, X, y, reset, **kwargs):
+        _check_sparse_structure(X, "X")
+        _check_sparse_structure(y, "y")
         return validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=self.dtype, order="C", reset=reset, **kwargs)
 
@@ -394,6 +580,10 @@ class BaseMultilayerPerceptron(BaseEstimator):
             raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet: "
                                  "coefs_ and intercepts_ set by hand are used by the next "
                                  "partial_fit (or warm_start fit), not by predict.")
+        # Compiled code sizes nothing itself: every attribute it is given must agree with the
+        # parameter buffer (users may assign fitted attributes).
+        fitted_state.check_usable(self)
+        _check_sparse_structure(X, "X")
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._params.dtype,
                           order="C", reset=False)
         device = resolve_device(self.device)
@@ -790,22 +980,36 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return weights[index]
 
     def _dict_class_weights(self):
+        """The weight of each class, in classes_ order; class_weight gets sample_weight's rules:
+        finite numbers, non-negative, not all zero."""
+        def plain(label):
+            return label.item() if isinstance(label, np.generic) else label
+
         unknown = [label for label in self.class_weight if label not in set(self.classes_)]
         if unknown:
-            plain = [label.item() if isinstance(label, np.generic) else label
-                     for label in unknown]
-            raise ValueError(f"class_weight names labels {plain} that are not among the classes "
-                             f"{self.classes_.tolist()}.")
-        return np.array([self.class_weight.get(label, 1.0) for label in self.classes_])
+            raise ValueError(f"class_weight names labels {[plain(u) for u in unknown]} that are "
+                             f"not among the classes {self.classes_.tolist()}.")
+        for label, weight in self.class_weight.items():
+            if isinstance(weight, bool) or not isinstance(weight, Real) or \
+                    not np.isfinite(weight) or weight < 0:
+                raise ValueError(f"class_weight for label {plain(label)!r} is {weight!r}: class "
+                                 "weights must be finite numbers >= 0.")
+        weights = np.array([self.class_weight.get(label, 1.0) for label in self.classes_],
+                           dtype=np.float64)
+        if not weights.any():
+            raise ValueError("class_weight is zero for every class: there is nothing to learn "
+                             "from.")
+        return weights
 
     def _score_outputs(self, P, Y, sample_weight):
         """Accuracy of output activations P against one-hot / indicator targets Y."""
         lb = self._label_binarizer
-        y_pred = lb.inverse_transform(P.ravel() if self.n_outputs_ == 1 else P)
+        y_pred = lb.inverse_transform(P.ravel() if P.shape[1] == 1 else P)
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
         return accuracy_score(lb.inverse_transform(Y), y_pred, sample_weight=sample_weight)
 
+    @_reads_fitted_state
     def predict(self, X):
         """Predict class labels (or, for multilabel models, label indicator rows) for X.
 
@@ -818,8 +1022,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y : ndarray of shape (n_samples,) or (n_samples, n_classes)
         """
         P = self._forward(X)
-        return self._label_binarizer.inverse_transform(P.ravel() if self.n_outputs_ == 1 else P)
+        return self._label_binarizer.inverse_transform(P.ravel() if P.shape[1] == 1 else P)
 
+    @_reads_fitted_state
     def predict_proba(self, X):
         """Probability of each class, columns ordered as ``classes_``.
 
@@ -832,10 +1037,11 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         proba : ndarray of shape (n_samples, n_classes)
         """
         P = self._forward(X)
-        if self.n_outputs_ == 1:
+        if P.shape[1] == 1:
             return np.hstack([1 - P, P])
         return P
 
+    @_reads_fitted_state
     def predict_log_proba(self, X):
         """Logarithm of ``predict_proba(X)``, finite where probabilities underflow to 0.
 
@@ -861,7 +1067,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             exact = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
         else:
             exact = -np.logaddexp(0, -Z)  # log sigmoid(z)
-            if self.n_outputs_ == 1:  # columns log(1 - sigmoid(z)), log sigmoid(z)
+            if Z.shape[1] == 1:  # columns log(1 - sigmoid(z)), log sigmoid(z)
                 exact = np.hstack([-np.logaddexp(0, Z), exact])
         return np.where(underflow, exact, log_proba)
 
@@ -889,6 +1095,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         -------
         self : object
         """
+        if "_params" in vars(self):  # labels are checked against classes_: check it first
+            fitted_state.check_usable(self)
+        _check_sparse_structure(y, "y")
         if self._first_partial_fit(classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
@@ -1001,6 +1210,21 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             y = column_or_1d(y, warn=True)
         return X, self._encode_targets(y, X.dtype), None
 
+    def _check_target_range(self, Y, name):
+        """Squared errors of targets beyond sqrt(dtype max) / 2 overflow to inf in training (a
+        float32 target of 3e38 is finite; its square is not): refuse them, naming the cure."""
+        if self.loss != "squared_error" or not Y.size:
+            return
+        largest = float(np.abs(Y).max())
+        limit = float(np.sqrt(np.finfo(Y.dtype).max)) / 2
+        if largest > limit:
+            raise ValueError(
+                f"{name} has values up to {largest:.3g} in absolute value, too large for "
+                f"{Y.dtype} training: their squared errors would be non-finite (|{name}| must "
+                f"stay below {limit:.3g}). Scale the targets, e.g. with "
+                "sklearn.compose.TransformedTargetRegressor and a StandardScaler"
+                + (", or use dtype='float64'." if Y.dtype == np.float32 else "."))
+
     def _encode_targets(self, y, dtype):
         if self.loss == "poisson" and (np.asarray(y) < 0).any():
             raise ValueError("loss='poisson' needs non-negative targets y; got a minimum of "
@@ -1013,6 +1237,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             return np.nan
         return r2_score(Y, y_pred, sample_weight=sample_weight)
 
+    @_reads_fitted_state
     def predict(self, X):
         """Predict targets for X.
 

@@ -2,7 +2,8 @@
 
 Fitting (which attributes a fresh fit clears), persistence (which attributes a model file holds and
 how each is checked) and conversion (which attributes scikit-learn shares) all read `FITTED`.
-Nothing here reads files or runs kernels; this module imports no other part of fastmlp but layout.
+Nothing here reads files or runs kernels; this module imports no other part of fastmlp but layout
+and codes.
 """
 
 import math
@@ -12,6 +13,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.preprocessing import LabelBinarizer
 
+from . import ops
 from .layout import Layout
 
 # check: turns a value read from a model file into the attribute's value, or raises ValueError.
@@ -202,6 +204,126 @@ def check_consistency(estimator):
                              f"such as {short_repr(unknown[0])}")
 
 
+def check_usable(estimator, training=False):
+    """Raise ValueError naming the first fitted attribute that disagrees with the network in the
+    flat parameter buffer, before anything reaches compiled code.
+
+    Fitted attributes are public and can be assigned; compiled code trusts sizes, so every value
+    it is given is checked against the layout (the buffer's layer table) here: a wrong
+    ``n_outputs_`` or ``n_features_in_`` would make a kernel write or read outside its buffers.
+    With ``training=True`` (partial_fit, warm_start) the attributes training continues from are
+    checked too: ``t_``, the bookkeeping of the mini-batch solvers and the optimizer's state.
+    """
+    state = vars(estimator)
+    name = type(estimator).__name__
+    layout, params = state.get("_layout"), state.get("_params")
+    if not isinstance(layout, Layout):
+        raise ValueError(f"This {name} has no valid network layout; refit it.")
+    if not (isinstance(params, np.ndarray) and params.ndim == 1 and
+            params.dtype in (np.float32, np.float64) and params.flags.c_contiguous and
+            params.shape[0] == layout.n_params):
+        raise ValueError(f"The parameter buffer of this {name} does not match its layer sizes "
+                         f"{list(layout.layer_units)} ({layout.n_params} float32 or float64 "
+                         "values expected); refit it.")
+    units = layout.layer_units
+    hint = "fitted attributes describe the trained network and must not be changed (refit to " \
+        "change the network)"
+    for attribute, expected, what in (("n_features_in_", units[0], "input features"),
+                                      ("n_outputs_", units[-1], "output units"),
+                                      ("n_layers_", len(units), "layers")):
+        value = state.get(attribute)
+        if not (isinstance(value, Integral) and not isinstance(value, bool) and
+                value == expected):
+            raise ValueError(f"{attribute} is {short_repr(value)}, but the fitted network has "
+                             f"{expected} {what}: {hint}.")
+    names = state.get("feature_names_in_")
+    if names is not None and not (isinstance(names, np.ndarray) and names.shape == (units[0],)
+                                  and names.dtype.kind in "OU"):
+        raise ValueError(f"feature_names_in_ must be None or an array of {units[0]} column "
+                         f"names; got {short_repr(names)}: {hint}.")
+    losses = ("log_loss",) if "_label_binarizer" in state else ops.REGRESSION_LOSSES
+    if getattr(estimator, "loss", None) not in losses:
+        raise ValueError(f"loss={short_repr(getattr(estimator, 'loss', None))} is not one of "
+                         f"{list(losses)}.")
+    expected = estimator._output_activation()
+    if not (isinstance(state.get("out_activation_"), str) and
+            state["out_activation_"] == expected):
+        raise ValueError(f"out_activation_ is {short_repr(state.get('out_activation_'))}, but "
+                         f"this {name} computes {expected!r} outputs: {hint}.")
+    hidden = estimator._parameter_constraints["activation"][0].options
+    if not (isinstance(estimator.activation, str) and estimator.activation in hidden and
+            estimator.activation in ops.HIDDEN_ACTIVATIONS):
+        raise ValueError(f"activation={short_repr(estimator.activation)} is not one of "
+                         f"{sorted(hidden)}.")
+    if "_label_binarizer" in state:
+        _check_classes(estimator, hint)
+    if training:
+        _check_training_state(estimator, params)
+
+
+def _check_classes(estimator, hint):
+    """classes_ must be the labels the model was trained on, one per output (binary: two)."""
+    trained = estimator._label_binarizer.classes_
+    classes = vars(estimator).get("classes_")
+    try:  # usually the very array (fit shares it): skip the comparison then
+        same = classes is trained or (
+            isinstance(classes, np.ndarray) and classes.shape == trained.shape and
+            classes.dtype == trained.dtype and bool(np.array_equal(classes, trained)))
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(f"classes_ is {short_repr(classes)}, but the model was trained on the "
+                         f"labels {short_repr(trained.tolist())}: {hint}.")
+    outputs = 1 if estimator._label_binarizer.y_type_ == "binary" else len(trained)
+    if outputs != estimator._layout.layer_units[-1]:
+        raise ValueError(f"The {len(trained)} classes do not fit the network's "
+                         f"{estimator._layout.layer_units[-1]} outputs; refit the model.")
+
+
+def _numbers(value):
+    return isinstance(value, list) and all(
+        isinstance(v, Real) and not isinstance(v, bool) for v in value)
+
+
+def _check_training_state(estimator, params):
+    """What partial_fit and a warm_start fit continue from: counters, curves, optimizer state."""
+    state = vars(estimator)
+    t = state.get("t_")
+    if not (isinstance(t, Integral) and not isinstance(t, bool) and 0 <= t < 2**62):
+        raise ValueError(f"t_ is {short_repr(t)}: it counts the samples seen in training and "
+                         "must be a non-negative integer.")
+    if not isinstance(state.get("stopped_early_", False), (bool, np.bool_)):
+        raise ValueError(f"stopped_early_ is {short_repr(state['stopped_early_'])}; it must be "
+                         "True or False.")
+    if "loss_curve_" in state and not _numbers(state["loss_curve_"]):
+        raise ValueError(f"loss_curve_ is {short_repr(state['loss_curve_'])}; training appends "
+                         "to it, so it must be a list of numbers.")
+    for name in ("best_loss_", "best_validation_score_"):
+        value = state.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+            raise ValueError(f"{name} is {short_repr(value)}; it must be a number or None.")
+    scores, losses = state.get("validation_scores_"), state.get("validation_loss_curve_")
+    if scores is not None:
+        if not _numbers(scores) or not _numbers(losses) or \
+                state.get("best_validation_score_") is None:
+            raise ValueError(
+                f"validation_scores_ ({short_repr(scores)}), validation_loss_curve_ "
+                f"({short_repr(losses)}) and best_validation_score_ "
+                f"({short_repr(state.get('best_validation_score_'))}) must be two lists of "
+                "numbers and a number, or all None.")
+    elif losses is not None:
+        raise ValueError(f"validation_loss_curve_ is {short_repr(losses)} while "
+                         "validation_scores_ is None; both must be lists or both None.")
+    optimizer = state.get("_optimizer")
+    slots = optimizer.slots().values() if optimizer is not None else ()
+    best = state.get("_best_params")
+    for array in [*slots, *([] if best is None else [best])]:
+        if not (isinstance(array, np.ndarray) and array.shape == params.shape and
+                array.dtype == params.dtype):
+            raise ValueError("The optimizer state of this model does not match its parameter "
+                             "buffer; refit it.")
+
+
 def short_repr(value, limit=60):
     """repr(value), cut to `limit` characters: messages stay one short line whatever a file
     holds."""
@@ -210,4 +332,4 @@ def short_repr(value, limit=60):
 
 
 __all__ = ["FITTED", "PER_FIT", "SHARED_WITH_SKLEARN", "Field", "check_consistency",
-           "label_binarizer", "rebuild", "register", "short_repr"]
+           "check_usable", "label_binarizer", "rebuild", "register", "short_repr"]

@@ -69,13 +69,32 @@ class Layout:
         return [flat[b_off : b_off + fan_out] for _, fan_out, _, b_off in self.table]
 
     def pack(self, coefs, intercepts, dtype):
-        """A new flat buffer holding copies of the given arrays."""
+        """A new flat buffer holding copies of the given arrays.
+
+        Raises ValueError naming ``coefs_`` or ``intercepts_`` unless each is a list or tuple of
+        one finite real array per layer, of that layer's shape: every value of the buffer is
+        written, none is left uninitialised.
+        """
         flat = self.empty(dtype)
-        views = self.coefs(flat) + self.intercepts(flat)
-        for view, value in zip(views, list(coefs) + list(intercepts)):
-            if np.shape(value) != view.shape:
-                raise ValueError(
-                    f"expected an array of shape {view.shape}, got one of shape {np.shape(value)}"
-                )
-            view[...] = value
+        n_layers = len(self.layer_units) - 1
+        for name, values, views in (("coefs_", coefs, self.coefs(flat)),
+                                    ("intercepts_", intercepts, self.intercepts(flat))):
+            if not isinstance(values, (list, tuple)) or len(values) != n_layers:
+                raise ValueError(f"{name} must be a list of {n_layers} arrays for layer sizes "
+                                 f"{list(self.layer_units)}; got {type(values).__name__}"
+                                 + (f" of length {len(values)}" if hasattr(values, "__len__")
+                                    else "") + ".")
+            for i, (view, value) in enumerate(zip(views, values)):
+                value = np.asarray(value)
+                if value.shape != view.shape:
+                    raise ValueError(f"{name}[{i}] must have shape {view.shape}; got an array "
+                                     f"of shape {value.shape}.")
+                if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
+                    raise ValueError(f"{name}[{i}] must hold finite real numbers; got dtype "
+                                     f"{value.dtype}"
+                                     + (" with non-finite values" if value.dtype.kind in "biuf"
+                                        else "") + ".")
+                view[...] = value
+                if not np.isfinite(view).all():
+                    raise ValueError(f"{name}[{i}] has values too large for {flat.dtype}.")
         return flat

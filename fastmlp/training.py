@@ -79,25 +79,65 @@ def as_features(X):
     return Features(X, np.empty(0, dtype=X.dtype), empty_index, empty_index)
 
 
-def network(est, dropout_seed=0, device="cpu"):
-    """The bundles.Network the kernels take, its layer table on `device`."""
+def network(est, dropout_seed=0, device="cpu", table=None):
+    """The bundles.Network the kernels take, its layer table (the estimator's unless given) on
+    `device`."""
     loss = est.loss
     if loss == "log_loss" and est.out_activation_ == "logistic":
         loss = "binary_log_loss"
-    return Network(backend(device).to_device(est._layout.table),
+    table = est._layout.table if table is None else table
+    return Network(backend(device).to_device(table),
                    ops.ACTIVATION[est.activation].code,
                    ops.ACTIVATION[est.out_activation_].code, ops.LOSS[loss].code,
                    float(est.alpha), float(getattr(est, "dropout", 0.0)), int(dropout_seed))
 
 
+def check_buffers(table, params, features, Y=None, sw=None, slots=()):
+    """Raise ValueError unless the arrays a kernel is about to get fit the layer table.
+
+    Compiled code indexes with the table's sizes and checks no bounds, so this is the last
+    line before it: the estimator checks its attributes first (fitted_state.check_usable) and
+    says which is wrong; this catches whatever got past, instead of reading or writing outside a
+    buffer. Shapes and dtypes only: cheap, and the same on every backend.
+    """
+    fan_in, n_outputs = int(table[0, 0]), int(table[-1, 1])
+    n_params = int(table[-1, 3] + table[-1, 1])
+    problems = []
+    if len(params.shape) != 1 or params.shape[0] != n_params:
+        problems.append(f"parameters {params.shape}, not ({n_params},)")
+    if len(features.X.shape) != 2 or features.X.shape[1] != fan_in:
+        problems.append(f"input of shape {features.X.shape}, not (rows, {fan_in})")
+    if features.X.dtype != params.dtype:
+        problems.append(f"input in {features.X.dtype}, parameters in {params.dtype}")
+    if Y is not None:
+        if len(Y.shape) != 2 or Y.shape[1] != n_outputs or Y.dtype != params.dtype:
+            problems.append(f"targets {Y.shape} {Y.dtype}, not (rows, {n_outputs})")
+        elif sw is None or sw.shape != (Y.shape[0],) or sw.dtype != params.dtype:
+            problems.append("sample weights not one per target row")
+        elif features.X.shape[0] not in (0, Y.shape[0]) or \
+                features.indptr.shape[0] not in (0, Y.shape[0] + 1):  # 0: dense, or sparse
+            problems.append("input and targets with different numbers of rows")
+    if features.data.dtype != params.dtype:
+        problems.append(f"sparse input in {features.data.dtype}, parameters in {params.dtype}")
+    for slot in slots:
+        if slot.shape != params.shape or slot.dtype != params.dtype:
+            problems.append(f"optimizer state {slot.shape}, not ({n_params},)")
+    if problems:
+        raise ValueError("Inconsistent model state, refused before compiled code: "
+                         + "; ".join(problems) + ". Refit the model.")
+
+
 def predict_rows(est, features, rows, device="cpu", params=None):
     """Output activations (len(rows), K) on the host for the listed rows of the input.
 
-    features must already live on `device`; params defaults to the fitted parameters."""
+    features must already live on `device`; params defaults to the fitted parameters. The output
+    is sized from the layer table the kernel reads, never from an attribute."""
     be = backend(device)
-    net = network(est, device=device)._replace(dropout=0.0)  # inference: no dropout
+    table = est._layout.table  # read once: the kernel gets the table that was checked
+    net = network(est, device=device, table=table)._replace(dropout=0.0)  # inference
     params = be.to_device(est._params) if params is None else params
-    out = be.empty((len(rows), est.n_outputs_), est._params.dtype)
+    check_buffers(table, params, features)
+    out = be.empty((len(rows), int(table[-1, 1])), params.dtype)
     be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)), net,
                CHUNK_ROWS)
     return be.to_host(out)
@@ -148,6 +188,10 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     params = be.to_device(est._params)
     dparams = be.empty(est._params.shape, est._params.dtype)
     slots = tuple(be.to_device(slot) for slot in host_slots)
+    check_buffers(est._layout.table, params, data.features, data.Y, data.sw, slots)
+    if validation is not None:
+        check_buffers(est._layout.table, params, validation.features, validation.Y,
+                      validation.sw)
 
     train_rows, val_data, val_rows = _validation_split(est, data, rs, validation)
     n_train = train_rows.shape[0]
@@ -328,6 +372,7 @@ def run_lbfgs(est, data, device="cpu"):
     params = be.to_device(est._params)
     dparams = be.empty(est._params.shape, est._params.dtype)
     net = network(est, device=device)
+    check_buffers(est._layout.table, params, data.features, data.Y, data.sw, (dparams,))
 
     def loss_and_gradient(x):
         be.copy_to(params, x.astype(est._params.dtype, copy=False))
@@ -340,6 +385,18 @@ def run_lbfgs(est, data, device="cpu"):
             loss_and_gradient, est._params.astype(np.float64), method="L-BFGS-B", jac=True,
             options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol},
         )
+    # L-BFGS-B stops, with a warning only, when it meets a non-finite loss or gradient; where
+    # that is the point it stops at, nothing was trained (e.g. the first evaluation overflowed).
+    # As the mini-batch solvers do, such a fit raises, and the estimator keeps its old state.
+    if not (np.isfinite(result.fun) and np.isfinite(result.jac).all() and
+            np.isfinite(result.x).all()):
+        raise DivergenceError(
+            "Solver produced non-finite parameter weights. The input data may contain large "
+            f"values and need to be preprocessed. (L-BFGS stopped after {result.nit} "
+            f"iteration(s) at a loss of {result.fun} with a non-finite gradient or loss: the "
+            "input or the targets probably have values too large for "
+            f"{est._params.dtype} arithmetic and need scaling, e.g. StandardScaler.) The "
+            "estimator was left as it was before this call.")
     est.n_iter_ = _lbfgs_iterations(result, est.max_iter)
     est.loss_ = float(result.fun)
     est._params[:] = result.x

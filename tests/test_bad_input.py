@@ -2,6 +2,7 @@
 compiled code runs, and a failed fit leaves the estimator exactly as it was."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -152,3 +153,203 @@ def test_warm_start_rejects_a_dtype_change():
     clf = MLPClassifier(max_iter=2, warm_start=True).fit(X, y_class)
     with pytest.raises(ValueError, match="refit from scratch to change it"):
         clf.set_params(dtype="float64").fit(X, y_class)
+
+
+# ----------------------------------------------------------------------------- weights
+# A weight training cannot use is refused, naming the input at fault: sample_weight,
+# class_weight or their product, judged as training sees them (in the model's dtype, float32
+# subnormals counting as zero, as the kernels' flush-to-zero makes them).
+@pytest.mark.parametrize("dtype, weights, message", [
+    ("float32", np.full(40, 1e-45), r"sample_weight is zero for every sample: .*in float32, "
+                                    r"weights below 1.18e-38 count as zero"),
+    ("float64", np.full(40, 1e-320), r"sample_weight sums to 4e-319, outside the range of "
+                                     r"normal float64 numbers"),
+    ("float32", np.full(40, 1e37), r"sample_weight sums to 4e\+38, outside the range"),
+    ("float32", np.full(40, 1e39), "Input sample_weight contains infinity"),
+])
+def test_sample_weight_that_cannot_train(dtype, weights, message):
+    reg = MLPRegressor(max_iter=2, dtype=dtype)
+    with pytest.raises(ValueError, match=message):
+        reg.fit(X, y_reg, sample_weight=weights)
+    assert "_params" not in vars(reg)
+
+
+def test_subnormal_float32_weights_train_as_zero_weights():
+    """What the kernels did already (flush-to-zero), now explicit: the same numbers."""
+    tiny = np.where(np.arange(40) % 2, 1.0, 1e-45)
+    zero = np.where(np.arange(40) % 2, 1.0, 0.0)
+    fits = [MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+            .fit(X, y_reg, sample_weight=w) for w in (tiny, zero)]
+    np.testing.assert_array_equal(fits[0]._params, fits[1]._params)
+
+
+@pytest.mark.parametrize("class_weight, message", [
+    ({1: -1.0}, "class_weight for label 1 is -1.0: class weights must be finite numbers >= 0"),
+    ({1: np.nan}, "class_weight for label 1 is nan"),
+    ({2: np.inf}, "class_weight for label 2 is inf"),
+    ({1: "2"}, "class_weight for label 1 is '2'"),
+    ({1: None}, "class_weight for label 1 is None"),
+    ({0: 0, 1: 0.0, 2: 0}, "class_weight is zero for every class"),
+    ({0: 1e-45, 1: 1e-45, 2: 1e-45}, "class_weight is zero for every sample.*float32"),
+    ({0: 1e37, 1: 1e37, 2: 1e37}, "class_weight sums to .* outside the range of normal float32"),
+])
+def test_class_weight_gets_the_rules_of_sample_weight(class_weight, message):
+    clf = MLPClassifier(max_iter=2, class_weight=class_weight)
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X, y_class)
+    assert "_params" not in vars(clf)
+
+
+@pytest.mark.parametrize("sample_weight, class_weight, message", [
+    (np.full(40, 1e-30), {0: 1e-30, 1: 1e-30, 2: 1e-30}, "is zero for every sample"),
+    (np.full(40, 1e30), {0: 1e30, 1: 1e30, 2: 1e30}, "has values too large for float32"),
+    (np.where(y_class == 2, 0.0, 1.0), {0: 0, 1: 0}, "is zero for every sample"),
+])
+def test_the_product_of_sample_and_class_weights_must_be_trainable(sample_weight, class_weight,
+                                                                   message):
+    clf = MLPClassifier(max_iter=2, class_weight=class_weight)
+    with pytest.raises(ValueError, match=r"sample_weight x class_weight \(their product, per "
+                                         r"sample\) " + message):
+        clf.fit(X, y_class, sample_weight=sample_weight)
+
+
+def test_class_weight_zero_for_some_classes_still_trains():
+    clf = MLPClassifier(max_iter=2, class_weight={0: 0.0, 1: 0.0}).fit(X, y_class)
+    assert np.isfinite(clf.loss_) and clf.loss_ > 0
+
+
+# ----------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("callbacks, problem", [
+    ([3], r"callbacks\[0\] \(3\) is not callable"),
+    ([print, "stop"], r"callbacks\[1\] \('stop'\) is not callable"),
+    ((None,), "is not callable"),
+    ([[print]], "is not callable"),
+    ([lambda: True], "cannot be called with one argument"),
+    ([lambda record, other: True], "cannot be called with one argument"),
+    ([int.__add__], "cannot be called with one argument"),
+    ("stop", "must be an instance of 'list'"),
+])
+def test_callbacks_are_checked_as_a_parameter_before_any_work(callbacks, problem):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    clf = MLPClassifier(max_iter=2, callbacks=callbacks)
+    for fit in (clf.fit, lambda X, y: clf.partial_fit(X, y, classes=[0, 1, 2])):
+        with pytest.raises(InvalidParameterError, match="The 'callbacks' parameter of "
+                                                        "MLPClassifier must be") as info:
+            fit(X, y_class)
+        assert re.search(problem, str(info.value)), str(info.value)
+        assert not any(k.endswith("_") for k in vars(clf))
+
+
+def test_callbacks_that_take_one_argument_are_accepted():
+    calls = []
+
+    class Recorder:
+        def __call__(self, record, *more):
+            calls.append(record.epoch)
+
+    MLPClassifier(max_iter=2, callbacks=[Recorder(), lambda record, stop=False: stop, print,
+                                          calls.append]).fit(X, y_class)
+    assert calls[0] == 1 and len(calls) == 4
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: (X[:10, :3], y_class[:10]),
+     r"validation_data: X_val has 3 features, but MLPClassifier is expecting 4"),
+    (lambda: (np.where(np.eye(10, 4) > 0, np.nan, X[:10]), y_class[:10]),
+     "validation_data: Input X_val contains NaN"),
+    (lambda: (X[:10, 0], y_class[:10]), "validation_data: Expected 2D array"),
+    (lambda: (X[:10], y_class[:9]), "validation_data: X_val has 10 samples but y_val has 9"),
+    (lambda: (X[:10], y_class[:10] + 5),
+     "validation_data: y_val does not fit the model: `y` has classes not in"),
+    (lambda: (X[:10], y_class[:10], -np.ones(10)),
+     "Negative values in data passed to sample_weight_val"),
+    (lambda: (X[:10], y_class[:10], np.zeros(10)), "sample_weight_val is zero for every sample"),
+])
+def test_validation_data_errors_name_validation_data(make, message):
+    with pytest.raises(ValueError, match=message):
+        MLPClassifier(max_iter=2).fit(X, y_class, validation_data=make())
+
+
+def test_validation_targets_are_named_too():
+    y_val = y_reg[:10].copy()
+    y_val[3] = np.nan
+    with pytest.raises(ValueError, match="validation_data: Input y_val contains NaN"):
+        MLPRegressor(max_iter=2).fit(X, y_reg, validation_data=(X[:10], y_val))
+    with pytest.raises(ValueError, match="validation_data's y_val has values up to 1e\\+30"):
+        MLPRegressor(max_iter=2).fit(X, y_reg, validation_data=(X[:10], np.full(10, 1e30)))
+
+
+@pytest.mark.parametrize("first, then", [
+    (dict(solver="lbfgs"), dict(solver="adam")),
+    (dict(early_stopping=True), dict(early_stopping=False)),
+    (dict(early_stopping=False), dict(early_stopping=True)),
+])
+def test_warm_start_after_changing_the_solver_or_early_stopping(first, then):
+    """The mini-batch bookkeeping an earlier fit did not keep is started afresh (this failed on a
+    missing loss_curve_ or a best_loss_ of None)."""
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0, **first).fit(X, y_reg)
+    before = reg.predict(X)
+    reg.set_params(warm_start=True, **then).fit(X, y_reg)
+    assert len(reg.loss_curve_) >= 1 and not np.array_equal(reg.predict(X), before)
+
+
+def test_partial_fit_of_a_model_converted_from_sklearn_with_early_stopping():
+    """scikit-learn keeps no validation loss curve; continuing such a model starts one."""
+    from sklearn.neural_network import MLPRegressor as SkMLPRegressor
+
+    theirs = SkMLPRegressor(hidden_layer_sizes=(4,), early_stopping=True, max_iter=3,
+                            random_state=0).fit(X, y_reg)
+    ours = MLPRegressor.from_sklearn(theirs)
+    ours.partial_fit(X, y_reg)
+    assert len(ours.validation_scores_) == len(theirs.validation_scores_) + 1
+    assert len(ours.validation_loss_curve_) == 1
+
+
+def test_malformed_sparse_input_is_refused_before_anything_reads_it():
+    """scipy builds CSR/CSC/COO matrices without checking their indices; an index outside the
+    shape made the kernels (and scipy's own conversions) write out of bounds. Run in a child
+    process, since without the check the process's memory is corrupted."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import warnings
+        import numpy as np
+        import scipy.sparse as sp
+        from fastmlp import MLPClassifier
+        warnings.simplefilter("ignore")
+        X = np.random.RandomState(0).rand(40, 4)
+        y = np.arange(40) % 2
+        clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
+        ones, rows = np.ones(3), np.arange(4)
+        bad = {
+            "csr index": sp.csr_matrix((ones, [0, 10**6, 2], rows), shape=(3, 4)),
+            "csr negative": sp.csr_matrix((ones, [0, -5, 2], rows), shape=(3, 4)),
+            "csr pointer": sp.csr_matrix((ones, [0, 1, 2], [0, 1, 9, 3]), shape=(3, 4)),
+            "csc index": sp.csc_matrix((ones, [0, 10**6, 2], [0, 1, 2, 3, 3]), shape=(3, 4)),
+            "coo index": sp.coo_matrix((ones, ([0, 1, 2], [0, 1, 2])), shape=(3, 4)),
+        }
+        bad["coo index"].col[1] = 10**6
+        for name, A in bad.items():
+            for call in (lambda: clf.predict_proba(A), lambda: clf.fit(A, y[:3]),
+                         lambda: clf.fit(X, y, validation_data=(A, y[:3]))):
+                try:
+                    call()
+                    raise SystemExit(name + " was accepted")
+                except ValueError as exc:
+                    assert "is malformed" in str(exc), (name, exc)
+        print("refused")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "refused", done.stderr[-2000:]
+
+
+def test_validation_data_with_other_column_names_names_validation_data():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    other = pd.DataFrame(X[:10], columns=["a", "b", "c", "e"])
+    with pytest.raises(ValueError, match="validation_data: The feature names should match"):
+        MLPClassifier(max_iter=2).fit(frame, y_class, validation_data=(other, y_class[:10]))

@@ -2,6 +2,7 @@
 "Guarantees")."""
 
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -195,3 +196,34 @@ def test_memory_stays_at_data_size_plus_small_buffers():
     extra = float(result.stdout.strip())
     # Allowed: predict_proba's own (n, 2) output, per-row index arrays and labels: ~0.13 x data.
     assert extra < 0.2, f"fit + predict grew memory by {extra:.2f} x the data size"
+
+
+# ----------------------------------------------------------------------------- L-BFGS divergence
+# L-BFGS-B itself only warns when it meets a non-finite loss or gradient; a fit whose result is
+# not finite must raise as the mini-batch solvers do, and change nothing.
+@pytest.mark.parametrize("dtype, scale", [("float32", 1e37), ("float64", 1e300)])
+def test_divergence_lbfgs_raises_and_changes_nothing(dtype, scale):
+    reg = MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=20, dtype=dtype)
+    with pytest.raises(DivergenceError, match="L-BFGS stopped after 0 iteration"):
+        reg.fit(X * scale, y_reg)
+    assert "_params" not in vars(reg) and not hasattr(reg, "loss_")
+    reg.fit(X, y_reg)
+    before = _state(reg)
+    with pytest.raises(DivergenceError):
+        reg.set_params(warm_start=True).fit(X * scale, y_reg)
+    assert _state(reg) == before
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+@pytest.mark.parametrize("dtype, big", [("float32", 3e38), ("float32", 1e19), ("float64", 1e160)])
+def test_targets_whose_squared_error_overflows_are_refused(solver, dtype, big):
+    y = y_reg.copy()
+    y[7] = -big
+    reg = MLPRegressor(solver=solver, max_iter=5, dtype=dtype)
+    with pytest.raises(ValueError, match=re.escape(f"y has values up to {big:.3g} in absolute "
+                                                   f"value, too large for {dtype} training")):
+        reg.fit(X, y)
+    assert "_params" not in vars(reg)
+    y[7] = 1e9  # large, but its squared error is finite: trains
+    reg.set_params(max_iter=2).fit(X, y)
+    assert np.isfinite(reg.loss_)

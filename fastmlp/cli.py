@@ -4,12 +4,17 @@
 .npz file, by default after imputing, standardising and one-hot encoding its columns, writes a
 model file (preprocessing included) and prints test metrics; ``fastmlp predict`` loads a model
 file and writes its predictions. This module calls the public API and reports: reading files is
-``fastmlp.tabular``'s job, preprocessing ``fastmlp.preprocessing``'s; it holds no training logic
-and answers bad input with a one-line message and exit status 2, never a traceback.
+``fastmlp.tabular``'s job, preprocessing ``fastmlp.preprocessing``'s; it holds no training logic.
+Bad input, and every expected failure (unreadable or full files, memory), is one line on stderr
+and exit status 2, never a traceback, with no file half-written; sizes, label types and column
+names are checked before training.
 """
 
 import argparse
+import codecs
+import contextlib
 import csv
+import io
 import os
 import sys
 import tempfile
@@ -26,13 +31,29 @@ from sklearn.utils.multiclass import type_of_target
 from . import __version__, persistence
 from .callbacks import ProgressBar
 from .estimators import MLPClassifier, MLPRegressor
-from .persistence import ModelFileError
+from .persistence import MAX_PARAMS, ModelFileError
 from .preprocessing import NUMBER, TEXT, TabularPreprocessor
-from .tabular import DATASET_NAMES, InputError, first_non_number, load_data
+from .tabular import (
+    DATASET_NAMES,
+    InputError,
+    check_labels,
+    first_non_number,
+    load_data,
+    memory_budget,
+    size_text,
+)
 
 EXIT_BAD_INPUT = 2  # argparse's status for usage errors; every input error uses it
 MAX_AUTO_CLASSES = 20  # an integer target with more distinct values is taken as a quantity
 MAX_SEED = 2**32 - 1  # numpy's RandomState accepts seeds in [0, 2**32)
+# A network must load again in 'fastmlp predict', whose loader refuses more parameters.
+MAX_WIDTH = MAX_PARAMS
+# Training holds about this many copies of the parameters: weights, gradients, two optimizer
+# slots, the best weights kept for early stopping, and a spare for the update.
+PARAM_COPIES = 6
+# Errors the command reports as one line and exit status 2 wherever they arise (ModelFileError
+# and UnicodeError are ValueErrors). Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (InputError, OSError, MemoryError, ValueError, OverflowError)
 
 
 # ---------------------------------------------------------------------------- train
@@ -88,6 +109,10 @@ def _fit(model, X, y, quiet):
             model.fit(X, y)
         except (ValueError, RuntimeError) as exc:  # bad input, divergence, unusable device
             raise InputError(f"training failed: {_one_line(exc)}") from None
+        except MemoryError:
+            raise InputError("training failed: not enough memory for this network and "
+                             "data (try fewer or narrower --hidden layers, or a smaller "
+                             "--batch-size)") from None
         finally:
             if progress is not None:
                 progress.close()
@@ -128,12 +153,14 @@ def _train(args):
     task, reason = _choose_task(args.task, data)
     classify = task == "classify"
     what = f"target column {data.target_name!r}" if data.target_name else "the target"
+    check_labels(data.y, f"{args.data}: {what}")
     if not classify and data.y.dtype.kind not in "biuf":
         raise InputError(f"{what} is not numeric, so it cannot be regressed on; use "
                          "--task classify for class labels")
     if classify and data.y.ndim == 1 and len(np.unique(data.y)) < 2:
         raise InputError(f"{what} has a single class ({str(data.y[0])!r}); classification "
                          "needs at least two")
+    notes = _target_notes(args, data, classify, what)
     # A text column beside a numeric last column is often the forgotten target.
     text_columns = table.names_of(TEXT)
     target_hint = None
@@ -154,8 +181,8 @@ def _train(args):
     print(f"{data.name}: {table.n_rows} rows, {columns}{target}; {kind}; training on "
           f"{len(train_rows)} rows, testing on {0 if test_rows is None else len(test_rows)}")
     if target_hint is not None and not args.no_preprocess:
-        print(f"note: the target is the last column, {data.target_name!r}; {target_hint}",
-              file=sys.stderr)
+        notes.append(f"note: the target is the last column, {data.target_name!r}; "
+                     f"{target_hint}")
 
     preprocessing = None if args.no_preprocess else TabularPreprocessor()
     if args.no_preprocess:  # checked on every row, so that a message names the first bad one
@@ -168,6 +195,9 @@ def _train(args):
 
     estimator = MLPClassifier if classify else MLPRegressor
     hidden = tuple(width for group in args.hidden for width in group)
+    _check_network(X_train.shape, hidden, _n_outputs(data.y, classify), args)
+    for line in notes:  # every check has passed: what remains is training and saving
+        print(line, file=sys.stderr)
     model = estimator(hidden_layer_sizes=hidden, activation=args.activation,
                       solver=args.solver, alpha=args.alpha,
                       batch_size="auto" if args.batch_size is None else args.batch_size,
@@ -175,19 +205,76 @@ def _train(args):
                       early_stopping=args.early_stopping, random_state=args.random_state,
                       dtype=args.dtype, device=args.device)
     seconds, caught = _fit(model, X_train, y_train, args.quiet)
-    _report_warnings(caught, args.epochs)
     metrics = [] if X_test is None else _metrics(model, X_test, y_test, classify)
     try:
         persistence.save(model, output, preprocessing=preprocessing)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot write the model file {output}: {exc}") from None
+    except OSError as exc:  # the save is atomic: nothing is left at `output`
+        raise InputError(f"cannot write the model file {output}: "
+                         f"{exc.strerror or _one_line(exc)}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cannot write the model file {output}: {_one_line(exc)}") from None
 
+    _report_warnings(caught, args.epochs)  # after saving: a failure is then the only line
     unit = "iterations" if args.solver == "lbfgs" else "epochs"
     print(f"fit time: {seconds:.2f} s ({model.n_iter_} {unit})")
     for line in metrics:
         print(line)
     print(f"model written to {output}")
     return 0
+
+
+def _target_notes(args, data, classify, what):
+    """Lines for stderr saying which column is the target and why; refuses a text target
+    that looks like an identifier (a different value on every row) for classification."""
+    notes = []
+    if data.target_name is not None:
+        why = "--target" if args.target is not None else \
+            "last column; use --target NAME to choose"
+        notes.append(f"target: column {data.target_name!r} ({why})")
+    y = data.y
+    if classify and y.ndim == 1:
+        n_rows, n_classes = len(y), len(np.unique(y))
+        if y.dtype.kind == "U" and n_classes == n_rows > MAX_AUTO_CLASSES:
+            raise InputError(f"{what} holds a different text on each of its {n_rows} rows: it "
+                             "looks like an identifier, not a class label, and a classifier "
+                             "needs several rows of each class; name the target column with "
+                             "--target NAME")
+        if n_classes > MAX_AUTO_CLASSES and 2 * n_classes >= n_rows:  # <= 2 rows a class
+            notes.append(f"warning: {what} has {n_classes} distinct values in {n_rows} rows: "
+                         "most classes have too few rows to learn from; is it the target "
+                         "you meant? (--target NAME, --task regress)")
+    return notes
+
+
+def _n_outputs(y, classify):
+    """The network's output units for targets y (as fit will make them)."""
+    if y.ndim == 2:
+        return y.shape[1]
+    if not classify:
+        return 1
+    n_classes = len(np.unique(y))
+    return 1 if n_classes == 2 else n_classes
+
+
+def _check_network(shape, hidden, n_outputs, args):
+    """Refuse, before training, a network that 'fastmlp predict' could not load again, or
+    that would not fit in memory."""
+    units = [shape[1], *hidden, n_outputs]
+    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    layers = ",".join(map(str, hidden))
+    if n_params > MAX_PARAMS:
+        raise InputError(f"--hidden {layers} makes a network of {n_params:,} parameters "
+                         f"({shape[1]} inputs, {n_outputs} outputs), more than the "
+                         f"{MAX_PARAMS:,} a model file may hold for 'fastmlp predict'; use "
+                         "fewer or narrower layers")
+    itemsize = np.dtype(args.dtype).itemsize
+    batch = shape[0] if args.solver == "lbfgs" else min(args.batch_size or 200, shape[0])
+    needed = itemsize * (PARAM_COPIES * n_params + 3 * batch * sum(units[1:]))
+    budget = memory_budget()
+    if budget is not None and needed > budget:
+        raise InputError(f"--hidden {layers} needs about {size_text(needed)} of memory to "
+                         f"train ({n_params:,} parameters), more than the {size_text(budget)} "
+                         "available; use fewer or narrower layers")
 
 
 def _check_output(output):
@@ -197,6 +284,11 @@ def _check_output(output):
         raise InputError(f"cannot write {output}: folder {folder} does not exist")
     if output.is_dir():
         raise InputError(f"cannot write {output}: it is a folder")
+    if output.exists() and not output.is_file():
+        # A model file is replaced by renaming a new file over it: that would replace a
+        # device or a FIFO (/dev/full, a pipe) with a regular file.
+        raise InputError(f"cannot write {output}: it is not a regular file (a device or a "
+                         "pipe); a model file must be a file")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -320,22 +412,21 @@ def _predict(args):
         except (ValueError, RuntimeError) as exc:  # unusable device, ...
             raise InputError(f"prediction failed: {_one_line(exc)}") from None
     header = [str(label) for label in model.classes_] if args.proba else None
+    text = _rows_text(values, header)  # all of it, so that nothing is written half
 
     if args.output is None:
-        _write_rows(sys.stdout, values, header)
+        _encoded(text, sys.stdout.encoding or "utf-8", "standard output")
+        _write_stdout(text)
         return 0
-    try:
-        with open(args.output, "w", newline="") as file:
-            _write_rows(file, values, header)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.output}: {exc}") from None
+    _write_file(Path(args.output), _encoded(text, "utf-8", args.output))
     print(f"{len(values)} predictions written to {args.output}")
     return 0
 
 
-def _write_rows(file, values, header):
-    """One line per sample; numpy's str() of each value is the shortest text that reads back
-    as the same number (float32 included)."""
+def _rows_text(values, header):
+    """The CSV text: one line per sample; numpy's str() of each value is the shortest text
+    that reads back as the same number (float32 included)."""
+    file = io.StringIO()
     writer = csv.writer(file, lineterminator="\n")
     if header is not None:
         writer.writerow(header)
@@ -343,6 +434,48 @@ def _write_rows(file, values, header):
         writer.writerows([str(value)] for value in values)
     else:
         writer.writerows([str(value) for value in row] for row in values)
+    return file.getvalue()
+
+
+def _encoded(text, encoding, where):
+    """`text` as bytes in `encoding`, or an InputError naming the character that has none
+    (a class label holding a lone surrogate, say)."""
+    try:
+        encoding = codecs.lookup(encoding).name
+    except LookupError:  # an encoding Python does not know
+        encoding = "utf-8"
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise InputError(f"cannot write the predictions to {where}: "
+                         f"{exc.object[exc.start:exc.end]!r} (in a class label or value) has "
+                         f"no {encoding} encoding") from None
+
+
+def _write_file(path, data):
+    """Write `data` to `path`: through a temporary file renamed over a regular file, so that a
+    failure (a full disk) leaves no half-written file; straight to a device or pipe."""
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder")
+    try:
+        if path.exists() and not path.is_file():
+            with open(path, "wb") as file:
+                file.write(data)
+            return
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp")
+        try:
+            with open(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or _one_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -361,7 +494,13 @@ def _widths(text):
     parts = text.replace(",", " ").split()
     if not parts:
         raise argparse.ArgumentTypeError(f"{text!r} holds no layer width")
-    return [_positive_int(part) for part in parts]
+    widths = [_positive_int(part) for part in parts]
+    for width in widths:
+        if width > MAX_WIDTH:
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_WIDTH} (the most "
+                                             "parameters a model file may hold), got "
+                                             f"{width}")
+    return widths
 
 
 def _seed(text):
@@ -405,9 +544,17 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error reported as one line (not the usage text first)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} "
+                                  "--help')\n")
+
+
 def build_parser():
     """The argument parser of the ``fastmlp`` command (exposed for documentation tools)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastmlp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Train fastmlp multilayer perceptrons and predict with them. Run "
                     "'fastmlp COMMAND --help' for a command's options. Input errors exit with "
@@ -515,18 +662,59 @@ def main(argv=None):
     except SystemExit as exit_:  # --help, --version, or a usage error argparse has reported
         return 0 if exit_.code is None else exit_.code
     try:
-        return args.run(args)
-    except InputError as exc:
-        print(f"fastmlp {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        status = args.run(args)
+        _write_stdout()  # a full disk behind stdout fails here, not at the interpreter's exit
+        return status
     except KeyboardInterrupt:
         print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader of our output has gone (`fastmlp predict ... | head`): stop quietly, and
-        # point stdout at devnull so that the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader of our output has gone (`fastmlp predict ... | head`): stop quietly.
+        _drop_stdout()
         return 1
+    except EXPECTED_ERRORS as exc:
+        _drop_stdout()
+        print(f"fastmlp {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _error_line(exc):
+    """The one line that reports an expected error."""
+    if isinstance(exc, InputError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        reason = exc.strerror or _one_line(exc)
+        text = reason if exc.filename is None else f"{exc.filename}: {reason}"
+    elif isinstance(exc, MemoryError):
+        text = "not enough memory" + (f" ({_one_line(exc)})" if str(exc) else "")
+    else:
+        text = f"{_one_line(exc)} ({type(exc).__name__})"
+    # A file name or a label may hold line breaks; the report stays one line.
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _write_stdout(text=None):
+    """Write `text` (if any) to stdout and flush it; a failure other than a closed pipe is an
+    InputError."""
+    try:
+        if text is not None:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise InputError(f"cannot write to standard output: "
+                         f"{exc.strerror or _one_line(exc)}") from None
+
+
+def _drop_stdout():
+    """After a failed write to stdout (a full disk, a closed pipe), discard what is left in
+    its buffer so that the interpreter's final flush does not fail again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

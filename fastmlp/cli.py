@@ -133,7 +133,7 @@ def _report_warnings(caught, epochs):
     """Each distinct warning of the fit as one line on stderr (no source lines)."""
     seen = set()
     for warning in caught:
-        text = str(warning.message).strip().splitlines()[0]
+        text = (str(warning.message).strip().splitlines() or [""])[0]
         if issubclass(warning.category, ConvergenceWarning) and text.startswith("Stochastic"):
             # The user chose the epoch budget: say what it means rather than name the optimizer.
             text = (f"note: training used all {epochs} epochs (--epochs) and had not converged; "
@@ -147,16 +147,19 @@ def _report_warnings(caught, epochs):
 
 def _train(args):
     output = Path(args.output)
-    _check_output(output)  # first, so that a long fit is not lost to a typo in the path
+    _check_output(output, args.data)  # first, so that a long fit is not lost to a typo
     data = load_data(args.data, args.target, target_required=True)
     table = data.table
-    task, reason = _choose_task(args.task, data)
-    classify = task == "classify"
     what = f"target column {data.target_name!r}" if data.target_name else "the target"
     check_labels(data.y, f"{args.data}: {what}")
+    _check_finite_targets(data, what)
+    task, reason = _choose_task(args.task, data)
+    classify = task == "classify"
     if not classify and data.y.dtype.kind not in "biuf":
         raise InputError(f"{what} is not numeric, so it cannot be regressed on; use "
                          "--task classify for class labels")
+    if classify:
+        _check_class_labels(data.y, what)
     if classify and data.y.ndim == 1 and len(np.unique(data.y)) < 2:
         raise InputError(f"{what} has a single class ({str(data.y[0])!r}); classification "
                          "needs at least two")
@@ -194,6 +197,10 @@ def _train(args):
         target_hint)
 
     estimator = MLPClassifier if classify else MLPRegressor
+    if classify and y_train.ndim == 1 and len(np.unique(y_train)) < 2:
+        raise InputError(f"the {len(y_train)} training rows left after holding out "
+                         f"--test-size {args.test_size} hold a single class of {what}; "
+                         "classification needs at least two (more rows, or --test-size 0)")
     hidden = tuple(width for group in args.hidden for width in group)
     _check_network(X_train.shape, hidden, _n_outputs(data.y, classify), args)
     for line in notes:  # every check has passed: what remains is training and saving
@@ -221,6 +228,31 @@ def _train(args):
         print(line)
     print(f"model written to {output}")
     return 0
+
+
+def _check_finite_targets(data, what):
+    """Refuse NaN or infinite numeric targets, naming the first row that holds one."""
+    y = data.y
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) if y.ndim == 1 else ~np.isfinite(y).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{what} is NaN or infinite on {data.table.where(row)} "
+                             f"({int(bad.sum())} rows); every training row needs a finite "
+                             "target")
+
+
+def _check_class_labels(y, what):
+    """Refuse targets a classifier cannot take, before training: non-integer numbers, and
+    several columns that are not 0/1 indicators."""
+    kind = type_of_target(y)
+    if kind.startswith("continuous"):
+        example = y[~np.equal(np.mod(y, 1), 0)].flat[0]
+        raise InputError(f"{what} holds numbers that are not whole ({example}), which are "
+                         "not class labels; use --task regress")
+    if kind == "multiclass-multioutput":
+        raise InputError(f"{what} has {y.shape[1]} columns of class labels; a classifier "
+                         "takes one column, or several 0/1 columns (multilabel)")
 
 
 def _target_notes(args, data, classify, what):
@@ -277,14 +309,23 @@ def _check_network(shape, hidden, n_outputs, args):
                          "available; use fewer or narrower layers")
 
 
-def _check_output(output):
-    """Refuse an output path that cannot be written, before anything is read or trained."""
+def _check_output(output, *inputs, devices=False):
+    """Refuse an output path that cannot be written, or that is one of the `inputs` (it would
+    be replaced), or (unless `devices`) a device or pipe, before anything is read or
+    trained."""
     folder = output.parent
     if not folder.is_dir():
         raise InputError(f"cannot write {output}: folder {folder} does not exist")
     if output.is_dir():
         raise InputError(f"cannot write {output}: it is a folder")
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if Path(source).is_file() and output.exists() and os.path.samefile(source, output):
+                raise InputError(f"cannot write {output}: it is the input file {source}; "
+                                 "choose another output")
     if output.exists() and not output.is_file():
+        if devices:  # predictions are written to a device or pipe in place
+            return
         # A model file is replaced by renaming a new file over it: that would replace a
         # device or a FIFO (/dev/full, a pipe) with a regular file.
         raise InputError(f"cannot write {output}: it is not a regular file (a device or a "
@@ -369,6 +410,8 @@ def _load_model(source):
 
 
 def _predict(args):
+    if args.output is not None:
+        _check_output(Path(args.output), args.model, args.data, devices=True)
     model, preprocessing = _load_model(args.model)
     if model.device == "cuda":
         # Trained on a GPU; predictions are the same on the CPU, so use one only if present.
@@ -662,7 +705,14 @@ def main(argv=None):
     except SystemExit as exit_:  # --help, --version, or a usage error argparse has reported
         return 0 if exit_.code is None else exit_.code
     try:
-        status = args.run(args)
+        with warnings.catch_warnings(record=True) as stray:
+            warnings.simplefilter("default")
+            warnings.simplefilter("ignore", DeprecationWarning)  # for developers, not users
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            status = args.run(args)
+        # Warnings from outside the fit (numpy, scikit-learn) as one line each, and only when
+        # the command succeeded: a failure is its one line.
+        _report_warnings(stray, None)
         _write_stdout()  # a full disk behind stdout fails here, not at the interpreter's exit
         return status
     except KeyboardInterrupt:

@@ -909,3 +909,61 @@ def test_a_cli_model_predicts_on_a_dataframe_in_python(tmp_path, capsys):
     assert [str(v) for v in model.predict(pre.transform(frame))] == predicted.split()
     rows = frame.drop(columns="species").to_numpy(dtype=object).tolist()  # by position
     assert [str(v) for v in model.predict(pre.transform(rows))] == predicted.split()
+
+
+@pytest.mark.parametrize("y, argv, message", [
+    (np.where(np.arange(30) == 3, np.nan, np.arange(30) % 2), [],
+     "the target is NaN or infinite on row 4 (1 rows)"),
+    (np.linspace(0, 1, 30) + 0.01, ["--task", "classify"],
+     "the target holds numbers that are not whole (0.01), which are not class labels; use "
+     "--task regress"),
+    (np.array([["a", "b"], ["c", "d"]] * 15), [],
+     "the target has 2 columns of class labels; a classifier takes one column"),
+    (np.array([0] * 29 + [1]), ["--test-size", "0.1", "--random-state", "5"],  # 1 in test
+     "hold a single class of the target; classification needs at least two"),
+], ids=["nan", "continuous as classes", "2-D labels", "one class left to train on"])
+def test_targets_fit_would_refuse_are_refused_before_anything_is_printed(
+        y, argv, message, tmp_path, capsys, monkeypatch):
+    np.savez(tmp_path / "d.npz", X=np.arange(60.0).reshape(30, 2), y=y)
+    no_training(monkeypatch)
+    before = listing(tmp_path)
+    status, out, err = run(["train", tmp_path / "d.npz", "-o", tmp_path / "m.fmlp", *argv],
+                           capsys)
+    assert_refused(status, out, err, tmp_path, before, message)
+
+
+def test_outputs_never_replace_the_inputs(iris_csv, iris_model, tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", ["a", "b", "label"], [[1, 2, 0], [3, 4, 1]] * 10)
+    model_copy = tmp_path / "m.fmlp"
+    model_copy.write_bytes(iris_model.read_bytes())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for argv in (["train", data, "-o", data],
+                 ["predict", model_copy, iris_csv, "-o", model_copy],
+                 ["predict", model_copy, data, "--target", "label", "-o", data]):
+        status, out, err = run(argv, capsys)
+        assert status == 2 and len(err.splitlines()) == 1, err
+        assert f"cannot write {argv[-1]}: it is the input file" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_stray_warnings_are_one_line_each_and_silent_on_failure(tmp_path, capsys,
+                                                                monkeypatch):
+    import fastmlp.cli
+
+    real = fastmlp.cli.load_data
+
+    def warns(*args, **kwargs):
+        warnings.warn("invalid value encountered in cast\nsecond line", RuntimeWarning,
+                      stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastmlp.cli, "load_data", warns)
+    status, _, err = run(["train", "iris", "-o", tmp_path / "m.fmlp", "--quiet", *QUICK],
+                         capsys)
+    assert status == 0, err
+    assert "warning: RuntimeWarning: invalid value encountered in cast" in err.splitlines()
+    assert "second line" not in err and "warnings.warn" not in err
+    monkeypatch.setattr(fastmlp.cli, "memory_budget", lambda: 1)
+    before = listing(tmp_path)
+    status, out, err = run(["train", "iris", "-o", tmp_path / "m2.fmlp"], capsys)
+    assert_refused(status, out, err, tmp_path, before, "of memory to train")

@@ -400,6 +400,8 @@ def _metrics(model, X_test, y_test, classify):
 # ---------------------------------------------------------------------------- predict
 def _load_model(source):
     path = Path(source)
+    if path.exists() and not path.is_file():
+        raise InputError(f"cannot load the model {source}: it is not a regular file")
     if not path.is_file():
         raise InputError(f"model file not found: {source}")
     try:

@@ -967,3 +967,24 @@ def test_stray_warnings_are_one_line_each_and_silent_on_failure(tmp_path, capsys
     before = listing(tmp_path)
     status, out, err = run(["train", "iris", "-o", tmp_path / "m2.fmlp"], capsys)
     assert_refused(status, out, err, tmp_path, before, "of memory to train")
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
+def test_a_real_process_writing_to_a_full_device_exits_2_with_one_line(iris_model, iris_csv):
+    """End to end, the interpreter's own final flush included: `fastmlp predict ... >
+    /dev/full` reports one line, not 'Exception ignored ...'."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "fastmlp.cli", "predict",
+                                 str(iris_model), str(iris_csv)], cwd=ROOT, stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "fastmlp predict: error: cannot write to standard output: No space left on device"]
+
+
+def test_a_model_path_that_is_not_a_file_is_one_line(iris_csv, tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.fmlp")
+    for model in (tmp_path / "pipe.fmlp", tmp_path):
+        status, out, err = run(["predict", model, iris_csv], capsys)
+        assert status == 2 and err.splitlines() == [
+            f"fastmlp predict: error: cannot load the model {model}: it is not a regular file"]

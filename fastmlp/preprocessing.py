@@ -11,6 +11,7 @@ from numbers import Real
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -100,6 +101,9 @@ def as_table(X, names=None, kinds=None):
     """
     if isinstance(X, Table):
         return X
+    if scipy.sparse.issparse(X):  # scikit-learn's wording
+        raise TypeError("Sparse data was passed, but dense data is required. Use "
+                        "'.toarray()' to convert to a dense numpy array.")
     if hasattr(X, "columns") and hasattr(X, "iloc"):  # a pandas DataFrame, without importing it
         frame_names = [str(name) for name in X.columns]
         check_column_names(frame_names)
@@ -116,7 +120,13 @@ def as_table(X, names=None, kinds=None):
     else:
         array = np.asarray(X) if isinstance(X, np.ndarray) else np.array(X, dtype=object)
         if array.ndim != 2:
-            raise ValueError(f"expected 2-D data (rows x columns), got {array.ndim}-D")
+            raise ValueError(f"Expected 2D array (rows x columns), got {array.ndim}D array "
+                             "instead. Reshape your data either using array.reshape(-1, 1) if "
+                             "your data has a single feature or array.reshape(1, -1) if it "
+                             "contains a single sample.")
+        if array.dtype.kind == "c" or (array.dtype.kind == "O" and any(
+                isinstance(v, complex) for v in array.flat)):
+            raise ValueError("Complex data not supported")
         if array.dtype.kind in "biuf":
             return table_from_array(array)
         columns = [array[:, j].astype(object) for j in range(array.shape[1])]
@@ -250,10 +260,13 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             column with more than ``max_categories`` distinct values.
         """
         table = as_table(X)
-        if table.n_rows == 0:
-            raise ValueError("cannot fit preprocessing on a table without rows")
+        shape = (table.n_rows, len(table.names))
+        if table.n_rows == 0:  # scikit-learn's wording, for both
+            raise ValueError(f"Found array with 0 sample(s) (shape={shape}) while a minimum "
+                             "of 1 is required by TabularPreprocessor.")
         if not table.names:
-            raise ValueError("cannot fit preprocessing on a table without columns")
+            raise ValueError(f"Found array with 0 feature(s) (shape={shape}) while a minimum "
+                             "of 1 is required by TabularPreprocessor.")
         if table.by_name:
             check_column_names(table.names)
         numbers, texts = iter(table.numbers.T), iter(table.texts)
@@ -371,6 +384,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "columns_")
         table = as_table(X, names=self.names if self.by_name_ else None, kinds=self.kinds)
+        if len(table.names) != self.n_features_in_:
+            raise ValueError(f"X has {len(table.names)} features, but TabularPreprocessor is "
+                             f"expecting {self.n_features_in_} features as input.")
         if list(table.kinds) != self.kinds or (
                 self.by_name and table.by_name and list(table.names) != self.names):
             raise ValueError(f"the table's columns {list(table.names)} are not the columns "

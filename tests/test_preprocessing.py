@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastmlp
 from fastmlp import ModelFileError, persistence
@@ -309,3 +310,8 @@ def test_a_dataframe_lacking_a_fitted_column_is_refused():
     fitted = TabularPreprocessor().fit(_frame(train))
     with pytest.raises(ValueError, match=r"the data has no columns named \['size'\]"):
         fitted.transform(_frame(train).drop(columns="size"))
+
+
+@parametrize_with_checks([TabularPreprocessor()])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)

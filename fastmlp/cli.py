@@ -16,6 +16,7 @@ import contextlib
 import csv
 import io
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -510,6 +511,7 @@ def _write_file(path, data):
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                          suffix=".tmp")
         try:
+            os.chmod(temporary, _new_file_mode(path))  # mkstemp's 0600 is not what open() gives
             with open(fd, "wb") as file:
                 file.write(data)
                 file.flush()
@@ -743,6 +745,17 @@ def _error_line(exc):
         text = f"{_one_line(exc)} ({type(exc).__name__})"
     # A file name or a label may hold line breaks; the report stays one line.
     return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _new_file_mode(path):
+    """The permissions open() would give `path`: those of the file it replaces, else 0666
+    less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _write_stdout(text=None):

@@ -988,3 +988,17 @@ def test_a_model_path_that_is_not_a_file_is_one_line(iris_csv, tmp_path, capsys)
         status, out, err = run(["predict", model, iris_csv], capsys)
         assert status == 2 and err.splitlines() == [
             f"fastmlp predict: error: cannot load the model {model}: it is not a regular file"]
+
+
+def test_predictions_file_gets_the_permissions_open_would_give(iris_model, iris_csv, tmp_path,
+                                                               capsys):
+    umask = os.umask(0o022)
+    try:
+        out = tmp_path / "p.csv"
+        assert run(["predict", iris_model, iris_csv, "-o", out], capsys)[0] == 0
+        assert out.stat().st_mode & 0o777 == 0o644
+        out.chmod(0o640)  # replacing a file keeps its permissions
+        assert run(["predict", iris_model, iris_csv, "-o", out], capsys)[0] == 0
+        assert out.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)

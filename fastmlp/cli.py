@@ -47,6 +47,8 @@ from .tabular import (
 EXIT_BAD_INPUT = 2  # argparse's status for usage errors; every input error uses it
 MAX_AUTO_CLASSES = 20  # an integer target with more distinct values is taken as a quantity
 MAX_SEED = 2**32 - 1  # numpy's RandomState accepts seeds in [0, 2**32)
+# A text target with at least this share of distinct values looks like an id or free text.
+ID_SHARE = 0.9
 # A network must load again in 'fastmlp predict', whose loader refuses more parameters.
 MAX_WIDTH = MAX_PARAMS
 # Training holds about this many copies of the parameters: weights, gradients, two optimizer
@@ -267,11 +269,12 @@ def _target_notes(args, data, classify, what):
     y = data.y
     if classify and y.ndim == 1:
         n_rows, n_classes = len(y), len(np.unique(y))
-        if y.dtype.kind == "U" and n_classes == n_rows > MAX_AUTO_CLASSES:
-            raise InputError(f"{what} holds a different text on each of its {n_rows} rows: it "
-                             "looks like an identifier, not a class label, and a classifier "
-                             "needs several rows of each class; name the target column with "
-                             "--target NAME")
+        if y.dtype.kind == "U" and n_classes > MAX_AUTO_CLASSES and \
+                n_classes >= ID_SHARE * n_rows:
+            raise InputError(f"{what} holds {n_classes} different texts in {n_rows} rows: it "
+                             "looks like an identifier or free text, not a class label, and a "
+                             "classifier needs several rows of each class; name the target "
+                             "column with --target NAME")
         if n_classes > MAX_AUTO_CLASSES and 2 * n_classes >= n_rows:  # <= 2 rows a class
             notes.append(f"warning: {what} has {n_classes} distinct values in {n_rows} rows: "
                          "most classes have too few rows to learn from; is it the target "

@@ -190,6 +190,21 @@ def test_shell_python_lines_run_after_pip_install(tmp_path):
         assert result.returncode == 0, (code, result.stderr[-3000:])
 
 
+def test_readme_snippets_run_after_pip_install(tmp_path):
+    """The unmarked Python snippets, in order, as one script, where only what `pip install .`
+    provides can be imported: no snippet needs an extra by way of a library call, nor a name
+    that only a marked snippet defines."""
+    (tmp_path / "blocker").mkdir()
+    (tmp_path / "blocker" / "sitecustomize.py").write_text(
+        BLOCKER.format(allowed=sorted(installed_by_pip_install())))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "blocker"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = "\n".join(block for block in SNIPPETS if not needs(block))
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_the_blocker_refuses_what_pip_install_does_not_provide(tmp_path):
     """The check above would catch the README's old iris line."""
     pytest.importorskip("pandas")

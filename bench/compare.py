@@ -13,6 +13,9 @@ machine's float32 matmul peak, against which W1's training throughput is compare
 Contestants run one after another, in an order that rotates with each repeat, and every number
 reported is a median. Every contestant is warmed up (compiled, first-call allocations) before it
 is timed, except where the first call is what is measured (W3/W5 fresh process).
+scikit-learn is timed twice, at its default BLAS threads and on one thread: on a busy machine its
+default threads can make it several times slower, so the table shows its faster setting, and the
+notes say which it was and what the other gave.
 """
 
 import argparse
@@ -41,6 +44,10 @@ if str(ROOT) not in sys.path:  # benchmark the working tree's fastmlp
     sys.path.insert(0, str(ROOT))
 
 FAST, SKL, TORCH = "fastmlp", "sklearn", "torch"
+# scikit-learn's two timings; alternate() reports the faster as SKL (see SKLEARN_THREADS).
+SKL_DEFAULT, SKL_ONE = "sklearn, default threads", "sklearn, 1 thread"
+SKLEARN_THREADS = []  # (workload, setting shown, {setting: median}) for each alternate() call
+CURRENT = {"workload": ""}  # the workload main() is running, for SKLEARN_THREADS
 ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 
 # The shared network settings (scikit-learn's parameter names; torch gets the same values).
@@ -199,7 +206,13 @@ def alternate(runners, repeats):
 
     Each runner returns (list of timings in seconds, dict of extra numbers). Returns
     {name: {"median": median timing, "times": all timings, "extra": [extra dicts]}}.
+    scikit-learn's runner runs at its default BLAS threads and on one thread; its entry is the
+    setting with the lower median, recorded in SKLEARN_THREADS.
     """
+    runners = dict(runners)
+    if SKL in runners:
+        runners[SKL_DEFAULT] = runners.pop(SKL)
+        runners[SKL_ONE] = one_thread(runners[SKL_DEFAULT])
     names = list(runners)
     results = {name: {"times": [], "extra": []} for name in names}
     for rep in range(repeats):
@@ -211,7 +224,29 @@ def alternate(runners, repeats):
             results[name]["extra"].append(extra)
     for res in results.values():
         res["median"] = float(np.median(res["times"]))
+    if SKL_DEFAULT in results:
+        both = {"default threads": results.pop(SKL_DEFAULT), "1 thread": results.pop(SKL_ONE)}
+        shown = min(both, key=lambda setting: both[setting]["median"])
+        results[SKL] = both[shown]
+        SKLEARN_THREADS.append((CURRENT["workload"], shown,
+                                {setting: r["median"] for setting, r in both.items()}))
     return results
+
+
+def one_thread(run):
+    """`run` with every BLAS/OpenMP pool limited to one thread."""
+    def limited(rep):
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+        with threadpool_limits(limits=1):
+            return run(rep)
+    return limited
+
+
+def sklearn_thread_notes():
+    """One line per timing of scikit-learn: the thread setting shown and both medians."""
+    return [f"{workload}: scikit-learn shown at its faster setting, {shown} ("
+            + ", ".join(f"{setting} {fmt(median)} s" for setting, median in medians.items())
+            + ")" for workload, shown, medians in SKLEARN_THREADS]
 
 
 def median_extra(res, key):
@@ -750,12 +785,17 @@ def main(argv=None):
         if w not in args.workloads:
             continue
         t = time.perf_counter()
+        CURRENT["workload"] = w
+        seen = len(SKLEARN_THREADS)
         out = steps[w]()
         if w == "W6":
             out, curves = out
         rows += out
         print(f"\n{w} done in {time.perf_counter() - t:.1f} s")
         print("\n".join(table_lines(out, names, markdown=False)))
+        for line in sklearn_thread_notes()[seen:]:
+            print("note:", line)
+    notes += sklearn_thread_notes()
     elapsed = time.perf_counter() - began
     after = cpu_pressure_us()
     waited = "unknown" if pressure is None or after is None else \

@@ -4,13 +4,19 @@
 .npz file, by default after imputing, standardising and one-hot encoding its columns, writes a
 model file (preprocessing included) and prints test metrics; ``fastmlp predict`` loads a model
 file and writes its predictions. This module calls the public API and reports: reading files is
-``fastmlp.tabular``'s job, preprocessing ``fastmlp.preprocessing``'s; it holds no training logic
-and answers bad input with a one-line message and exit status 2, never a traceback.
+``fastmlp.tabular``'s job, preprocessing ``fastmlp.preprocessing``'s; it holds no training logic.
+Bad input, and every expected failure (unreadable or full files, memory), is one line on stderr
+and exit status 2, never a traceback, with no file half-written; sizes, label types and column
+names are checked before training.
 """
 
 import argparse
+import codecs
+import contextlib
 import csv
+import io
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -26,13 +32,31 @@ from sklearn.utils.multiclass import type_of_target
 from . import __version__, persistence
 from .callbacks import ProgressBar
 from .estimators import MLPClassifier, MLPRegressor
-from .persistence import ModelFileError
+from .persistence import MAX_PARAMS, ModelFileError
 from .preprocessing import NUMBER, TEXT, TabularPreprocessor
-from .tabular import DATASET_NAMES, InputError, first_non_number, load_data
+from .tabular import (
+    DATASET_NAMES,
+    InputError,
+    check_labels,
+    first_non_number,
+    load_data,
+    memory_budget,
+    size_text,
+)
 
 EXIT_BAD_INPUT = 2  # argparse's status for usage errors; every input error uses it
 MAX_AUTO_CLASSES = 20  # an integer target with more distinct values is taken as a quantity
 MAX_SEED = 2**32 - 1  # numpy's RandomState accepts seeds in [0, 2**32)
+# A text target with at least this share of distinct values looks like an id or free text.
+ID_SHARE = 0.9
+# A network must load again in 'fastmlp predict', whose loader refuses more parameters.
+MAX_WIDTH = MAX_PARAMS
+# Training holds about this many copies of the parameters: weights, gradients, two optimizer
+# slots, the best weights kept for early stopping, and a spare for the update.
+PARAM_COPIES = 6
+# Errors the command reports as one line and exit status 2 wherever they arise (ModelFileError
+# and UnicodeError are ValueErrors). Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (InputError, OSError, MemoryError, ValueError, OverflowError)
 
 
 # ---------------------------------------------------------------------------- train
@@ -88,6 +112,10 @@ def _fit(model, X, y, quiet):
             model.fit(X, y)
         except (ValueError, RuntimeError) as exc:  # bad input, divergence, unusable device
             raise InputError(f"training failed: {_one_line(exc)}") from None
+        except MemoryError:
+            raise InputError("training failed: not enough memory for this network and "
+                             "data (try fewer or narrower --hidden layers, or a smaller "
+                             "--batch-size)") from None
         finally:
             if progress is not None:
                 progress.close()
@@ -108,7 +136,7 @@ def _report_warnings(caught, epochs):
     """Each distinct warning of the fit as one line on stderr (no source lines)."""
     seen = set()
     for warning in caught:
-        text = str(warning.message).strip().splitlines()[0]
+        text = (str(warning.message).strip().splitlines() or [""])[0]
         if issubclass(warning.category, ConvergenceWarning) and text.startswith("Stochastic"):
             # The user chose the epoch budget: say what it means rather than name the optimizer.
             text = (f"note: training used all {epochs} epochs (--epochs) and had not converged; "
@@ -122,18 +150,23 @@ def _report_warnings(caught, epochs):
 
 def _train(args):
     output = Path(args.output)
-    _check_output(output)  # first, so that a long fit is not lost to a typo in the path
+    _check_output(output, args.data)  # first, so that a long fit is not lost to a typo
     data = load_data(args.data, args.target, target_required=True)
     table = data.table
+    what = f"target column {data.target_name!r}" if data.target_name else "the target"
+    check_labels(data.y, f"{args.data}: {what}")
+    _check_finite_targets(data, what)
     task, reason = _choose_task(args.task, data)
     classify = task == "classify"
-    what = f"target column {data.target_name!r}" if data.target_name else "the target"
     if not classify and data.y.dtype.kind not in "biuf":
         raise InputError(f"{what} is not numeric, so it cannot be regressed on; use "
                          "--task classify for class labels")
+    if classify:
+        _check_class_labels(data.y, what)
     if classify and data.y.ndim == 1 and len(np.unique(data.y)) < 2:
         raise InputError(f"{what} has a single class ({str(data.y[0])!r}); classification "
                          "needs at least two")
+    notes = _target_notes(args, data, classify, what)
     # A text column beside a numeric last column is often the forgotten target.
     text_columns = table.names_of(TEXT)
     target_hint = None
@@ -154,8 +187,8 @@ def _train(args):
     print(f"{data.name}: {table.n_rows} rows, {columns}{target}; {kind}; training on "
           f"{len(train_rows)} rows, testing on {0 if test_rows is None else len(test_rows)}")
     if target_hint is not None and not args.no_preprocess:
-        print(f"note: the target is the last column, {data.target_name!r}; {target_hint}",
-              file=sys.stderr)
+        notes.append(f"note: the target is the last column, {data.target_name!r}; "
+                     f"{target_hint}")
 
     preprocessing = None if args.no_preprocess else TabularPreprocessor()
     if args.no_preprocess:  # checked on every row, so that a message names the first bad one
@@ -167,7 +200,14 @@ def _train(args):
         target_hint)
 
     estimator = MLPClassifier if classify else MLPRegressor
+    if classify and y_train.ndim == 1 and len(np.unique(y_train)) < 2:
+        raise InputError(f"the {len(y_train)} training rows left after holding out "
+                         f"--test-size {args.test_size} hold a single class of {what}; "
+                         "classification needs at least two (more rows, or --test-size 0)")
     hidden = tuple(width for group in args.hidden for width in group)
+    _check_network(X_train.shape, hidden, _n_outputs(data.y, classify), args)
+    for line in notes:  # every check has passed: what remains is training and saving
+        print(line, file=sys.stderr)
     model = estimator(hidden_layer_sizes=hidden, activation=args.activation,
                       solver=args.solver, alpha=args.alpha,
                       batch_size="auto" if args.batch_size is None else args.batch_size,
@@ -175,13 +215,16 @@ def _train(args):
                       early_stopping=args.early_stopping, random_state=args.random_state,
                       dtype=args.dtype, device=args.device)
     seconds, caught = _fit(model, X_train, y_train, args.quiet)
-    _report_warnings(caught, args.epochs)
     metrics = [] if X_test is None else _metrics(model, X_test, y_test, classify)
     try:
         persistence.save(model, output, preprocessing=preprocessing)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot write the model file {output}: {exc}") from None
+    except OSError as exc:  # the save is atomic: nothing is left at `output`
+        raise InputError(f"cannot write the model file {output}: "
+                         f"{exc.strerror or _one_line(exc)}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cannot write the model file {output}: {_one_line(exc)}") from None
 
+    _report_warnings(caught, args.epochs)  # after saving: a failure is then the only line
     unit = "iterations" if args.solver == "lbfgs" else "epochs"
     print(f"fit time: {seconds:.2f} s ({model.n_iter_} {unit})")
     for line in metrics:
@@ -190,13 +233,107 @@ def _train(args):
     return 0
 
 
-def _check_output(output):
-    """Refuse an output path that cannot be written, before anything is read or trained."""
+def _check_finite_targets(data, what):
+    """Refuse NaN or infinite numeric targets, naming the first row that holds one."""
+    y = data.y
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) if y.ndim == 1 else ~np.isfinite(y).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{what} is NaN or infinite on {data.table.where(row)} "
+                             f"({int(bad.sum())} rows); every training row needs a finite "
+                             "target")
+
+
+def _check_class_labels(y, what):
+    """Refuse targets a classifier cannot take, before training: non-integer numbers, and
+    several columns that are not 0/1 indicators."""
+    kind = type_of_target(y)
+    if kind.startswith("continuous"):
+        example = y[~np.equal(np.mod(y, 1), 0)].flat[0]
+        raise InputError(f"{what} holds numbers that are not whole ({example}), which are "
+                         "not class labels; use --task regress")
+    if kind == "multiclass-multioutput":
+        raise InputError(f"{what} has {y.shape[1]} columns of class labels; a classifier "
+                         "takes one column, or several 0/1 columns (multilabel)")
+
+
+def _target_notes(args, data, classify, what):
+    """Lines for stderr saying which column is the target and why; refuses a text target
+    that looks like an identifier (a different value on every row) for classification."""
+    notes = []
+    if data.target_name is not None:
+        why = "--target" if args.target is not None else \
+            "last column; use --target NAME to choose"
+        notes.append(f"target: column {data.target_name!r} ({why})")
+    y = data.y
+    if classify and y.ndim == 1:
+        n_rows, n_classes = len(y), len(np.unique(y))
+        if y.dtype.kind == "U" and n_classes > MAX_AUTO_CLASSES and \
+                n_classes >= ID_SHARE * n_rows:
+            raise InputError(f"{what} holds {n_classes} different texts in {n_rows} rows: it "
+                             "looks like an identifier or free text, not a class label, and a "
+                             "classifier needs several rows of each class; name the target "
+                             "column with --target NAME")
+        if n_classes > MAX_AUTO_CLASSES and 2 * n_classes >= n_rows:  # <= 2 rows a class
+            notes.append(f"warning: {what} has {n_classes} distinct values in {n_rows} rows: "
+                         "most classes have too few rows to learn from; is it the target "
+                         "you meant? (--target NAME, --task regress)")
+    return notes
+
+
+def _n_outputs(y, classify):
+    """The network's output units for targets y (as fit will make them)."""
+    if y.ndim == 2:
+        return y.shape[1]
+    if not classify:
+        return 1
+    n_classes = len(np.unique(y))
+    return 1 if n_classes == 2 else n_classes
+
+
+def _check_network(shape, hidden, n_outputs, args):
+    """Refuse, before training, a network that 'fastmlp predict' could not load again, or
+    that would not fit in memory."""
+    units = [shape[1], *hidden, n_outputs]
+    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    layers = ",".join(map(str, hidden))
+    if n_params > MAX_PARAMS:
+        raise InputError(f"--hidden {layers} makes a network of {n_params:,} parameters "
+                         f"({shape[1]} inputs, {n_outputs} outputs), more than the "
+                         f"{MAX_PARAMS:,} a model file may hold for 'fastmlp predict'; use "
+                         "fewer or narrower layers")
+    itemsize = np.dtype(args.dtype).itemsize
+    batch = shape[0] if args.solver == "lbfgs" else min(args.batch_size or 200, shape[0])
+    needed = itemsize * (PARAM_COPIES * n_params + 3 * batch * sum(units[1:]))
+    budget = memory_budget()
+    if budget is not None and needed > budget:
+        raise InputError(f"--hidden {layers} needs about {size_text(needed)} of memory to "
+                         f"train ({n_params:,} parameters), more than the {size_text(budget)} "
+                         "available; use fewer or narrower layers")
+
+
+def _check_output(output, *inputs, devices=False):
+    """Refuse an output path that cannot be written, or that is one of the `inputs` (it would
+    be replaced), or (unless `devices`) a device or pipe, before anything is read or
+    trained."""
     folder = output.parent
     if not folder.is_dir():
         raise InputError(f"cannot write {output}: folder {folder} does not exist")
     if output.is_dir():
         raise InputError(f"cannot write {output}: it is a folder")
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if Path(source).is_file() and output.exists() and os.path.samefile(source, output):
+                raise InputError(f"cannot write {output}: it is the input file {source}; "
+                                 "choose another output")
+    if output.exists() and not output.is_file():
+        if devices:  # predictions are written to a device or pipe in place
+            return
+        # A model file is replaced by renaming a new file over it: that would replace a
+        # device or a FIFO (/dev/full, a pipe) with a regular file.
+        raise InputError(f"cannot write {output}: it is not a regular file (a device or a "
+                         "pipe); a model file must be a file")
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -267,6 +404,8 @@ def _metrics(model, X_test, y_test, classify):
 # ---------------------------------------------------------------------------- predict
 def _load_model(source):
     path = Path(source)
+    if path.exists() and not path.is_file():
+        raise InputError(f"cannot load the model {source}: it is not a regular file")
     if not path.is_file():
         raise InputError(f"model file not found: {source}")
     try:
@@ -277,6 +416,8 @@ def _load_model(source):
 
 
 def _predict(args):
+    if args.output is not None:
+        _check_output(Path(args.output), args.model, args.data, devices=True)
     model, preprocessing = _load_model(args.model)
     if model.device == "cuda":
         # Trained on a GPU; predictions are the same on the CPU, so use one only if present.
@@ -320,22 +461,21 @@ def _predict(args):
         except (ValueError, RuntimeError) as exc:  # unusable device, ...
             raise InputError(f"prediction failed: {_one_line(exc)}") from None
     header = [str(label) for label in model.classes_] if args.proba else None
+    text = _rows_text(values, header)  # all of it, so that nothing is written half
 
     if args.output is None:
-        _write_rows(sys.stdout, values, header)
+        _encoded(text, sys.stdout.encoding or "utf-8", "standard output")
+        _write_stdout(text)
         return 0
-    try:
-        with open(args.output, "w", newline="") as file:
-            _write_rows(file, values, header)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.output}: {exc}") from None
+    _write_file(Path(args.output), _encoded(text, "utf-8", args.output))
     print(f"{len(values)} predictions written to {args.output}")
     return 0
 
 
-def _write_rows(file, values, header):
-    """One line per sample; numpy's str() of each value is the shortest text that reads back
-    as the same number (float32 included)."""
+def _rows_text(values, header):
+    """The CSV text: one line per sample; numpy's str() of each value is the shortest text
+    that reads back as the same number (float32 included)."""
+    file = io.StringIO()
     writer = csv.writer(file, lineterminator="\n")
     if header is not None:
         writer.writerow(header)
@@ -343,6 +483,49 @@ def _write_rows(file, values, header):
         writer.writerows([str(value)] for value in values)
     else:
         writer.writerows([str(value) for value in row] for row in values)
+    return file.getvalue()
+
+
+def _encoded(text, encoding, where):
+    """`text` as bytes in `encoding`, or an InputError naming the character that has none
+    (a class label holding a lone surrogate, say)."""
+    try:
+        encoding = codecs.lookup(encoding).name
+    except LookupError:  # an encoding Python does not know
+        encoding = "utf-8"
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise InputError(f"cannot write the predictions to {where}: "
+                         f"{exc.object[exc.start:exc.end]!r} (in a class label or value) has "
+                         f"no {encoding} encoding") from None
+
+
+def _write_file(path, data):
+    """Write `data` to `path`: through a temporary file renamed over a regular file, so that a
+    failure (a full disk) leaves no half-written file; straight to a device or pipe."""
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder")
+    try:
+        if path.exists() and not path.is_file():
+            with open(path, "wb") as file:
+                file.write(data)
+            return
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp")
+        try:
+            os.chmod(temporary, _new_file_mode(path))  # mkstemp's 0600 is not what open() gives
+            with open(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or _one_line(exc)}") from None
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -361,7 +544,13 @@ def _widths(text):
     parts = text.replace(",", " ").split()
     if not parts:
         raise argparse.ArgumentTypeError(f"{text!r} holds no layer width")
-    return [_positive_int(part) for part in parts]
+    widths = [_positive_int(part) for part in parts]
+    for width in widths:
+        if width > MAX_WIDTH:
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_WIDTH} (the most "
+                                             "parameters a model file may hold), got "
+                                             f"{width}")
+    return widths
 
 
 def _seed(text):
@@ -405,9 +594,17 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error reported as one line (not the usage text first)."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see '{self.prog} "
+                                  "--help')\n")
+
+
 def build_parser():
     """The argument parser of the ``fastmlp`` command (exposed for documentation tools)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastmlp", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Train fastmlp multilayer perceptrons and predict with them. Run "
                     "'fastmlp COMMAND --help' for a command's options. Input errors exit with "
@@ -515,18 +712,77 @@ def main(argv=None):
     except SystemExit as exit_:  # --help, --version, or a usage error argparse has reported
         return 0 if exit_.code is None else exit_.code
     try:
-        return args.run(args)
-    except InputError as exc:
-        print(f"fastmlp {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        with warnings.catch_warnings(record=True) as stray:
+            warnings.simplefilter("default")
+            warnings.simplefilter("ignore", DeprecationWarning)  # for developers, not users
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            status = args.run(args)
+        # Warnings from outside the fit (numpy, scikit-learn) as one line each, and only when
+        # the command succeeded: a failure is its one line.
+        _report_warnings(stray, None)
+        _write_stdout()  # a full disk behind stdout fails here, not at the interpreter's exit
+        return status
     except KeyboardInterrupt:
         print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader of our output has gone (`fastmlp predict ... | head`): stop quietly, and
-        # point stdout at devnull so that the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader of our output has gone (`fastmlp predict ... | head`): stop quietly.
+        _drop_stdout()
         return 1
+    except EXPECTED_ERRORS as exc:
+        _drop_stdout()
+        print(f"fastmlp {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _error_line(exc):
+    """The one line that reports an expected error."""
+    if isinstance(exc, InputError):
+        text = str(exc)
+    elif isinstance(exc, OSError):
+        reason = exc.strerror or _one_line(exc)
+        text = reason if exc.filename is None else f"{exc.filename}: {reason}"
+    elif isinstance(exc, MemoryError):
+        text = "not enough memory" + (f" ({_one_line(exc)})" if str(exc) else "")
+    else:
+        text = f"{_one_line(exc)} ({type(exc).__name__})"
+    # A file name or a label may hold line breaks; the report stays one line.
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _new_file_mode(path):
+    """The permissions open() would give `path`: those of the file it replaces, else 0666
+    less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _write_stdout(text=None):
+    """Write `text` (if any) to stdout and flush it; a failure other than a closed pipe is an
+    InputError."""
+    try:
+        if text is not None:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise InputError(f"cannot write to standard output: "
+                         f"{exc.strerror or _one_line(exc)}") from None
+
+
+def _drop_stdout():
+    """After a failed write to stdout (a full disk, a closed pipe), discard what is left in
+    its buffer so that the interpreter's final flush does not fail again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the file, column and line; nothing here trains or prints.
 """
 
 import csv
+import os
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -13,11 +14,16 @@ from typing import NamedTuple
 import numpy as np
 from sklearn import datasets as sklearn_datasets
 
-from .preprocessing import NUMBER, TEXT, Table, table_from_array
+from .preprocessing import MISSING, NUMBER, TEXT, Table, check_column_names, table_from_array
 
 CSV_CHUNK_ROWS = 10_000  # CSV rows held as text at once; number columns go straight to arrays
-# Fields read as a missing value (compared after stripping spaces, ignoring case).
-MISSING = ("", "?", "na", "n/a", "nan", "null", "<na>")
+# Copies of an .npz file's X the command may hold at once, as float64: the table, the
+# preprocessed training and test rows, the model's own copy. Sizes are checked against it.
+FLOAT64_COPIES = 3
+# Target dtypes the command accepts (numpy kinds): booleans, integers, floats, text.
+LABEL_KINDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers", "U": "text"}
+REFUSED_KINDS = {"M": "dates (datetime64)", "m": "durations (timedelta64)", "S": "bytes",
+                 "O": "Python objects", "V": "structured records", "c": "complex numbers"}
 
 # name -> (loader, task). Only sets that ship inside scikit-learn: they work offline.
 BUNDLED = {
@@ -34,6 +40,50 @@ DATASET_NAMES = sorted(BUNDLED) + sorted(FROM_FASTMLP_DATASETS)
 
 class InputError(Exception):
     """Input the user can fix; the command line prints the message and exits with status 2."""
+
+
+def memory_budget():
+    """Bytes of memory the command may plan to use: what the system reports available now
+    (Linux's MemAvailable), else its physical memory; None when neither is known."""
+    try:
+        with open("/proc/meminfo") as file:
+            for line in file:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def size_text(n_bytes):
+    """'3.2 GiB'-style text for a byte count."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n_bytes < 1024 or unit == "TiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return None  # not reached
+
+
+def check_labels(y, what):
+    """Refuse targets the model file or the output cannot hold, before any training: dtypes
+    other than booleans, numbers and text, and text that is not valid Unicode (lone
+    surrogates), which could not be written as UTF-8."""
+    kind = y.dtype.kind
+    if kind not in LABEL_KINDS:
+        raise InputError(f"{what} holds {REFUSED_KINDS.get(kind, str(y.dtype))} (dtype "
+                         f"{y.dtype}); targets must be numbers, text or booleans: convert them "
+                         "first, e.g. dates to numbers or bytes to str")
+    if kind == "U":
+        for label in np.unique(y):
+            try:
+                str(label).encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{what} holds the label {str(label)!r}, which is not valid "
+                                 "Unicode text (a lone surrogate) and could not be written "
+                                 "out; fix or re-encode the labels") from None
 
 
 class Data(NamedTuple):
@@ -130,29 +180,94 @@ def _load_from_fastmlp_datasets(name):
 
 # ---------------------------------------------------------------------------- .npz
 def _read_npz(path, target_required):
+    headers = _npz_headers(path)
+    if "X" not in headers:
+        raise InputError(f"{path}: no array named 'X' (the file holds {sorted(headers)})")
+    if target_required and "y" not in headers:
+        raise InputError(f"{path}: no array named 'y' with the targets (the file holds "
+                         f"{sorted(headers)})")
+    x_shape, x_dtype = headers["X"]
+    if len(x_shape) != 2:
+        raise InputError(f"{path}: X must be 2-D (rows x features), its shape is {x_shape}")
+    if x_shape[0] == 0 or x_shape[1] == 0:
+        raise InputError(f"{path}: X is empty (shape {x_shape}); it needs rows and columns")
+    if x_dtype.kind not in "biuf":
+        raise InputError(f"{path}: X must hold numbers, its dtype is {x_dtype}")
+    y_header = headers.get("y") if target_required else None  # predicting ignores y
+    if y_header is not None:
+        y_shape, y_dtype = y_header
+        if y_shape[:1] != x_shape[:1]:
+            raise InputError(f"{path}: X has {x_shape[0]} rows but y has "
+                             f"{y_shape[0] if y_shape else 0}")
+        if len(y_shape) > 2:
+            raise InputError(f"{path}: y must be 1-D (or 2-D for several targets), its shape "
+                             f"is {y_shape}")
+        check_labels(np.empty(0, y_dtype), f"{path}: y")
+    _check_memory(path, {name: headers[name] for name in ("X", "y")
+                         if name == "X" or y_header is not None}, x_shape)
     try:
         with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if "X" not in names:
-                raise InputError(f"{path}: no array named 'X' (the file holds {names})")
-            if target_required and "y" not in names:
-                raise InputError(f"{path}: no array named 'y' with the targets (the file holds "
-                                 f"{names})")
             X = archive["X"]
-            y = archive["y"] if "y" in names else None
+            y = archive["y"] if y_header is not None else None
+    except MemoryError:
+        raise InputError(f"{path}: not enough memory to read X of shape {x_shape}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
-    if X.ndim != 2:
-        raise InputError(f"{path}: X must be 2-D (rows x features), its shape is {X.shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise InputError(f"{path}: X is empty (shape {X.shape}); it needs rows and columns")
-    if X.dtype.kind not in "biuf":
-        raise InputError(f"{path}: X must hold numbers, its dtype is {X.dtype}")
-    if y is not None and y.shape[:1] != X.shape[:1]:
-        raise InputError(f"{path}: X has {X.shape[0]} rows but y has {y.shape[0] if y.ndim else 0}")
+    if y is not None:
+        check_labels(y, f"{path}: y")
     table = table_from_array(X)
     _check_finite(path, table)
     return Data(table, y, path.name, None, None)
+
+
+def _npz_headers(path):
+    """{array name: (shape, dtype)} of an .npz file, from each member's .npy header: nothing
+    is loaded, so sizes can be checked first."""
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with archive.open(name) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0,
+                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read is None:
+                        raise InputError(f"{path}: array {name[:-4]!r} uses .npy format "
+                                         f"version {version}, which is not supported")
+                    shape, _, dtype = read(member)
+                headers[name[:-4]] = (tuple(shape), np.dtype(dtype))
+    except InputError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile,
+            NotImplementedError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
+    for name, (_, dtype) in headers.items():
+        if dtype.hasobject:
+            raise InputError(f"{path}: array {name!r} holds Python objects (dtype {dtype}), "
+                             "which fastmlp does not load (they would need pickle); save "
+                             "numbers or strings")
+    return headers
+
+
+def _check_memory(path, headers, x_shape):
+    """Refuse, before loading, an .npz file whose declared arrays would not fit in memory
+    together with the float64 copies training makes."""
+    declared = sum(int(np.prod(headers[name][0], dtype=object)) * headers[name][1].itemsize
+                   for name in ("X", "y") if name in headers)
+    needed = declared + int(np.prod(x_shape, dtype=object)) * 8 * FLOAT64_COPIES
+    budget = memory_budget()
+    if budget is not None and needed > budget:
+        raise InputError(f"{path}: X declares shape {x_shape} of {headers['X'][1]} "
+                         f"({size_text(declared)} with y); reading and training on it needs "
+                         f"about {size_text(needed)} of memory, more than the "
+                         f"{size_text(budget)} available")
+
+
+def _first_line(exc):
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------- CSV
@@ -190,12 +305,22 @@ class _CsvColumns:
         if not header:
             raise InputError(f"{path}: the file is empty (a header row is expected)")
         self.header = [name.strip() for name in header]
+        if target_required:  # training: the model will find its columns by these names
+            try:
+                check_column_names(self.header)
+            except ValueError as exc:
+                raise InputError(f"{path}: in the header row, {exc}") from None
         self.target_index = _target_index(path, self.header, target, target_required)
         if columns is not None:
             missing = [name for name in columns if name not in self.header]
             if missing:
                 raise InputError(f"{path}: the model needs columns {missing}, which the file "
                                  "does not have")
+            repeated = [name for name in columns if self.header.count(name) > 1]
+            if repeated:
+                raise InputError(f"{path}: the header names column {repeated[0]!r} "
+                                 f"{self.header.count(repeated[0])} times; the model needs "
+                                 "to know which one to read")
             self.index = [self.header.index(name) for name in columns]
         else:
             self.index = [i for i in range(len(self.header)) if i != self.target_index]

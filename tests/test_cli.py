@@ -576,3 +576,431 @@ def test_documented_commands_run(tmp_path, monkeypatch, capsys):
         else:
             assert words[0] == "python", line
             subprocess.run([sys.executable, *words[1:]], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------- every failure
+def assert_refused(status, out, err, folder, before, message):
+    """A failure as the command line reports it: exit status 2, exactly one line on stderr
+    naming the problem, no traceback, and no file left behind in `folder` (temporary files
+    included)."""
+    assert status == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("fastmlp") and ": error: " in err
+    assert message in err, err
+    assert "Traceback" not in out + err
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained before refusing the input")
+
+    monkeypatch.setattr(fastmlp.MLPClassifier, "fit", refuse)
+    monkeypatch.setattr(fastmlp.MLPRegressor, "fit", refuse)
+
+
+def write_npz_header_only(path, shape, descr="<f8"):
+    """An .npz whose X declares `shape` but holds no data (as a hostile or truncated file)."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False,
+                                                  "shape": shape})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("X.npy", header.getvalue())
+        archive.writestr("y.npy", header.getvalue())
+    return path
+
+
+def test_npz_declaring_more_than_memory_is_refused_before_loading(tmp_path, capsys,
+                                                                   monkeypatch):
+    data = write_npz_header_only(tmp_path / "huge.npz", (100_000_000, 1000))
+    before = listing(tmp_path)
+    no_training(monkeypatch)
+    status, out, err = run(["train", data, "-o", tmp_path / "m.fmlp"], capsys)
+    assert_refused(status, out, err, tmp_path, before,
+                   "huge.npz: X declares shape (100000000, 1000) of float64")
+    assert "of memory, more than the" in err
+
+
+def test_npz_size_is_checked_against_the_memory_budget(tmp_path, capsys, monkeypatch):
+    import fastmlp.tabular
+
+    X, y = load_iris(return_X_y=True)
+    np.savez(tmp_path / "iris.npz", X=X, y=y)
+    before = listing(tmp_path)
+    monkeypatch.setattr(fastmlp.tabular, "memory_budget", lambda: 10_000)  # 10 kB left
+    status, out, err = run(["train", tmp_path / "iris.npz", "-o", tmp_path / "m.fmlp"],
+                           capsys)
+    assert_refused(status, out, err, tmp_path, before, "more than the 9.8 KiB available")
+
+
+@pytest.mark.parametrize("hidden, message", [
+    (["2000000000"], "argument --hidden: must be at most 100000000"),
+    (["20000", "20000"], "--hidden 20000,20000 makes a network of 400,180,003 parameters "
+                         "(4 inputs, 3 outputs), more than the 100,000,000"),
+])
+def test_networks_predict_could_not_load_are_refused_before_training(hidden, message, tmp_path,
+                                                                     capsys, monkeypatch):
+    no_training(monkeypatch)
+    before = listing(tmp_path)
+    status, out, err = run(["train", "iris", "-o", tmp_path / "m.fmlp", "--hidden", *hidden],
+                           capsys)
+    assert_refused(status, out, err, tmp_path, before, message)
+
+
+def test_networks_beyond_the_memory_budget_are_refused(tmp_path, capsys, monkeypatch):
+    import fastmlp.cli
+
+    no_training(monkeypatch)
+    monkeypatch.setattr(fastmlp.cli, "memory_budget", lambda: 2**20)
+    before = listing(tmp_path)
+    status, out, err = run(["train", "iris", "-o", tmp_path / "m.fmlp", "--hidden", "1000"],
+                           capsys)
+    assert_refused(status, out, err, tmp_path, before, "--hidden 1000 needs about")
+    assert "of memory to train (8,003 parameters), more than the 1.0 MiB available" in err
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array(["2020-01-01", "2021-06-01"] * 15, dtype="datetime64[D]"),
+     "y holds dates (datetime64) (dtype datetime64[D]); targets must be numbers, text or "
+     "booleans"),
+    (np.array([10, 20] * 15, dtype="timedelta64[s]"), "y holds durations (timedelta64)"),
+    (np.array([b"cat", b"dog"] * 15), "y holds bytes (dtype |S3)"),
+    (np.array([1 + 1j, 2] * 15), "y holds complex numbers"),
+    (np.array(["cat\ud800", "dog"] * 15), "y holds the label 'cat\\ud800', which is not valid "
+                                          "Unicode text"),
+], ids=["datetime64", "timedelta64", "bytes", "complex", "lone surrogate"])
+def test_labels_the_model_could_not_save_or_print_are_refused_before_training(
+        labels, message, tmp_path, capsys, monkeypatch):
+    np.savez(tmp_path / "d.npz", X=np.arange(60.0).reshape(30, 2), y=labels)
+    no_training(monkeypatch)
+    before = listing(tmp_path)
+    status, out, err = run(["train", tmp_path / "d.npz", "-o", tmp_path / "m.fmlp",
+                            "--task", "classify"], capsys)
+    assert_refused(status, out, err, tmp_path, before, message)
+
+
+def test_npz_of_python_objects_is_refused_with_a_reason(tmp_path, capsys):
+    np.savez(tmp_path / "o.npz", X=np.ones((4, 2)), y=np.array(["a", None, "b", "c"], object))
+    before = listing(tmp_path)
+    status, out, err = run(["train", tmp_path / "o.npz", "-o", tmp_path / "m.fmlp"], capsys)
+    assert_refused(status, out, err, tmp_path, before,
+                   "array 'y' holds Python objects (dtype object)")
+
+
+def test_predicting_ignores_an_npz_files_targets(iris_model, tmp_path, capsys):
+    X = load_iris(return_X_y=True)[0]
+    np.savez(tmp_path / "rows.npz", X=X, y=np.array(["2020-01-01"] * 150, "datetime64[D]"))
+    status, out, err = run(["predict", iris_model, tmp_path / "rows.npz"], capsys)
+    assert status == 0, err
+    assert out.splitlines() == [str(v) for v in predict_raw(iris_model, X)]
+
+
+def test_unreadable_csv_is_one_line(iris_csv, tmp_path, capsys, monkeypatch):
+    import fastmlp.tabular
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(fastmlp.tabular._CsvColumns, "_open", denied)  # tests run as root
+    before = listing(tmp_path)
+    status, out, err = run(["train", iris_csv, "-o", tmp_path / "m.fmlp"], capsys)
+    assert_refused(status, out, err, tmp_path, before, f"{iris_csv}: Permission denied")
+
+
+def _disk_full(monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the last step before a file is renamed in place
+
+
+def test_full_disk_when_saving_leaves_no_model_file(tmp_path, capsys, monkeypatch):
+    _disk_full(monkeypatch)
+    before = listing(tmp_path)
+    status, out, err = run(["train", "iris", "-o", tmp_path / "m.fmlp", "--quiet", *QUICK],
+                           capsys)
+    assert_refused(status, out, err, tmp_path, before,
+                   f"cannot write the model file {tmp_path / 'm.fmlp'}: No space left on device")
+
+
+def test_full_disk_when_predicting_leaves_no_half_file(iris_model, iris_csv, tmp_path, capsys,
+                                                       monkeypatch):
+    _disk_full(monkeypatch)
+    before = listing(tmp_path)
+    status, out, err = run(["predict", iris_model, iris_csv, "-o", tmp_path / "p.csv"], capsys)
+    assert_refused(status, out, err, tmp_path, before, "No space left on device")
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
+def test_full_output_device_is_one_line(iris_model, iris_csv, tmp_path, capsys):
+    status, out, err = run(["predict", iris_model, iris_csv, "-o", "/dev/full"], capsys)
+    assert_refused(status, out, err, tmp_path, [],
+                   "cannot write /dev/full: No space left on device")
+    assert Path("/dev/full").is_char_device()
+
+
+def test_full_standard_output_is_one_line(iris_model, iris_csv, tmp_path, capsys, monkeypatch):
+    import errno
+
+    class Full:
+        encoding = "utf-8"
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    status = main(["predict", str(iris_model), str(iris_csv)])
+    err = capsys.readouterr().err
+    assert_refused(status, "", err, tmp_path, [],
+                                   "cannot write to standard output: No space left on device")
+
+
+@pytest.mark.parametrize("target", ["device", "fifo"])
+def test_a_model_file_never_replaces_a_device_or_pipe(target, tmp_path, capsys, monkeypatch):
+    if target == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/full")
+        if not path.is_char_device():
+            pytest.skip("needs /dev/full")
+    no_training(monkeypatch)
+    status, out, err = run(["train", "iris", "-o", path], capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert f"cannot write {path}: it is not a regular file" in err
+    assert not path.is_file()
+
+
+def test_class_label_without_utf8_encoding_is_one_line_and_writes_nothing(tmp_path, capsys):
+    X, y = load_iris(return_X_y=True)
+    labels = np.array(["setosa\ud800", "versicolor", "virginica"])[y]
+    model = fastmlp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(X, labels).save(tmp_path / "s.fmlp")  # the Python API accepts such labels
+    np.savez(tmp_path / "rows.npz", X=X)
+    before = listing(tmp_path)
+    for output in ([], ["-o", tmp_path / "p.csv"]):
+        status, out, err = run(["predict", tmp_path / "s.fmlp", tmp_path / "rows.npz",
+                                "--proba", *output], capsys)
+        assert_refused(status, out, err, tmp_path, before, "'\\ud800' (in a class label or "
+                                                           "value) has no utf-8 encoding")
+        assert out == ""
+
+
+@pytest.mark.parametrize("header, message", [
+    (["a", "a", "label"], "columns 1 and 2 are both named 'a'"),
+    (["a", "", "label"], "column 2 has no name ('')"),
+    (["a", "b", " "], "column 3 has no name ('')"),
+])
+def test_header_names_follow_the_rule_predict_loads_by(header, message, tmp_path, capsys,
+                                                       monkeypatch):
+    from fastmlp.preprocessing import check_column_names
+
+    path = write_csv(tmp_path / "h.csv", header, [[1, 2, 0], [3, 4, 1]] * 5)
+    before = listing(tmp_path)
+    no_training(monkeypatch)
+    status, out, err = run(["train", path, "-o", tmp_path / "m.fmlp"], capsys)
+    assert_refused(status, out, err, tmp_path, before, message)
+    # The same rule, word for word, is what loading a model file applies.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_column_names([name.strip() for name in header])
+
+
+def test_a_column_named_twice_in_the_rows_to_predict_is_ambiguous(iris_model, tmp_path,
+                                                                  capsys):
+    path = write_csv(tmp_path / "twice.csv", ["sepal_l", "sepal_w", "petal_l", "petal_w",
+                                              "petal_w"], [[5.1, 3.5, 1.4, 0.2, 9]])
+    before = listing(tmp_path)
+    status, out, err = run(["predict", iris_model, path], capsys)
+    assert_refused(status, out, err, tmp_path, before,
+                   "the header names column 'petal_w' 2 times")
+
+
+@pytest.mark.parametrize("argv", [["train", "iris", "-o", "m.fmlp", "--epochs", "0"],
+                                  ["train"], ["frobnicate"], ["predict", "m.fmlp"]])
+def test_usage_errors_are_one_line(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(argv, capsys)
+    assert_refused(status, out, err, tmp_path, [], "error: ")
+    assert "--help" in err
+
+
+# ---------------------------------------------------------------------------- the target
+def test_the_target_column_and_why_are_printed(iris_csv, tmp_path, capsys):
+    status, _, err = run(["train", iris_csv, "-o", tmp_path / "m.fmlp", "--quiet", *QUICK],
+                         capsys)
+    assert status == 0, err
+    assert "target: column 'species' (last column; use --target NAME to choose)" in \
+        err.splitlines()
+    status, _, err = run(["train", iris_csv, "--target", "species", "-o", tmp_path / "m.fmlp",
+                          "--quiet", *QUICK], capsys)
+    assert status == 0, err
+    assert "target: column 'species' (--target)" in err.splitlines()
+
+
+@pytest.mark.parametrize("n_distinct", [200, 180])
+def test_a_text_target_that_looks_like_an_identifier_is_refused(n_distinct, tmp_path, capsys,
+                                                                monkeypatch):
+    rows = [[i % 3, i * 0.5, f"customer-{i % n_distinct:04d}"] for i in range(200)]
+    path = write_csv(tmp_path / "people.csv", ["group", "spend", "name"], rows)
+    before = listing(tmp_path)
+    no_training(monkeypatch)
+    status, out, err = run(["train", path, "-o", tmp_path / "m.fmlp"], capsys)
+    assert_refused(status, out, err, tmp_path, before,
+                   f"target column 'name' holds {n_distinct} different texts in 200 rows: it "
+                   "looks like an identifier or free text, not a class label")
+
+
+def test_a_target_with_many_classes_for_its_rows_is_warned_about(tmp_path, capsys):
+    rows = [[i * 0.5, f"c{i // 2}"] for i in range(100)]  # 50 classes of two rows
+    path = write_csv(tmp_path / "many.csv", ["x", "label"], rows)
+    status, _, err = run(["train", path, "-o", tmp_path / "m.fmlp", "--quiet",
+                          "--test-size", "0", *QUICK], capsys)
+    assert status == 0, err
+    assert ("warning: target column 'label' has 50 distinct values in 100 rows: most classes "
+            "have too few rows to learn from") in err
+
+
+@pytest.mark.parametrize("error", [
+    OSError(5, "Input/output error", "rows.csv"), PermissionError(13, "Permission denied"),
+    MemoryError("Unable to allocate 745. GiB for an array"), ValueError("bad\nvalue"),
+    UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+    fastmlp.ModelFileError("damaged"), OverflowError("too big")],
+    ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_every_expected_error_class_is_one_line_and_status_2(command, error, iris_model,
+                                                             tmp_path, capsys, monkeypatch):
+    """Wherever an error of an expected class arises, main reports it in one line."""
+    import fastmlp.cli
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(fastmlp.cli, "load_data", fail)
+    argv = (["train", "iris", "-o", tmp_path / "m.fmlp"] if command == "train"
+            else ["predict", iris_model, "iris"])
+    before = listing(tmp_path)
+    status, out, err = run(argv, capsys)
+    assert_refused(status, out, err, tmp_path, before, f"fastmlp {command}: error: ")
+
+
+def test_a_cli_model_predicts_on_a_dataframe_in_python(tmp_path, capsys):
+    """load_with_preprocessing gives a transformer that reads the training CSV as pandas reads
+    it ('?' and empty fields included), with the target column ignored."""
+    path = raw_csv("breast_cancer", tmp_path / "bc.csv")
+    model_path = tmp_path / "bc.fmlp"
+    status, _, err = run(["train", path, "--target", "species", "-o", model_path, "--quiet",
+                          *QUICK], capsys)
+    assert status == 0, err
+    status, predicted, err = run(["predict", model_path, path], capsys)
+    assert status == 0, err
+    model, pre = load_with_preprocessing(model_path)
+    frame = pd.read_csv(path)
+    assert [str(v) for v in model.predict(pre.transform(frame))] == predicted.split()
+    rows = frame.drop(columns="species").to_numpy(dtype=object).tolist()  # by position
+    assert [str(v) for v in model.predict(pre.transform(rows))] == predicted.split()
+
+
+@pytest.mark.parametrize("y, argv, message", [
+    (np.where(np.arange(30) == 3, np.nan, np.arange(30) % 2), [],
+     "the target is NaN or infinite on row 4 (1 rows)"),
+    (np.linspace(0, 1, 30) + 0.01, ["--task", "classify"],
+     "the target holds numbers that are not whole (0.01), which are not class labels; use "
+     "--task regress"),
+    (np.array([["a", "b"], ["c", "d"]] * 15), [],
+     "the target has 2 columns of class labels; a classifier takes one column"),
+    (np.array([0] * 29 + [1]), ["--test-size", "0.1", "--random-state", "5"],  # 1 in test
+     "hold a single class of the target; classification needs at least two"),
+], ids=["nan", "continuous as classes", "2-D labels", "one class left to train on"])
+def test_targets_fit_would_refuse_are_refused_before_anything_is_printed(
+        y, argv, message, tmp_path, capsys, monkeypatch):
+    np.savez(tmp_path / "d.npz", X=np.arange(60.0).reshape(30, 2), y=y)
+    no_training(monkeypatch)
+    before = listing(tmp_path)
+    status, out, err = run(["train", tmp_path / "d.npz", "-o", tmp_path / "m.fmlp", *argv],
+                           capsys)
+    assert_refused(status, out, err, tmp_path, before, message)
+
+
+def test_outputs_never_replace_the_inputs(iris_csv, iris_model, tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", ["a", "b", "label"], [[1, 2, 0], [3, 4, 1]] * 10)
+    model_copy = tmp_path / "m.fmlp"
+    model_copy.write_bytes(iris_model.read_bytes())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for argv in (["train", data, "-o", data],
+                 ["predict", model_copy, iris_csv, "-o", model_copy],
+                 ["predict", model_copy, data, "--target", "label", "-o", data]):
+        status, out, err = run(argv, capsys)
+        assert status == 2 and len(err.splitlines()) == 1, err
+        assert f"cannot write {argv[-1]}: it is the input file" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_stray_warnings_are_one_line_each_and_silent_on_failure(tmp_path, capsys,
+                                                                monkeypatch):
+    import fastmlp.cli
+
+    real = fastmlp.cli.load_data
+
+    def warns(*args, **kwargs):
+        warnings.warn("invalid value encountered in cast\nsecond line", RuntimeWarning,
+                      stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastmlp.cli, "load_data", warns)
+    status, _, err = run(["train", "iris", "-o", tmp_path / "m.fmlp", "--quiet", *QUICK],
+                         capsys)
+    assert status == 0, err
+    assert "warning: RuntimeWarning: invalid value encountered in cast" in err.splitlines()
+    assert "second line" not in err and "warnings.warn" not in err
+    monkeypatch.setattr(fastmlp.cli, "memory_budget", lambda: 1)
+    before = listing(tmp_path)
+    status, out, err = run(["train", "iris", "-o", tmp_path / "m2.fmlp"], capsys)
+    assert_refused(status, out, err, tmp_path, before, "of memory to train")
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
+def test_a_real_process_writing_to_a_full_device_exits_2_with_one_line(iris_model, iris_csv):
+    """End to end, the interpreter's own final flush included: `fastmlp predict ... >
+    /dev/full` reports one line, not 'Exception ignored ...'."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "fastmlp.cli", "predict",
+                                 str(iris_model), str(iris_csv)], cwd=ROOT, stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "fastmlp predict: error: cannot write to standard output: No space left on device"]
+
+
+def test_a_model_path_that_is_not_a_file_is_one_line(iris_csv, tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.fmlp")
+    for model in (tmp_path / "pipe.fmlp", tmp_path):
+        status, out, err = run(["predict", model, iris_csv], capsys)
+        assert status == 2 and err.splitlines() == [
+            f"fastmlp predict: error: cannot load the model {model}: it is not a regular file"]
+
+
+def test_predictions_file_gets_the_permissions_open_would_give(iris_model, iris_csv, tmp_path,
+                                                               capsys):
+    umask = os.umask(0o022)
+    try:
+        out = tmp_path / "p.csv"
+        assert run(["predict", iris_model, iris_csv, "-o", out], capsys)[0] == 0
+        assert out.stat().st_mode & 0o777 == 0o644
+        out.chmod(0o640)  # replacing a file keeps its permissions
+        assert run(["predict", iris_model, iris_csv, "-o", out], capsys)[0] == 0
+        assert out.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)

@@ -13,6 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastmlp
 from fastmlp import ModelFileError, persistence
@@ -125,6 +126,7 @@ def _mutations():
         "empty categories": set_field(1, "categories", []),
         "number name": set_field(2, "name", 3),
         "repeated name": set_field(2, "name", "a"),
+        "empty name": set_field(2, "name", " "),
         "no columns": lambda data: data.update(columns=[]),
         "extra key": lambda data: data.update(pickle="x"),
     }
@@ -239,3 +241,77 @@ def test_save_refuses_preprocessing_of_another_width(tmp_path):
                                          "takes 9"):
         persistence.save(model, tmp_path / "m.fmlp", preprocessing=other)
     assert not (tmp_path / "m.fmlp").exists()
+
+
+# ---------------------------------------------------------------------------- as a transformer
+def _frame(table):
+    """The Table as a pandas DataFrame, missing values as NaN / None."""
+    pd = pytest.importorskip("pandas")
+    numbers, texts = iter(table.numbers.T), iter(table.texts)
+    return pd.DataFrame({name: next(numbers) if kind == NUMBER else next(texts)
+                         for name, kind in zip(table.names, table.kinds)})
+
+
+def test_dataframes_arrays_and_rows_transform_as_the_table_does():
+    train, train_rows = make_table(80, seed=8)
+    test, test_rows = make_table(20, seed=9)
+    on_table = TabularPreprocessor().fit(train)
+    expected = on_table.transform(test)
+    # A DataFrame: columns by name, in any order, others ignored.
+    on_frame = TabularPreprocessor().fit(_frame(train))
+    assert on_frame.kinds == list(KINDS) and on_frame.by_name
+    shuffled = _frame(test)[list(NAMES[::-1])].assign(note="ignored")
+    np.testing.assert_array_equal(on_frame.transform(shuffled), expected)
+    assert list(on_frame.feature_names_in_) == list(NAMES)
+    # An object array and a list of rows (None and NaN missing): columns by position.
+    for rows in (train_rows, train_rows.tolist()):
+        fitted = TabularPreprocessor().fit(rows)
+        assert fitted.kinds == list(KINDS) and not fitted.by_name
+        np.testing.assert_array_equal(fitted.transform(test_rows.tolist()), expected)
+    np.testing.assert_array_equal(on_table.transform(test_rows), expected)
+
+
+def test_missing_markers_and_numbers_as_text_read_as_a_csv_would():
+    rows = [["1.5", "red"], ["NA", " blue "], ["?", None], [3, "n/a"]]
+    fitted = TabularPreprocessor().fit(rows)
+    assert fitted.kinds == [NUMBER, TEXT]
+    assert fitted.columns_[0]["fill"] == 2.25  # the median of 1.5 and 3
+    assert fitted.columns_[1]["categories"] == ["blue", "red"]
+    with pytest.raises(ValueError, match="column 'x0' must hold numbers, as in fitting, but "
+                                         "holds 'heavy' in row 2"):
+        fitted.transform([["1", "red"], ["heavy", "red"]])
+
+
+def test_is_a_scikit_learn_transformer():
+    from sklearn.base import clone
+    from sklearn.pipeline import make_pipeline
+
+    pd = pytest.importorskip("pandas")
+    train, _ = make_table(60, seed=10)
+    frame = _frame(train)
+    pre = TabularPreprocessor(max_categories=5)
+    assert clone(pre).get_params() == {"max_categories": 5}
+    names = pre.fit(frame).get_feature_names_out()
+    assert list(names) == pre.feature_names_out() and names[3] == "colour=blue"
+    assert list(pre.get_feature_names_out(list(NAMES))) == list(names)
+    out = clone(pre).set_output(transform="pandas").fit_transform(frame)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == list(names)
+    y = np.arange(60) % 2
+    pipeline = make_pipeline(TabularPreprocessor(),
+                             fastmlp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2,
+                                                   random_state=0))
+    with pytest.warns(ConvergenceWarning):
+        pipeline.fit(frame, y)
+    assert pipeline.predict(frame[list(NAMES[::-1])]).shape == (60,)
+
+
+def test_a_dataframe_lacking_a_fitted_column_is_refused():
+    train, _ = make_table(30, seed=11)
+    fitted = TabularPreprocessor().fit(_frame(train))
+    with pytest.raises(ValueError, match=r"the data has no columns named \['size'\]"):
+        fitted.transform(_frame(train).drop(columns="size"))
+
+
+@parametrize_with_checks([TabularPreprocessor()])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)

@@ -1,6 +1,8 @@
 """fastmlp.tabular: CSV columns read with their kinds and missing values, chunk by chunk, and
 .npz files checked before use."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,4 +100,62 @@ def test_unreadable_csv_text_is_an_input_error(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
     with pytest.raises(InputError, match=message):
+        load_data(str(path), target_required=True)
+
+
+def _header_only_npz(path, shapes):
+    """An .npz whose members declare `shapes` ({name: (shape, descr)}) and hold no data."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, (shape, descr) in shapes.items():
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header, {"descr": descr, "fortran_order": False, "shape": shape})
+            archive.writestr(f"{name}.npy", header.getvalue())
+    return path
+
+
+def test_npz_sizes_are_checked_from_the_headers_before_anything_is_loaded(tmp_path,
+                                                                          monkeypatch):
+    path = _header_only_npz(tmp_path / "big.npz", {"X": ((50_000, 1000), "<f4"),
+                                                   "y": ((50_000,), "<i8")})
+    monkeypatch.setattr(tabular, "memory_budget", lambda: 2**30)  # 1 GiB available
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded an array before checking its declared size")
+
+    monkeypatch.setattr(np, "load", no_loading)
+    # 200 MB of float32 and y, plus three float64 copies (1.2 GB): more than 1 GiB.
+    with pytest.raises(InputError, match=r"X declares shape \(50000, 1000\) of float32 "
+                                         r"\(191\.1 MiB with y\); reading and training on it "
+                                         r"needs about 1\.3 GiB of memory, more than the "
+                                         r"1\.0 GiB available"):
+        load_data(str(path), target_required=True)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"X": ((4, 2), "<f8"), "y": ((4,), "<M8[D]")}, "y holds dates (datetime64)"),
+    ({"X": ((4, 2), "<f8"), "y": ((4,), "|S3")}, "y holds bytes"),
+    ({"X": ((4, 2), "<f8"), "y": ((4,), "|O")}, "array 'y' holds Python objects"),
+    ({"X": ((4, 2), "<f8"), "y": ((3,), "<i8")}, "X has 4 rows but y has 3"),
+    ({"X": ((4, 2), "<f8"), "y": ((4, 1, 1), "<i8")}, "y must be 1-D"),
+    ({"X": ((4, 2), "<c16"), "y": ((4,), "<i8")}, "X must hold numbers, its dtype is "
+                                                  "complex128"),
+], ids=["datetime", "bytes", "object", "rows", "3-D", "complex X"])
+def test_npz_dtypes_and_shapes_are_refused_from_the_headers(tmp_path, shapes, message):
+    path = _header_only_npz(tmp_path / "d.npz", shapes)  # no data: loading would fail
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_data(str(path), target_required=True)
+
+
+@pytest.mark.parametrize("header, message", [
+    ("a,b,a,y", "columns 1 and 3 are both named 'a'"),
+    ("a, ,b,y", "column 2 has no name ('')"),
+])
+def test_training_header_names_must_be_distinct_and_non_empty(tmp_path, header, message):
+    path = tmp_path / "h.csv"
+    path.write_text(header + "\n1,2,3,0\n")
+    with pytest.raises(InputError, match=re.escape(f"in the header row, {message}")):
         load_data(str(path), target_required=True)

@@ -8,6 +8,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .config import compile_seconds
+
 
 @dataclass(frozen=True)
 class EpochRecord:
@@ -24,7 +26,8 @@ class EpochRecord:
     validation_score : float or None
         Accuracy (classifier) or R^2 (regressor) on the validation set, when one is monitored.
     seconds : float
-        Wall time of the epoch, validation included.
+        Wall time of the epoch, validation included, compiling kernels excluded (a first fit
+        in a fresh environment compiles them during its first epoch).
     learning_rate : float
         The optimizer's base learning rate during the epoch.
     model : estimator
@@ -48,6 +51,7 @@ class ProgressBar:
         self.total = total
         self.stream = stream or sys.stderr
         self.started = time.perf_counter()
+        self.compiled = compile_seconds()  # compiling is not training: kept out of the ETA
         try:
             from tqdm.auto import tqdm
         except ImportError:
@@ -56,6 +60,12 @@ class ProgressBar:
             self.bar = tqdm(total=total, unit="epoch", file=self.stream, leave=True)
 
     def __call__(self, record):
+        compiling = compile_seconds() - self.compiled
+        if compiling > 0:  # the epoch compiled kernels first: start the clocks after that
+            self.compiled += compiling
+            self.started += compiling
+            if self.bar is not None:
+                self.bar.start_t += compiling
         fields = [f"loss {record.train_loss:.5f}"]
         if record.validation_loss is not None:
             fields.append(f"val_loss {record.validation_loss:.5f}")

@@ -31,6 +31,7 @@ from sklearn.utils.multiclass import type_of_target
 
 from . import __version__, persistence
 from .callbacks import ProgressBar
+from .config import compile_seconds
 from .estimators import MLPClassifier, MLPRegressor
 from .persistence import MAX_PARAMS, ModelFileError
 from .preprocessing import NUMBER, TEXT, TabularPreprocessor
@@ -100,7 +101,8 @@ def _split(rows, y, classify, test_size, random_state):
 
 
 def _fit(model, X, y, quiet):
-    """Fit with a per-epoch progress display; returns (seconds, warnings to report)."""
+    """Fit with a per-epoch progress display; returns (seconds of training, seconds spent
+    compiling kernels first, warnings to report)."""
     progress = None
     if not quiet and model.solver != "lbfgs":  # L-BFGS has no epochs to show
         progress = ProgressBar(model.max_iter)
@@ -108,6 +110,7 @@ def _fit(model, X, y, quiet):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = time.perf_counter()
+        compiled = compile_seconds()
         try:
             model.fit(X, y)
         except (ValueError, RuntimeError) as exc:  # bad input, divergence, unusable device
@@ -121,8 +124,9 @@ def _fit(model, X, y, quiet):
                 progress.close()
             # The progress bar belongs to this run, not to the saved model.
             model.set_params(callbacks=None)
-        seconds = time.perf_counter() - started
-    return seconds, caught
+        compiling = compile_seconds() - compiled  # reported apart: not part of the fit time
+        seconds = time.perf_counter() - started - compiling
+    return seconds, compiling, caught
 
 
 def _one_line(exc, limit=200):
@@ -214,7 +218,7 @@ def _train(args):
                       learning_rate_init=args.learning_rate, max_iter=args.epochs,
                       early_stopping=args.early_stopping, random_state=args.random_state,
                       dtype=args.dtype, device=args.device)
-    seconds, caught = _fit(model, X_train, y_train, args.quiet)
+    seconds, compiling, caught = _fit(model, X_train, y_train, args.quiet)
     metrics = [] if X_test is None else _metrics(model, X_test, y_test, classify)
     try:
         persistence.save(model, output, preprocessing=preprocessing)
@@ -226,7 +230,8 @@ def _train(args):
 
     _report_warnings(caught, args.epochs)  # after saving: a failure is then the only line
     unit = "iterations" if args.solver == "lbfgs" else "epochs"
-    print(f"fit time: {seconds:.2f} s ({model.n_iter_} {unit})")
+    print(f"fit time: {seconds:.2f} s ({model.n_iter_} {unit})" +
+          (f"; compiling kernels, once: {compiling:.2f} s" if compiling > 0.005 else ""))
     for line in metrics:
         print(line)
     print(f"model written to {output}")

@@ -1,12 +1,17 @@
-"""JIT options shared by every compiled kernel, set in one place.
+"""JIT options shared by every compiled kernel, set in one place, and the watch on compiling.
 
 Nothing here computes anything; it decides how kernels are compiled (cache or not) so that importing
-fastmlp never fails because a cache directory is read-only.
+fastmlp never fails because a cache directory is read-only, and it tells the user, once, when a
+fit is about to compile, so that a first fit's pause is explained and kept out of epoch timings.
 """
 
+import sys
+import threading
+import time
 import warnings
 
 import numba
+from numba.core import event
 
 # Kernels are compiled without fastmath so that float64 results match scikit-learn's NumPy code to
 # the last few ulps, and with error_model="numpy" so that divisions don't carry a zero-check that
@@ -64,3 +69,55 @@ def entry_point(func):
 
         cache_with_package_stamp(dispatcher)
     return dispatcher
+
+
+class _CompileWatch(event.Listener):
+    """Times numba's compilations of fastmlp's own kernels (the outermost ones: callees compiled
+    meanwhile are inside), and announces the first on standard error."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.announced = False
+        self._lock = threading.Lock()
+        self._open = {}  # thread id -> (depth, start of the outermost fastmlp compile)
+
+    @staticmethod
+    def _ours(ev):
+        function = getattr(ev.data.get("dispatcher"), "py_func", None)
+        return (getattr(function, "__module__", None) or "").startswith("fastmlp.")
+
+    def on_start(self, ev):
+        if not self._ours(ev):
+            return
+        me = threading.get_ident()
+        with self._lock:
+            depth, started = self._open.get(me, (0, time.perf_counter()))
+            self._open[me] = (depth + 1, started)
+            first = depth == 0 and not self.announced
+            self.announced = self.announced or first
+        if first:
+            gpu = "CUDA" in type(ev.data["dispatcher"]).__name__
+            print("fastmlp: compiling its " + ("GPU kernels (once in this process)" if gpu else
+                  "CPU kernels (once; cached on disk for later runs: see python -m "
+                  "fastmlp.compile)") + "...", file=sys.stderr, flush=True)
+
+    def on_end(self, ev):
+        if not self._ours(ev):
+            return
+        me = threading.get_ident()
+        with self._lock:
+            depth, started = self._open.pop(me, (1, time.perf_counter()))
+            if depth > 1:
+                self._open[me] = (depth - 1, started)
+            else:
+                self.seconds += time.perf_counter() - started
+
+
+_WATCH = _CompileWatch()
+event.register("numba:compile", _WATCH)
+
+
+def compile_seconds():
+    """Seconds this process has spent compiling fastmlp's kernels so far: progress displays and
+    timings subtract it, so that a first fit's compiling is not counted as training."""
+    return _WATCH.seconds

@@ -146,6 +146,7 @@ def dispatch(loops, arguments):
         lines += [f"    if code == {code}:", f"        return loop_{code}({arguments})"]
     lines.append('    raise ValueError("fastmlp: no kernel for this operation code")')
     namespace = {f"loop_{code}": loop for code, loop in loops.items()}
+    namespace["__name__"] = __name__  # the generated function belongs to this module
     exec("\n".join(lines), namespace)  # noqa: S102 - source built above from integers only
     return njit(namespace["run"])
 

@@ -106,7 +106,7 @@ def _chooser(name, entries, function, arguments, otherwise):
             return z * type(z)(NAN)
     """
     lines = [f"def {name}({arguments}, code):"]
-    namespace = {"NAN": math.nan}
+    namespace = {"NAN": math.nan, "__name__": __name__}
     for entry in entries:
         namespace[f"f_{entry.code}"] = getattr(entry, function)
         lines += [f"    if code == {entry.code}:",
@@ -120,7 +120,7 @@ def _flag(name, entries, flag):
     """A device function `name`(code): True for the codes of entries whose `flag` is set."""
     codes = [entry.code for entry in entries if getattr(entry, flag)]
     test = " or ".join(f"code == {code}" for code in codes) or "False"
-    namespace = {}
+    namespace = {"__name__": __name__}
     exec(f"def {name}(code):\n    return {test}", namespace)  # noqa: S102 - as _chooser
     return cuda.jit(device=True)(namespace[name])
 

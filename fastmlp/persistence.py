@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import re
 import secrets
 import stat
 import struct
@@ -52,6 +51,9 @@ MAX_PARAMS = 100_000_000  # load()'s default max_params: 400 MB of float32, 800 
 MAX_LAYERS = 1_000
 MAX_METADATA_BYTES = 16 * 2**20
 MAX_JSON_DEPTH = 32
+MAX_JSON_CONTAINERS = 2**18  # arrays and objects in metadata.json
+MAX_JSON_VALUES = 2**21  # values of every kind (an array of two million floats is 64 MB)
+MAX_METADATA_MEMORY = 64 * 2**20  # what parsing metadata.json may allocate, estimated beforehand
 MAX_NUMBER_CHARS = 40  # a float64's repr needs at most 24, an int64 at most 20
 MAX_EXPANSION = 32  # params.npy's size over its compressed size (float weights deflate ~1.1x)
 _EXPANSION_ALLOWANCE = 2**20  # small models may compress well (zeros) without being suspicious
@@ -65,9 +67,9 @@ _REQUIRED_KEYS = {"format": str, "format_version": int, "fastmlp_version": str, 
 _OPTIONAL_KEYS = {1: {"labels"}, 2: {"labels", "extra"}}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_LONG_NUMBER = re.compile(r"[-+.0-9eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_SCAN_CHUNK = 2**18  # metadata.json is measured in pieces of this many bytes (bounded memory)
+_NUMBER_BYTES = np.zeros(256, bool)
+_NUMBER_BYTES[np.frombuffer(b"-+.0123456789eE", np.uint8)] = True
 
 
 class ModelFileError(ValueError):
@@ -378,21 +380,12 @@ def _read_metadata(archive):
 
 
 def _parse_json(raw):
-    """The metadata object, after bounds on nesting and number length that json itself lacks."""
+    """The metadata object, after bounds on what json may build that json itself lacks."""
+    _measure_json(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ModelFileError("metadata.json is not UTF-8 text") from None
-    outside_strings = _JSON_STRING.sub('""', text)
-    if _LONG_NUMBER.search(outside_strings):
-        raise ModelFileError(f"metadata.json holds a number longer than {MAX_NUMBER_CHARS} "
-                             "characters")
-    brackets = np.frombuffer(
-        outside_strings.encode("utf-8", "replace").translate(None, _NOT_BRACKETS), np.uint8)
-    if brackets.size:
-        steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
-        if np.cumsum(steps).max() > MAX_JSON_DEPTH:
-            raise ModelFileError(f"metadata.json is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         meta = json.loads(text, object_pairs_hook=_no_repeated_keys)
     except ModelFileError:
@@ -416,11 +409,83 @@ def _parse_json(raw):
     return meta
 
 
+def _measure_json(raw):
+    """Refuse JSON text whose parse would nest, count or allocate beyond the metadata's bounds.
+
+    One pass over the bytes, a piece at a time, whatever they hold: no pattern matching that
+    could backtrack, nothing allocated per token. Strings are found by their unescaped quotes (a
+    quote after an odd run of backslashes is escaped; outside strings a backslash is invalid, and
+    json stops there), and everything else is counted outside them. The memory estimate
+    overstates what json builds: every comma, colon and bracket counts as a value, every bracket
+    as a container, and the text and its strings take the widest character the text uses.
+    """
+    data = np.frombuffer(raw, np.uint8)
+    in_string, backslashes, number, depth, deepest, widest = 0, 0, 0, 0, 0, 0
+    n_strings = n_containers = n_commas = n_members = n_outside = 0
+    for start in range(0, data.size, _SCAN_CHUNK):
+        piece = data[start:start + _SCAN_CHUNK]
+        widest = max(widest, int(piece.max()))
+        # backslashes[i]: the length of the run of backslashes just before byte i.
+        index = np.arange(piece.size)
+        last_other = np.maximum.accumulate(np.where(piece == 92, -1, index))
+        before = np.empty(piece.size, np.int64)
+        before[0] = backslashes
+        before[1:] = index[:-1] - last_other[:-1]
+        before[1:][last_other[:-1] < 0] += backslashes  # a run that began in an earlier piece
+        backslashes = int(before[-1] + 1 if piece[-1] == 92 else 0)
+        quotes = (piece == 34) & (before % 2 == 0)
+        inside = (np.cumsum(quotes, dtype=np.int64) + in_string) % 2 == 1
+        n_strings += int(np.count_nonzero(quotes & inside))
+        in_string = int(inside[-1])
+        outside = piece[~inside & ~quotes]
+        n_outside += outside.size
+        opening = (outside == 91) | (outside == 123)
+        closing = (outside == 93) | (outside == 125)
+        n_containers += int(np.count_nonzero(opening))
+        n_commas += int(np.count_nonzero(outside == 44))
+        n_members += int(np.count_nonzero(outside == 58))
+        steps = opening[opening | closing].astype(np.int32) * 2 - 1
+        if steps.size:
+            levels = np.cumsum(steps) + depth
+            if levels.min() < 0:  # a bracket closes what was never opened: json stops there
+                raise ModelFileError("metadata.json is not valid JSON (unbalanced brackets)")
+            deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        if deepest > MAX_JSON_DEPTH:
+            raise ModelFileError(f"metadata.json is nested deeper than {MAX_JSON_DEPTH} levels")
+        others = np.flatnonzero(~_NUMBER_BYTES[outside])  # numbers are runs between these
+        if others.size == 0:
+            number += outside.size
+        else:
+            runs = np.diff(others) - 1
+            number = max(number + int(others[0]), int(runs.max()) if runs.size else 0)
+            if number > MAX_NUMBER_CHARS:
+                raise ModelFileError(f"metadata.json holds a number longer than "
+                                     f"{MAX_NUMBER_CHARS} characters")
+            number = outside.size - 1 - int(others[-1])
+        if number > MAX_NUMBER_CHARS:
+            raise ModelFileError(f"metadata.json holds a number longer than {MAX_NUMBER_CHARS} "
+                                 "characters")
+        if n_containers > MAX_JSON_CONTAINERS:
+            raise ModelFileError(f"metadata.json holds more than {MAX_JSON_CONTAINERS} arrays "
+                                 "and objects")
+        if n_commas + n_members + n_containers > MAX_JSON_VALUES:
+            raise ModelFileError(f"metadata.json holds more than {MAX_JSON_VALUES} values")
+    width = 4 if widest >= 0xF0 else 2 if widest >= 0xC4 else 1  # UTF-8 lead bytes
+    # Bytes per item, rounded up from CPython's sizes: a list slot and a float; an object member
+    # (its pair while parsing, its key and its dict entry); a string's header; a small dict.
+    memory = (width * (2 * data.size - n_outside) + 56 * n_strings + 200 * n_containers +
+              40 * (n_commas + n_containers + 1) + 250 * n_members)
+    if memory > MAX_METADATA_MEMORY:
+        raise ModelFileError(f"metadata.json would take about {memory // 2**20} MiB of memory "
+                             f"to read, more than the {MAX_METADATA_MEMORY // 2**20} MiB a model "
+                             "file may use")
+
+
 def _no_repeated_keys(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
+    result = dict(pairs)
+    if len(result) != len(pairs):
         raise ModelFileError("metadata.json repeats a key")
-    return dict(pairs)
+    return result
 
 
 def _network(meta, max_params):

@@ -281,6 +281,103 @@ def test_hostile_json_is_refused_with_model_file_error(model, tmp_path, text, me
     assert message in _bounded_load(path)
 
 
+def _with_metadata(model, tmp_path, text):
+    """A model file whose metadata.json is `text` (deflated, as save writes it)."""
+    members = _members(model, tmp_path)
+    path = tmp_path / "m.fmlp"
+    path.write_bytes(_archive([("metadata.json", text), ("params.npy", members["params.npy"])]))
+    return path
+
+
+def _refused_within(path, seconds=5, megabytes=48):
+    """ModelFileError's message, after checking the load's time and traced memory peak."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ModelFileError) as info:
+            fastmlp.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - start
+    assert elapsed < seconds and peak < megabytes * 2**20, (elapsed, peak)
+    return str(info.value)
+
+
+# Metadata texts of about 1 MB that once took minutes to refuse: scanning for strings restarted
+# at every quote (time grew with the square of the text).
+@pytest.mark.parametrize("text", [
+    b'\\"' * 500_000,  # escaped quotes and no string at all
+    b'["' + b'\\"' * 500_000 + b']',  # a string that never ends
+    b'\\' * 1_000_000 + b'"',
+    b'["\\\\' + b'\\"' * 500_000,
+    b'"' + b'\\\\\\"' * 250_000,
+], ids=["escaped-quotes", "unterminated", "backslashes", "escaped-backslash", "mixed"])
+def test_pathological_json_text_is_refused_in_linear_time(model, tmp_path, text):
+    _refused_within(_with_metadata(model, tmp_path, text), megabytes=20)
+
+
+# Metadata that deflates to a few kilobytes and would make json build hundreds of megabytes.
+@pytest.mark.parametrize("text, message", [
+    (b"[" + b"[]," * 5_500_000 + b"[]]", "more than 262144 arrays and objects"),
+    (b"[" + b"1.5," * 4_000_000 + b"1]", "more than 2097152 values"),
+    (b"[" + b'"ab",' * 3_000_000 + b'""]', "more than 2097152 values"),
+    (b"[" + b"1234567," * 2_000_000 + b"1]", "MiB of memory to read"),
+    (b"{" + b",".join(b'"%d":1' % i for i in range(400_000)) + b"}", "MiB of memory to read"),
+    ('["\U0001F600'.encode() + b"x" * 16_000_000 + b'"]', "MiB of memory to read"),
+    (b"[" * 1_000_000 + b"]" * 1_000_000, "nested deeper than 32 levels"),
+    (b"]" * 1_000_000, "unbalanced brackets"),
+], ids=["empty-arrays", "floats", "strings", "integers", "keys", "wide-text", "deep", "closing"])
+def test_wide_and_deep_json_is_refused_before_it_is_built(model, tmp_path, text, message):
+    assert message in _refused_within(_with_metadata(model, tmp_path, text))
+
+
+def test_metadata_near_the_bounds_still_loads(tmp_path):
+    """A long loss curve and bracket-, quote- and digit-laden strings are data, not structure."""
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+    clf.loss_curve_ = clf.loss_curve_ + [0.125] * 200_000
+    clf.t_ += 200_000 * len(X)
+    clf.save(tmp_path / "long.fmlp")
+    assert len(fastmlp.load(tmp_path / "long.fmlp").loss_curve_) == 200_002
+    names = ['[[[{"\\' * 20 + "1" * 100, "]" * 50, '"' * 50, "\U0001F600\\\"[" * 30]
+    reg = fastmlp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, random_state=0)
+    reg.fit(__import__("pandas").DataFrame(X, columns=names), y)
+    reg.save(tmp_path / "names.fmlp")
+    assert list(fastmlp.load(tmp_path / "names.fmlp").feature_names_in_) == names
+
+
+JSON_TEXT = st.text(st.sampled_from('"\\[]{},:1eé\U0001F600 x'), max_size=12)
+NESTED_JSON = st.recursive(
+    st.none() | st.integers() | st.floats(allow_nan=False) | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(JSON_TEXT, inner, max_size=3),
+    max_leaves=60)
+
+
+def _depth(value):
+    if isinstance(value, (list, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(item) for item in items), default=0)
+    return 0
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(NESTED_JSON, st.integers(0, 40), st.integers(25, 45), st.booleans())
+def test_the_json_measure_sees_structure_only_outside_strings(value, shift, depth, ascii):
+    """Nesting is counted outside strings, across the scan's piece boundaries: the measure
+    refuses exactly the texts nested deeper than the bound."""
+    from fastmlp import persistence
+
+    for _ in range(depth - _depth(value)):
+        value = [value]
+    pad = "x" * (persistence._SCAN_CHUNK - shift)  # strings and escapes straddle a boundary
+    text = json.dumps([pad, value, pad, value], ensure_ascii=ascii).encode()
+    if _depth(value) + 1 > fastmlp.persistence.MAX_JSON_DEPTH:
+        with pytest.raises(ModelFileError, match="nested deeper than 32 levels"):
+            persistence._measure_json(text)
+    else:
+        persistence._measure_json(text)
+
+
 # ----------------------------------------------------------------------------- fuzz
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),

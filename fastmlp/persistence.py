@@ -146,11 +146,19 @@ def save(estimator, path, *, extra=None, preprocessing=None):
 
 
 def _create_beside(directory, name):
-    """(path, fd) of a new, empty, exclusively created file in `directory`."""
+    """(path, fd) of a new, empty, exclusively created file in `directory`.
+
+    Its name starts with at most 32 bytes of `name` (so that a leftover says whose it was) and
+    is at most 50 bytes long: a target whose name is as long as the file system allows still
+    gets a temporary file beside it.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | \
         getattr(os, "O_CLOEXEC", 0)
+    prefix = name[:32]
+    while len(os.fsencode(prefix)) > 32:  # a multi-byte name: cut whole characters
+        prefix = prefix[:-1]
     while True:
-        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        temporary = os.path.join(directory, f".{prefix}.{secrets.token_hex(6)}.tmp")
         try:
             return temporary, os.open(temporary, flags, 0o666)  # the umask applies, as for open()
         except FileExistsError:

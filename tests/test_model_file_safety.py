@@ -378,6 +378,15 @@ def test_the_json_measure_sees_structure_only_outside_strings(value, shift, dept
         persistence._measure_json(text)
 
 
+# ----------------------------------------------------------------------------- file names
+@pytest.mark.parametrize("name", ["m" * 245, "m" * 250 + ".fmlp", "é" * 127],
+                         ids=["245", "255", "multibyte"])
+def test_a_legal_long_file_name_saves(model, tmp_path, name):
+    model.save(tmp_path / name)
+    assert fastmlp.load(tmp_path / name).get_params() == model.get_params()
+    assert _leftovers(tmp_path, {name}) == []
+
+
 # ----------------------------------------------------------------------------- fuzz
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),

@@ -24,6 +24,7 @@ from sklearn.datasets import load_iris
 
 import fastmlp
 from fastmlp import MLPClassifier, ModelFileError
+from fastmlp.fitted_state import FITTED
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 X, y = load_iris(return_X_y=True)
@@ -420,8 +421,25 @@ def mutated_files(draw, base):
     meta = json.loads(base["metadata.json"])
     params = base["params.npy"]
     members = {"metadata.json": None, "params.npy": params}
-    kind = draw(st.sampled_from(["meta", "meta", "meta", "params", "members", "bytes"]))
-    if kind == "meta":
+    kind = draw(st.sampled_from(["meta", "meta", "state", "state", "params", "members",
+                                 "bytes"]))
+    if kind == "state":  # what fit leaves, made inconsistent: removed, nulled, resized, swapped
+        for _ in range(draw(st.integers(1, 3))):
+            name = draw(st.sampled_from(sorted(FITTED) + ["early_stopping", "solver"]))
+            where = meta["params"] if name in meta["params"] else meta["attributes"]
+            value = where.get(name)
+            change = draw(st.sampled_from(["drop", "null", "grow", "shrink", "number"]))
+            if change == "drop":
+                where.pop(name, None)
+            elif change == "null":
+                where[name] = None
+            elif change in ("grow", "shrink") and isinstance(value, list) and value:
+                where[name] = value * 2 if change == "grow" else value[:-1]
+            elif name == "solver":
+                where[name] = draw(st.sampled_from(["sgd", "adam", "lbfgs", "rmsprop"]))
+            else:
+                where[name] = draw(st.sampled_from([0, 1, 2, 10**6, True, 0.5, float("nan")]))
+    elif kind == "meta":
         for _ in range(draw(st.integers(1, 3))):
             path = draw(st.sampled_from(list(_paths(meta))[1:]))
             _set(meta, path, draw(JSON_VALUES), draw(st.booleans()))
@@ -485,7 +503,24 @@ def test_load_of_a_mutated_file_returns_a_working_model_or_model_file_error(
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert time.perf_counter() - start < 2 and peak < 20 * 2**20
-    if loaded is not None:  # what loads must work as a model
+    if loaded is not None:  # what loads must work as a model, and keep training
         proba = loaded.predict_proba(X[:5])
         assert proba.shape == (5, len(loaded.classes_)) and np.isfinite(proba).all()
         assert set(loaded.predict(X[:5])) <= set(loaded.classes_)
+        _keeps_training(loaded)
+
+
+def _keeps_training(model):
+    """One more epoch and a warm-started fit run, or fail with a ValueError naming the problem
+    (data the model cannot take, divergence); never AttributeError or TypeError."""
+    if model._label_binarizer.y_type_ == "multilabel-indicator":
+        return
+    rows = np.resize(X[:30], (30, model.n_features_in_))
+    labels = model.classes_[np.arange(30) % len(model.classes_)]
+    model.set_params(max_iter=2, verbose=False, progress_bar=False)
+    try:
+        if hasattr(model, "partial_fit"):
+            model.partial_fit(rows, labels)
+        model.set_params(warm_start=True).fit(rows, labels)
+    except ValueError:
+        pass

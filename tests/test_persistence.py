@@ -67,6 +67,36 @@ def test_loaded_model_keeps_training(tmp_path):
     assert loaded.n_iter_ == 1 and np.isfinite(loaded._params).all()
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adagrad", "rmsprop", "adamw"])
+@pytest.mark.parametrize("monitoring", ["none", "early_stopping", "validation_data"])
+def test_every_loaded_mini_batch_model_keeps_training(tmp_path, solver, monitoring):
+    """What fit and partial_fit leave loads, and the next partial_fit and warm-started fit run
+    on it (the loader refuses the states they could not continue from)."""
+    model = MLPClassifier(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0,
+                          early_stopping=monitoring == "early_stopping")
+    validation = {"validation_data": (X[::3], y[::3])} if monitoring == "validation_data" else {}
+    model.fit(X, y, **validation)
+    model.partial_fit(X, y, **validation)
+    model.save(tmp_path / "m.fmlp")
+    loaded = fastmlp.load(tmp_path / "m.fmlp")
+    loaded.partial_fit(X, y, **validation)
+    assert len(loaded.loss_curve_) == len(model.loss_curve_) + 1
+    loaded.set_params(warm_start=True, max_iter=2).fit(X, y, **validation)
+    assert loaded.n_iter_ == 2 and np.isfinite(loaded._params).all()
+
+
+def test_a_scikit_learn_model_that_stopped_early_keeps_training():
+    theirs = sk.MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, early_stopping=True,
+                              random_state=0).fit(X, y)
+    ours = MLPClassifier.from_sklearn(theirs)
+    n_epochs = len(theirs.loss_curve_)
+    assert np.isnan(ours.validation_loss_curve_).all()  # scikit-learn does not record it
+    assert len(ours.validation_loss_curve_) == len(ours.validation_scores_) == n_epochs
+    ours.partial_fit(X, y)
+    assert len(ours.validation_scores_) == n_epochs + 1
+    assert np.isfinite(ours.validation_loss_curve_[-1])
+
+
 def test_class_weight_survives_and_callbacks_are_not_saved(tmp_path):
     model = MLPClassifier(max_iter=3, class_weight={0: 2.0, 2: 0.5}, callbacks=[print])
     model.fit(X, y).save(tmp_path / "m.fmlp")
@@ -181,6 +211,22 @@ def test_incompatible_version(tmp_path):
     (lambda m: m["params"].update(dtype="float64"), "parameters are float32"),
     (lambda m: m.update(extra=[1]), "'extra' is not an object"),
     (lambda m: m.update(surprise=1), "unknown metadata field 'surprise'"),
+    # States fit never leaves, on which partial_fit or warm_start would fail (issue 22).
+    (lambda m: m["attributes"].update(loss_curve_=None), "loss_curve_ is missing or null"),
+    (lambda m: m["attributes"].pop("loss_curve_"), "loss_curve_ is missing or null"),
+    (lambda m: m["attributes"].update(best_loss_=None),
+     "best_loss_ is missing or null: .*without early_stopping"),
+    (lambda m: m["attributes"].pop("best_loss_"), "best_loss_ is missing or null"),
+    (lambda m: m["params"].update(early_stopping=True),
+     "validation_scores_ is missing or null: .*with early_stopping"),
+    (lambda m: m["attributes"].update(validation_scores_=[0.5]), "all set or all null"),
+    (lambda m: m["attributes"].update(validation_scores_=[0.5], validation_loss_curve_=[],
+                                      best_validation_score_=0.5), "differ in length"),
+    (lambda m: m["attributes"].update(validation_scores_=[0.5] * 31,
+                                      validation_loss_curve_=[0.5] * 31,
+                                      best_validation_score_=0.5), "longer than loss_curve_"),
+    (lambda m: m["attributes"].update(t_=3), "t_=3 counts fewer samples"),
+    (lambda m: m["attributes"].update(n_iter_=31), "n_iter_=31 is more than"),
 ])
 def test_hostile_metadata_is_refused(tmp_path, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)

@@ -15,11 +15,12 @@ members:
 Saving validates everything by the loader's own rules before the first byte is written, then writes
 a temporary file beside the target, flushes and fsyncs it and renames it over the target, so an
 earlier file survives any failure or kill. Loading reads nothing unbounded and evaluates nothing: it
-opens regular files only, caps the metadata's size, nesting and number lengths, requires exactly
-the two members (not encrypted, stored or deflated, sizes plausible for the file), checks the
-network size against ``max_params`` before allocating it, and applies ``fit``'s rules to what it
-read. Every refusal is a `ModelFileError` naming the problem in one line. This module imports no
-estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
+opens regular files only, caps the metadata's size and measures it (nesting, counts of containers
+and values, estimated memory, number lengths) in one linear pass before json parses it, requires
+exactly the two members (not encrypted, stored or deflated, sizes plausible for the file), checks
+the network size against ``max_params`` before allocating it, and applies ``fit``'s rules to what
+it read. Every refusal is a `ModelFileError` naming the problem in one line. This module imports
+no estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
 """
 
 import contextlib
@@ -67,7 +68,7 @@ _REQUIRED_KEYS = {"format": str, "format_version": int, "fastmlp_version": str, 
 _OPTIONAL_KEYS = {1: {"labels"}, 2: {"labels", "extra"}}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes
 
-_SCAN_CHUNK = 2**18  # metadata.json is measured in pieces of this many bytes (bounded memory)
+_SCAN_CHUNK = 2**17  # metadata.json is measured in pieces of this many bytes (bounded memory)
 _NUMBER_BYTES = np.zeros(256, bool)
 _NUMBER_BYTES[np.frombuffer(b"-+.0123456789eE", np.uint8)] = True
 
@@ -434,15 +435,15 @@ def _measure_json(raw):
         piece = data[start:start + _SCAN_CHUNK]
         widest = max(widest, int(piece.max()))
         # backslashes[i]: the length of the run of backslashes just before byte i.
-        index = np.arange(piece.size)
-        last_other = np.maximum.accumulate(np.where(piece == 92, -1, index))
-        before = np.empty(piece.size, np.int64)
+        index = np.arange(piece.size, dtype=np.int32)
+        last_other = np.maximum.accumulate(np.where(piece == 92, np.int32(-1), index))
+        before = np.empty(piece.size, np.int32)
         before[0] = backslashes
         before[1:] = index[:-1] - last_other[:-1]
         before[1:][last_other[:-1] < 0] += backslashes  # a run that began in an earlier piece
         backslashes = int(before[-1] + 1 if piece[-1] == 92 else 0)
         quotes = (piece == 34) & (before % 2 == 0)
-        inside = (np.cumsum(quotes, dtype=np.int64) + in_string) % 2 == 1
+        inside = (np.cumsum(quotes, dtype=np.int32) + in_string) % 2 == 1
         n_strings += int(np.count_nonzero(quotes & inside))
         in_string = int(inside[-1])
         outside = piece[~inside & ~quotes]

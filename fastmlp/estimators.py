@@ -493,6 +493,33 @@ class BaseMultilayerPerceptron(BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
+    # ------------------------------------------------------------------ pickle, copy, skops.io
+    # pickle and copy call __reduce_ex__ and restore the object as it was, callbacks included
+    # (pickle restores code by design). Formats that store __getstate__ as data (skops.io) get
+    # plain values without callbacks, and what they hand back to __setstate__ passes the model
+    # loader's checks first (persistence.restore_state).
+    def __reduce_ex__(self, protocol):
+        return _copy_of, (type(self),), dict(vars(self))
+
+    def __getstate__(self):
+        return persistence.data_state(self)
+
+    def __setstate__(self, state):
+        if vars(self).pop(_COPYING, False):
+            vars(self).update(state)
+        else:
+            persistence.restore_state(self, state)
+
+
+_COPYING = "_fastmlp_copying"
+
+
+def _copy_of(cls):
+    """The empty instance pickle and copy fill with a state they made themselves."""
+    instance = cls.__new__(cls)
+    vars(instance)[_COPYING] = True
+    return instance
+
 
 _SHARED_PARAMETERS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)

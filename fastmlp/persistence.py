@@ -21,9 +21,12 @@ exactly the two members (not encrypted, stored or deflated, sizes plausible for 
 the network size against ``max_params`` before allocating it, and applies ``fit``'s rules to what
 it read. Every refusal is a `ModelFileError` naming the problem in one line. This module imports
 no estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
+
+The same rules restore the plain-data state that skops.io stores (`data_state`, `restore_state`).
 """
 
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -43,6 +46,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import fitted_state
 from ._version import __version__
 from .fitted_state import FITTED, short_repr
+from .optimizers import make_optimizer
 
 FORMAT = "fastmlp-model"
 FORMAT_VERSION = 2
@@ -176,8 +180,9 @@ def _fsync_directory(directory):
             os.close(fd)
 
 
-def _metadata(estimator, extra, version):
-    params = estimator.get_params(deep=False)
+def _json_params(params):
+    """Constructor parameters in their JSON form (what `_init_params` reads back)."""
+    params = dict(params)
     random_state = params.get("random_state")
     # An integer seed (np.int64 included) is data; a RandomState instance is not.
     params["random_state"] = int(random_state) if isinstance(random_state, Integral) else None
@@ -185,13 +190,17 @@ def _metadata(estimator, extra, version):
     class_weight = params.get("class_weight")
     if isinstance(class_weight, dict):  # JSON would turn integer keys into text
         params["class_weight"] = {"items": [[key, value] for key, value in class_weight.items()]}
+    return {key: _plain(value, f"parameter {key}") for key, value in params.items()}
+
+
+def _metadata(estimator, extra, version):
     state = vars(estimator)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fastmlp_version": version,
         "estimator": type(estimator).__name__,
-        "params": {key: _plain(value, f"parameter {key}") for key, value in params.items()},
+        "params": _json_params(estimator.get_params(deep=False)),
         "layer_units": list(estimator._layout.layer_units),
         "dtype": estimator._params.dtype.name,
         "attributes": {name: _plain(state[name], f"attribute {name}") for name in FITTED
@@ -554,11 +563,13 @@ def _read_params(archive, n_params, dtype):
     return params
 
 
-def _assemble(meta, params, max_params):
-    """(estimator, extra) from checked metadata and parameters, applying fit's rules."""
-    cls = fitted_state.ESTIMATORS.get(meta["estimator"])
-    if cls is None:
+def _assemble(meta, params, max_params, cls=None):
+    """(estimator, extra) from checked metadata and parameters, applying fit's rules; `cls`, a
+    subclass of the estimator class named in the metadata, is built instead when given."""
+    registered = fitted_state.ESTIMATORS.get(meta["estimator"])
+    if registered is None:
         raise ModelFileError(f"unknown estimator {short_repr(meta['estimator'])}")
+    cls = registered if cls is None else cls
     units, n_params = _network(meta, max_params)
     if params.dtype.name != meta["dtype"] or params.shape != (n_params,):
         raise ModelFileError(f"parameters are {params.dtype}{list(params.shape)}, the metadata "
@@ -627,6 +638,160 @@ def _init_params(stored):
             weights[label] = weight
         params["class_weight"] = weights
     return params
+
+
+# ------------------------------------------------------------------ state for data formats
+# skops.io (and any format that stores an object's __getstate__ as data) gets an estimator's
+# state as plain values: numbers, strings, lists, dicts, numpy arrays, and scikit-learn's own
+# parameter types. __setstate__ hands that state to `restore_state`, which applies the loader's
+# rules before anything compiled can run on it. pickle and copy do not come here (see the
+# estimators' __reduce_ex__).
+_PRIVATE_STATE = ("_layout", "_params", "_best_params", "_optimizer", "_no_improvement_count",
+                  "_label_binarizer")
+_INITIAL_WEIGHTS = ("_initial_coefs", "_initial_intercepts")  # assigned before the first fit
+
+
+def data_state(estimator):
+    """The estimator's state as plain data for ``__getstate__``: no callbacks (code, not data:
+    they are never written), the layout as its layer sizes, the optimizer as its named buffers
+    and counters, the labels as their type and classes."""
+    state = dict(vars(estimator))
+    state["callbacks"] = None
+    if "_layout" in state:
+        state["_layout"] = list(state["_layout"].layer_units)
+    optimizer = state.get("_optimizer")
+    if optimizer is not None:
+        state["_optimizer"] = {"slots": dict(optimizer.slots()),
+                               "counters": dict(optimizer.counters()),
+                               "learning_rate": getattr(optimizer, "learning_rate", None)}
+    binarizer = state.pop("_label_binarizer", None)
+    state.pop("classes_", None)  # the binarizer's classes, rebuilt with it
+    if binarizer is not None:
+        state["_label_binarizer"] = {"y_type": binarizer.y_type_, "classes": binarizer.classes_}
+    return state
+
+
+def restore_state(estimator, state):
+    """Fill a new, empty `estimator` from `data_state`'s form, after the rules `load` applies
+    (parameters as fit would accept them, the fitted attributes consistent with each other and
+    with the network, optimizer buffers the network's size); ModelFileError names the first
+    problem, and the estimator is left empty."""
+    try:
+        restored = _restored(type(estimator), state)
+    except ModelFileError as exc:
+        raise ModelFileError(f"cannot restore {type(estimator).__name__}: {exc}") from None
+    vars(estimator).clear()
+    vars(estimator).update(restored)
+
+
+def _restored(cls, state):
+    """The instance dictionary `restore_state` installs."""
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        raise ModelFileError("the state is not a dict with string keys")
+    names = cls._get_param_names()
+    signature = inspect.signature(cls.__init__).parameters
+    # A parameter the state lacks (one added to fastmlp since) takes its default, as in `load`.
+    params = {name: state[name] if name in state else signature[name].default for name in names}
+    missing = [name for name, value in params.items() if value is inspect.Parameter.empty]
+    if missing:
+        raise ModelFileError(f"parameter {missing[0]} is missing")
+    if params["callbacks"] is not None:
+        raise ModelFileError("callbacks are never loaded from a file (the state names some)")
+    fitted = "_params" in state
+    allowed = set(names) | ({*FITTED, *_PRIVATE_STATE} if fitted else set(_INITIAL_WEIGHTS))
+    unknown = sorted(set(state) - allowed)
+    if unknown:
+        raise ModelFileError(f"unknown attribute {short_repr(unknown[0])}"
+                             f"{'' if fitted else ' (the estimator is not fitted)'}")
+    if not fitted:
+        for name in _INITIAL_WEIGHTS:
+            if name in state:
+                _check_arrays(state[name], name)
+        return {**state, **params}
+    registered = next((c for c in cls.__mro__ if fitted_state.ESTIMATORS.get(c.__name__) is c),
+                      None)
+    if registered is None:
+        raise ModelFileError(f"{cls.__name__} is not a fastmlp estimator")
+    flat = _flat_array(state["_params"], "_params")
+    try:
+        meta = {"estimator": registered.__name__, "dtype": flat.dtype.name,
+                "layer_units": state.get("_layout"),
+                "params": _json_params(params),
+                "attributes": {name: _plain(state[name], f"attribute {name}") for name in FITTED
+                               if name in state}}
+        labels = state.get("_label_binarizer")
+        if labels is not None:
+            meta["labels"] = _plain(labels, "_label_binarizer")
+    except TypeError as exc:
+        raise ModelFileError(_line(exc)) from None
+    if not isinstance(meta["layer_units"], list):
+        raise ModelFileError("_layout must be the list of layer sizes")
+    if labels is not None and not isinstance(meta["labels"], dict):
+        raise ModelFileError("_label_binarizer must be a dict of y_type and classes")
+    estimator, _ = _assemble(meta, flat, max_params=None, cls=cls)
+    random_state = params["random_state"]
+    if type(random_state) is np.random.RandomState:  # data, though JSON cannot hold it
+        estimator.random_state = random_state
+    best = state.get("_best_params")
+    estimator._best_params = None if best is None else _flat_array(best, "_best_params", flat)
+    count = state.get("_no_improvement_count", 0)
+    if type(count) is not int or count < 0:
+        raise ModelFileError("_no_improvement_count must be a non-negative integer")
+    estimator._no_improvement_count = count
+    estimator._optimizer = _restored_optimizer(estimator, state.get("_optimizer"))
+    return vars(estimator)
+
+
+def _flat_array(value, name, like=None):
+    """A writable, contiguous float32/float64 vector (of `like`'s dtype and length if given)."""
+    if type(value) is not np.ndarray or value.ndim != 1 or \
+            value.dtype.name not in ("float32", "float64"):
+        raise ModelFileError(f"{name} must be a one-dimensional float32 or float64 array")
+    if like is not None and (value.dtype != like.dtype or value.shape != like.shape):
+        raise ModelFileError(f"{name} is {value.dtype}[{value.size}], the parameters are "
+                             f"{like.dtype}[{like.size}]")
+    if not np.isfinite(value).all():
+        raise ModelFileError(f"{name} contains non-finite values")
+    return np.require(value, requirements=["C", "W", "O"])
+
+
+def _check_arrays(value, name):
+    if not isinstance(value, list) or len(value) > MAX_LAYERS + 1 or not all(
+            type(a) is np.ndarray and a.dtype.kind in "fiu" for a in value):
+        raise ModelFileError(f"{name} must be a list of numeric arrays")
+
+
+def _restored_optimizer(estimator, stored):
+    """The optimizer a mini-batch estimator resumes with, its buffers and counters checked
+    against the solver and the network; None starts a fresh one at the next epoch."""
+    if stored is None or estimator.solver not in fitted_state.MINI_BATCH_SOLVERS:
+        return None
+    optimizer = make_optimizer(estimator, estimator._params.size, estimator._params.dtype)
+    if not isinstance(stored, dict) or set(stored) != {"slots", "counters", "learning_rate"}:
+        raise ModelFileError("_optimizer must hold slots, counters and learning_rate")
+    slots, counters = stored["slots"], stored["counters"]
+    if not isinstance(slots, dict) or set(slots) != set(optimizer.slots()):
+        held = sorted(map(str, slots)) if isinstance(slots, dict) else slots
+        raise ModelFileError(f"solver={estimator.solver!r} keeps the optimizer buffers "
+                             f"{sorted(optimizer.slots())}, the state holds {short_repr(held)}")
+    for name, buffer in optimizer.slots().items():
+        buffer[...] = _flat_array(slots[name], f"optimizer buffer {name}", estimator._params)
+    if not isinstance(counters, dict) or set(counters) != set(optimizer.counters()):
+        raise ModelFileError(f"solver={estimator.solver!r} counts "
+                             f"{sorted(optimizer.counters())}, the state holds "
+                             f"{short_repr(counters)}")
+    for name, value in counters.items():
+        if type(value) is not int or not 0 <= value < 2**62:
+            raise ModelFileError(f"optimizer counter {name} must be a non-negative integer")
+        setattr(optimizer, name, value)
+    rate = stored["learning_rate"]
+    if hasattr(optimizer, "learning_rate"):
+        if isinstance(rate, bool) or not isinstance(rate, Real) or not 0 < rate < math.inf:
+            raise ModelFileError("the optimizer's learning_rate must be a positive number")
+        optimizer.learning_rate = float(rate)
+    elif rate is not None:
+        raise ModelFileError(f"solver={estimator.solver!r} keeps no learning_rate")
+    return optimizer
 
 
 def _line(exc):

@@ -524,3 +524,53 @@ def _keeps_training(model):
         model.set_params(warm_start=True).fit(rows, labels)
     except ValueError:
         pass
+
+
+# ----------------------------------------------------------------------------- restored state
+# What skops.io (or any format storing __getstate__ as data) hands __setstate__ is as hostile as
+# a model file: the same outcome is required, a working model or ModelFileError.
+STATE_VALUES = st.sampled_from([
+    None, 0, 3, -1, 2**70, 1.5, float("nan"), True, "x", [], [1.0], [4, 3, 3], {},
+    np.zeros(3, np.float32), np.zeros(0), np.zeros((2, 2)), np.array(["a"], dtype=object)])
+
+
+@pytest.fixture(scope="module")
+def state_base():
+    from fastmlp import persistence
+
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0,
+                        class_weight={"a": 2.0}).fit(X, np.array(["a", "b", "c"])[y])
+    return persistence.data_state(clf)
+
+
+@settings(max_examples=150, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_mutated_restored_state_gives_a_working_model_or_model_file_error(state_base, data):
+    import copy
+
+    state = copy.deepcopy(state_base)
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = state
+        key = data.draw(st.sampled_from(sorted(where)))
+        if isinstance(where[key], dict) and where[key] and data.draw(st.booleans()):
+            where = where[key]  # inside the optimizer's slots and counters, or the labels
+            key = data.draw(st.sampled_from(sorted(where)))
+            if isinstance(where[key], dict) and where[key]:
+                where = where[key]
+                key = data.draw(st.sampled_from(sorted(where)))
+        if data.draw(st.booleans()) and len(where) > 1:
+            del where[key]
+        else:
+            where[key] = data.draw(STATE_VALUES)
+    restored = MLPClassifier.__new__(MLPClassifier)
+    try:
+        restored.__setstate__(state)
+    except ModelFileError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 300
+        assert vars(restored) == {}  # nothing half-restored
+        return
+    if hasattr(restored, "_params"):
+        proba = restored.predict_proba(X[:5])
+        assert proba.shape == (5, len(restored.classes_)) and np.isfinite(proba).all()
+        _keeps_training(restored)

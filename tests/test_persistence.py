@@ -399,3 +399,156 @@ def test_float64_parameters_for_a_float32_model_are_refused(tmp_path):
     with pytest.raises(ModelFileError, match="parameters are float64, the model's dtype is "
                                              "float32"):
         fastmlp.load(path)
+
+
+# ----------------------------------------------------------------------------- skops.io
+SKOPS_TRUSTED = ["fastmlp.estimators.MLPClassifier", "fastmlp.estimators.MLPRegressor"]
+
+
+def _skops():
+    return pytest.importorskip("skops.io", reason="skops is not installed (pip install "
+                                                  "'fastmlp[skops]')")
+
+
+def _pipelines():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    yield make_pipeline(StandardScaler(), MLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=5, random_state=np.random.RandomState(0),
+        class_weight={"setosa": 2.0})), X, LABELS
+    yield make_pipeline(StandardScaler(), MLPClassifier(
+        hidden_layer_sizes=(4,), solver="sgd", learning_rate="adaptive", max_iter=5,
+        early_stopping=True, random_state=0)), X, y
+    yield make_pipeline(StandardScaler(), MLPRegressor(
+        hidden_layer_sizes=(4, 3), solver="rmsprop", max_iter=5, dtype="float64",
+        random_state=0)), X, X[:, :2]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_a_pipeline_round_trips_through_skops_without_pickle(tmp_path, index):
+    """The README's recipe: the fastmlp estimator classes are the only types to trust, and the
+    loaded pipeline predicts and keeps training exactly as the original does."""
+    sio = _skops()
+    pipeline, features, target = list(_pipelines())[index]
+    pipeline.fit(features, target)
+    sio.dump(pipeline, tmp_path / "p.skops")
+    untrusted = sio.get_untrusted_types(file=tmp_path / "p.skops")
+    assert set(untrusted) <= set(SKOPS_TRUSTED) and untrusted
+    with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
+        sio.load(tmp_path / "p.skops")
+    loaded = sio.load(tmp_path / "p.skops", trusted=SKOPS_TRUSTED)
+    np.testing.assert_array_equal(loaded.predict(features), pipeline.predict(features))
+    ours, theirs = loaded[-1], pipeline[-1]
+    assert ours.get_params().keys() == theirs.get_params().keys()
+    for name in ("n_iter_", "t_", "loss_curve_", "best_loss_", "validation_scores_"):
+        assert getattr(ours, name) == getattr(theirs, name)
+    # The optimizer's buffers and counters came along: the next epoch is the same epoch.
+    scaled = pipeline[0].transform(features)
+    for model in (theirs, ours):
+        model.set_params(random_state=0).partial_fit(scaled, target)
+    np.testing.assert_array_equal(ours._params, theirs._params)
+
+
+def test_skops_never_writes_callbacks_and_pickle_keeps_them(tmp_path):
+    import copy
+
+    sio = _skops()
+    model = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, callbacks=[print]).fit(X, y)
+    sio.dump(model, tmp_path / "m.skops")
+    assert sio.get_untrusted_types(file=tmp_path / "m.skops") == SKOPS_TRUSTED[:1]
+    assert sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED).callbacks is None
+    assert model.callbacks == [print]  # dumping changed nothing
+    assert pickle.loads(pickle.dumps(model)).callbacks == [print]
+    assert copy.deepcopy(model).callbacks == copy.copy(model).callbacks == [print]
+
+
+def test_skops_restores_unfitted_estimators_as_they_were(tmp_path):
+    sio = _skops()
+    model = MLPRegressor(hidden_layer_sizes=(7, 2), alpha=0.5, random_state=3)
+    sio.dump(model, tmp_path / "m.skops")
+    loaded = sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
+    assert loaded.get_params() == model.get_params() and not hasattr(loaded, "n_iter_")
+
+
+def _state_of(model):
+    from fastmlp import persistence
+
+    return persistence.data_state(model)
+
+
+def _trusted_object():
+    from sklearn.preprocessing import StandardScaler  # skops trusts scikit-learn's estimators
+
+    return StandardScaler()
+
+
+def _nan_first(array):
+    array = array.copy()
+    array[0] = np.nan
+    return array
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.update(_params=s["_params"][:-1]), "params.npy holds|parameters are"),
+    (lambda s: s.update(_params=_nan_first(s["_params"])), "non-finite"),
+    (lambda s: s.update(_params=s["_params"].astype(np.float16)), "float32 or float64 array"),
+    (lambda s: s.update(_params=list(s["_params"])), "float32 or float64 array"),
+    (lambda s: s.update(_layout=[4, 5, 4]), "parameters are"),
+    (lambda s: s.update(_layout=[2**40, 2**40, 3]), "parameters are"),
+    (lambda s: s.update(_layout="4,5,3"), "list of layer sizes"),
+    (lambda s: s.update(loss_curve_=None), "loss_curve_ is missing or null"),
+    (lambda s: s.pop("best_loss_"), "best_loss_ is missing or null"),
+    (lambda s: s.update(n_features_in_=9), "disagree with layer_units"),
+    (lambda s: s.update(callbacks=[_trusted_object()]), "callbacks are never loaded"),
+    (lambda s: s.update(_forward=_trusted_object()), "unknown attribute '_forward'"),
+    (lambda s: s.update(alpha=-1.0), "invalid estimator parameters"),
+    (lambda s: s.update(_label_binarizer={"y_type": "multiclass", "classes": [0, 1, 2, 3]}),
+     "4 classes do not fit 3 outputs"),
+    (lambda s: s.update(_label_binarizer=None), "classifier without class labels"),
+    (lambda s: s.update(_best_params=s["_params"][:3]), "_best_params is float32"),
+    (lambda s: s.update(_no_improvement_count=-1), "_no_improvement_count"),
+    (lambda s: s["_optimizer"]["slots"].update(m=s["_params"][:3]), "optimizer buffer m"),
+    (lambda s: s["_optimizer"]["slots"].update(m=_nan_first(s["_params"])), "non-finite"),
+    (lambda s: s["_optimizer"]["slots"].pop("v"), "keeps the optimizer buffers"),
+    (lambda s: s["_optimizer"]["counters"].update(step=-5), "counter step"),
+    (lambda s: s["_optimizer"]["counters"].update(step=1.5), "counter step"),
+    (lambda s: s["_optimizer"].update(learning_rate=0.1), "keeps no learning_rate"),
+    (lambda s: s.update(_optimizer=[1, 2]), "slots, counters and learning_rate"),
+    (lambda s: s.update(solver="sgd"), "keeps the optimizer buffers"),
+])
+def test_a_hostile_skops_state_is_refused_before_anything_runs(tmp_path, monkeypatch, change,
+                                                              message):
+    """skops.io hands __setstate__ whatever the file says: the loader's rules apply to it."""
+    sio = _skops()
+    from fastmlp import persistence
+
+    model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    state = _state_of(model)
+    change(state)
+    monkeypatch.setattr(persistence, "data_state", lambda estimator: state)
+    sio.dump(model, tmp_path / "m.skops")
+    monkeypatch.undo()
+    with pytest.raises(ModelFileError, match=f"cannot restore MLPClassifier: .*({message})"):
+        sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
+
+
+def test_a_parameter_the_state_lacks_takes_its_default():
+    """As `load` does for a file written before a parameter was added."""
+    model = MLPRegressor(hidden_layer_sizes=(3,), alpha=0.5, rho=0.5, max_iter=2).fit(X, y)
+    for fitted in (model, MLPRegressor(rho=0.5)):
+        state = _state_of(fitted)
+        del state["rho"]
+        restored = MLPRegressor.__new__(MLPRegressor)
+        restored.__setstate__(state)
+        assert restored.rho == MLPRegressor().rho and restored.get_params()["alpha"] == \
+            fitted.alpha
+
+
+def test_an_sgd_optimizer_state_needs_a_positive_learning_rate():
+    model = MLPRegressor(hidden_layer_sizes=(3,), solver="sgd", max_iter=2).fit(X, y)
+    for rate in (0.0, float("nan"), None, "0.1"):
+        state = _state_of(model)
+        state["_optimizer"]["learning_rate"] = rate
+        with pytest.raises(ModelFileError, match="learning_rate must be a positive number"):
+            MLPRegressor.__new__(MLPRegressor).__setstate__(state)

@@ -84,6 +84,10 @@ def test_readme_python_examples_run(capsys, tmp_path, monkeypatch):
             warnings.warn("README's ONNX example not run: needs the onnx extra "
                           "(pip install '.[onnx]')", stacklevel=1)
             continue
+        if "import skops" in block and importlib.util.find_spec("skops") is None:
+            warnings.warn("README's skops.io example not run: needs the skops extra "
+                          "(pip install '.[skops]')", stacklevel=1)
+            continue
         capsys.readouterr()
         exec(compile(block, str(README), "exec"), namespace)
         out = capsys.readouterr().out.strip()

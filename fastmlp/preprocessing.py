@@ -12,6 +12,8 @@ import numpy as np
 
 NUMBER, TEXT = "number", "text"  # the two kinds of column
 MAX_CATEGORIES = 1000  # distinct values a text column may hold; each becomes a feature
+# Characters the fixed-width category arrays may hold in all (count x longest, per column): 64 MiB.
+MAX_CATEGORY_CELLS = 2**24
 
 
 class Table(NamedTuple):
@@ -210,6 +212,14 @@ class TabularPreprocessor:
         names = [c["name"] for c in checked]
         if len(set(names)) != len(names):
             raise ValueError("preprocessing: column names repeat")
+        # Each text column becomes an array as wide as its longest category: a few long and many
+        # short categories in a small file must not allocate gigabytes.
+        cells = sum(len(c["categories"]) * max(map(len, c["categories"])) for c in checked
+                    if c["kind"] == TEXT)
+        if cells > MAX_CATEGORY_CELLS:
+            raise ValueError(f"preprocessing: the text columns' categories would take "
+                             f"{cells * 4 // 2**20} MiB as arrays, more than "
+                             f"{MAX_CATEGORY_CELLS * 4 // 2**20} MiB")
         self = cls()
         self.columns_ = checked
         self.by_name = data["by_name"]

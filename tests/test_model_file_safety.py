@@ -333,6 +333,27 @@ def test_wide_and_deep_json_is_refused_before_it_is_built(model, tmp_path, text,
     assert message in _refused_within(_with_metadata(model, tmp_path, text))
 
 
+def test_a_preprocessing_bomb_is_refused_before_it_is_built(model, tmp_path):
+    """A text column's categories become one fixed-width array: 20,000 short categories and one
+    of 20,000 characters (200 KB of JSON) would take 1.5 GB. ``fastmlp predict`` reads it."""
+    from fastmlp import persistence
+
+    categories = sorted([f"{i:05d}" for i in range(20_000)] + ["z" * 20_000])
+    preprocessing = {"by_name": True, "columns": [
+        {"name": "a", "kind": "text", "fill": "00000", "categories": categories}]}
+    path = tmp_path / "m.fmlp"
+    persistence.save(model, path, extra={"preprocessing": preprocessing})
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ModelFileError, match="categories would take 1525 MiB as arrays"):
+            persistence.load_with_preprocessing(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 5 and peak < 20 * 2**20
+
+
 def test_metadata_near_the_bounds_still_loads(tmp_path):
     """A long loss curve and bracket-, quote- and digit-laden strings are data, not structure."""
     clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)

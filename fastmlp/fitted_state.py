@@ -17,6 +17,7 @@ from .codes import OPTIMIZER_CODES
 from .layout import Layout
 
 MINI_BATCH_SOLVERS = tuple(OPTIMIZER_CODES)  # the solvers that train epoch by epoch
+MAX_LABEL_CELLS = 2**21  # text labels x longest label: 8 MiB as numpy's fixed-width text
 
 # check: turns a value read from a model file into the attribute's value, or raises ValueError.
 # sklearn: scikit-learn's MLP estimators have the attribute too (to_sklearn/from_sklearn copy it).
@@ -164,10 +165,16 @@ def label_binarizer(y_type, classes, n_outputs):
         raise ValueError("class labels must be finite")
     if any(a >= b for a, b in zip(classes[:-1], classes[1:])):
         raise ValueError("class labels must be sorted and unique")
+    if isinstance(classes[0], str):  # one fixed-width array, as wide as the longest label
+        cells = len(classes) * max(map(len, classes))
+        if cells > MAX_LABEL_CELLS:
+            raise ValueError(f"the class labels would take {cells * 4 // 2**20} MiB as an array, "
+                             f"more than {MAX_LABEL_CELLS * 4 // 2**20} MiB")
     if y_type == "multilabel-indicator":
         if classes != list(range(len(classes))):
             raise ValueError("multilabel class labels must be 0, 1, ..., n_outputs - 1")
-        binarizer = LabelBinarizer().fit(np.eye(len(classes), dtype=int))
+        # Two rows are an indicator matrix of every output: no n_outputs x n_outputs identity.
+        binarizer = LabelBinarizer().fit(np.eye(2, len(classes), dtype=int))
     else:
         if (y_type == "binary") != (len(classes) == 2):
             raise ValueError(f"target type {y_type} does not match {len(classes)} classes")

@@ -354,6 +354,42 @@ def test_a_preprocessing_bomb_is_refused_before_it_is_built(model, tmp_path):
     assert time.perf_counter() - start < 5 and peak < 20 * 2**20
 
 
+def _labels_file(model, tmp_path, y_type, classes):
+    """A model file of a 1-1-len(classes) network with these labels (its zero weights deflate
+    to almost nothing)."""
+    members = _members(model, tmp_path)
+    meta = json.loads(members["metadata.json"])
+    units = [1, 1, len(classes)]
+    meta.update(layer_units=units, labels={"y_type": y_type, "classes": classes})
+    meta["params"]["hidden_layer_sizes"] = [1]
+    meta["attributes"].update(n_features_in_=1, n_outputs_=len(classes))
+    meta["attributes"].pop("feature_names_in_", None)
+    if y_type == "multilabel-indicator":
+        meta["attributes"]["out_activation_"] = "logistic"
+    params = io.BytesIO()
+    np.save(params, np.zeros(2 + 2 * len(classes), np.float32))
+    path = tmp_path / "labels.fmlp"
+    path.write_bytes(_archive([("metadata.json", json.dumps(meta)),
+                               ("params.npy", params.getvalue())]))
+    return path
+
+
+def test_a_label_bomb_is_refused_before_it_is_built(model, tmp_path):
+    """Text labels become one fixed-width array (20,000 short labels and one of 20,000
+    characters: 4.5 GB and 30 s); multilabel outputs once built an n x n identity."""
+    labels = sorted([f"{i:05d}" for i in range(20_000)] + ["z" * 20_000])
+    path = _labels_file(model, tmp_path, "multiclass", labels)
+    assert "class labels would take 1525 MiB as an array" in _refused_within(path, megabytes=20)
+    path = _labels_file(model, tmp_path, "multilabel-indicator", list(range(20_000)))
+    tracemalloc.start()
+    try:
+        loaded = fastmlp.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20 and loaded.predict(np.zeros((2, 1))).shape == (2, 20_000)
+
+
 def test_metadata_near_the_bounds_still_loads(tmp_path):
     """A long loss curve and bracket-, quote- and digit-laden strings are data, not structure."""
     clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)

@@ -630,8 +630,12 @@ def _init_params(stored):
             raise ModelFileError("malformed class_weight")
         weights = {}
         for label, weight in items:
-            if not isinstance(label, (str, int, float)) or label in weights:
-                raise ModelFileError("class_weight labels must be distinct strings or numbers")
+            # Integers beyond int64 cannot be class labels, and would let a file choose labels
+            # whose hashes collide (each insertion then costs as much as all the earlier ones).
+            if not isinstance(label, (str, int, float)) or label in weights or (
+                    isinstance(label, int) and not -2**63 <= label < 2**63):
+                raise ModelFileError("class_weight labels must be distinct strings or numbers "
+                                     "(integers of 64 bits)")
             if isinstance(weight, bool) or not isinstance(weight, Real) or \
                     not math.isfinite(weight):
                 raise ModelFileError("class_weight values must be finite numbers")

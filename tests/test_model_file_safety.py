@@ -390,6 +390,18 @@ def test_a_label_bomb_is_refused_before_it_is_built(model, tmp_path):
     assert peak < 20 * 2**20 and loaded.predict(np.zeros((2, 1))).shape == (2, 20_000)
 
 
+def test_class_weight_labels_cannot_collide_in_a_dict(model, tmp_path):
+    """Integers k * (2**61 - 1) all hash alike: 20,000 of them took 4.5 s to put in a dict, and
+    the time grows with the square of their number. A class label fits in 64 bits."""
+    members = _members(model, tmp_path)
+    meta = json.loads(members["metadata.json"])
+    meta["params"]["class_weight"] = {"items": [[k * (2**61 - 1), 1.0]
+                                                for k in range(5, 100_000)]}
+    path = _with_metadata(model, tmp_path, json.dumps(meta).encode())
+    assert "class_weight labels must be distinct strings or numbers (integers of 64 bits)" in \
+        _refused_within(path, megabytes=40)
+
+
 def test_metadata_near_the_bounds_still_loads(tmp_path):
     """A long loss curve and bracket-, quote- and digit-laden strings are data, not structure."""
     clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)

@@ -29,8 +29,8 @@ Field = namedtuple("Field", "check sklearn per_fit required resume", defaults=(N
 
 
 def _count(value):
-    if type(value) is not int or value < 0:  # bool is not a count
-        raise ValueError("must be a non-negative integer")
+    if type(value) is not int or not 0 <= value < 2**63:  # bool is not a count
+        raise ValueError("must be a non-negative integer (of 64 bits)")
     return value
 
 

@@ -728,6 +728,8 @@ def _restored(cls, state):
             meta["labels"] = _plain(labels, "_label_binarizer")
     except TypeError as exc:
         raise ModelFileError(_line(exc)) from None
+    except RecursionError:
+        raise ModelFileError("a parameter or attribute is nested too deeply") from None
     if not isinstance(meta["layer_units"], list):
         raise ModelFileError("_layout must be the list of layer sizes")
     if labels is not None and not isinstance(meta["labels"], dict):

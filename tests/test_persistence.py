@@ -477,6 +477,13 @@ def _state_of(model):
     return persistence.data_state(model)
 
 
+def _nested(depth):
+    value = [1.0]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _trusted_object():
     from sklearn.preprocessing import StandardScaler  # skops trusts scikit-learn's estimators
 
@@ -508,6 +515,7 @@ def _nan_first(array):
     (lambda s: s.update(_label_binarizer=None), "classifier without class labels"),
     (lambda s: s.update(_best_params=s["_params"][:3]), "_best_params is float32"),
     (lambda s: s.update(_no_improvement_count=-1), "_no_improvement_count"),
+    (lambda s: s.update(t_=2**64), "t_ must be a non-negative integer \\(of 64 bits\\)"),
     (lambda s: s["_optimizer"]["slots"].update(m=s["_params"][:3]), "optimizer buffer m"),
     (lambda s: s["_optimizer"]["slots"].update(m=_nan_first(s["_params"])), "non-finite"),
     (lambda s: s["_optimizer"]["slots"].pop("v"), "keeps the optimizer buffers"),
@@ -543,6 +551,15 @@ def test_a_parameter_the_state_lacks_takes_its_default():
         restored.__setstate__(state)
         assert restored.rho == MLPRegressor().rho and restored.get_params()["alpha"] == \
             fitted.alpha
+
+
+def test_a_state_nested_too_deeply_is_refused():
+    model = MLPRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
+    for name in ("loss_curve_", "hidden_layer_sizes"):
+        state = _state_of(model)
+        state[name] = _nested(5000)  # beyond what skops itself writes, not beyond a file
+        with pytest.raises(ModelFileError, match="nested too deeply"):
+            MLPRegressor.__new__(MLPRegressor).__setstate__(state)
 
 
 def test_an_sgd_optimizer_state_needs_a_positive_learning_rate():

@@ -443,7 +443,7 @@ def _measure_json(raw):
     for start in range(0, data.size, _SCAN_CHUNK):
         piece = data[start:start + _SCAN_CHUNK]
         widest = max(widest, int(piece.max()))
-        # backslashes[i]: the length of the run of backslashes just before byte i.
+        # before[i]: the length of the run of backslashes just before byte i.
         index = np.arange(piece.size, dtype=np.int32)
         last_other = np.maximum.accumulate(np.where(piece == 92, np.int32(-1), index))
         before = np.empty(piece.size, np.int32)
@@ -470,17 +470,15 @@ def _measure_json(raw):
             deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
         if deepest > MAX_JSON_DEPTH:
             raise ModelFileError(f"metadata.json is nested deeper than {MAX_JSON_DEPTH} levels")
-        others = np.flatnonzero(~_NUMBER_BYTES[outside])  # numbers are runs between these
+        others = np.flatnonzero(~_NUMBER_BYTES[outside])  # numbers are the runs between these
         if others.size == 0:
             number += outside.size
+            longest = number
         else:
             runs = np.diff(others) - 1
-            number = max(number + int(others[0]), int(runs.max()) if runs.size else 0)
-            if number > MAX_NUMBER_CHARS:
-                raise ModelFileError(f"metadata.json holds a number longer than "
-                                     f"{MAX_NUMBER_CHARS} characters")
-            number = outside.size - 1 - int(others[-1])
-        if number > MAX_NUMBER_CHARS:
+            longest = max(number + int(others[0]), int(runs.max()) if runs.size else 0)
+            number = outside.size - 1 - int(others[-1])  # the run still open at the piece's end
+        if max(longest, number) > MAX_NUMBER_CHARS:
             raise ModelFileError(f"metadata.json holds a number longer than {MAX_NUMBER_CHARS} "
                                  "characters")
         if n_containers > MAX_JSON_CONTAINERS:

@@ -448,6 +448,17 @@ def test_the_json_measure_sees_structure_only_outside_strings(value, shift, dept
         persistence._measure_json(text)
 
 
+@pytest.mark.parametrize("shift", [-45, -41, -40, -21, -1, 0, 2])
+def test_number_lengths_are_measured_across_pieces(shift):
+    from fastmlp import persistence
+
+    pad = persistence._SCAN_CHUNK + shift
+    for prefix in (b"[" + b" " * pad, b'["' + b"x" * pad + b'",'):  # a number that straddles
+        persistence._measure_json(prefix + b"1" * 40 + b"]")
+        with pytest.raises(ModelFileError, match="number longer than 40 characters"):
+            persistence._measure_json(prefix + b"1" * 41 + b"]")
+
+
 # ----------------------------------------------------------------------------- file names
 @pytest.mark.parametrize("name", ["m" * 245, "m" * 250 + ".fmlp", "é" * 127],
                          ids=["245", "255", "multibyte"])

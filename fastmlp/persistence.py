@@ -659,6 +659,9 @@ def data_state(estimator):
     and counters, the labels as their type and classes."""
     state = dict(vars(estimator))
     state["callbacks"] = None
+    for name in _INITIAL_WEIGHTS:  # assigned by hand before the first fit, perhaps as lists
+        if name in state:
+            state[name] = [np.asarray(array) for array in state[name]]
     if "_layout" in state:
         state["_layout"] = list(state["_layout"].layer_units)
     optimizer = state.get("_optimizer")

@@ -469,6 +469,15 @@ def test_skops_restores_unfitted_estimators_as_they_were(tmp_path):
     sio.dump(model, tmp_path / "m.skops")
     loaded = sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
     assert loaded.get_params() == model.get_params() and not hasattr(loaded, "n_iter_")
+    # Starting weights assigned before the first fit travel too, and partial_fit starts there.
+    model = MLPRegressor(hidden_layer_sizes=(2,), random_state=0)
+    model.coefs_ = [[[0.5, -0.5]] * 4, np.ones((2, 1))]
+    model.intercepts_ = [np.zeros(2), np.zeros(1)]
+    sio.dump(model, tmp_path / "m.skops")
+    loaded = sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
+    for estimator in (model, loaded):
+        estimator.partial_fit(X, y)
+    np.testing.assert_array_equal(loaded._params, model._params)
 
 
 def _state_of(model):

@@ -25,6 +25,8 @@ __all__ = [*sorted(_PUBLIC), "__version__"]
 
 def __getattr__(name):
     if name in _PUBLIC:
+        # The estimators first: importing them registers the classes model files name.
+        importlib.import_module(".estimators", __name__)
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value  # found directly from now on
         return value

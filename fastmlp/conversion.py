@@ -5,6 +5,7 @@ and nothing else; it never trains and never imports the estimator module (classe
 """
 
 import copy
+import math
 import warnings
 
 import numpy as np
@@ -80,6 +81,9 @@ def from_sklearn(cls, theirs):
     state = vars(theirs)
     attributes = {name: copy.deepcopy(state[name]) for name in fitted_state.SHARED_WITH_SKLEARN
                   if name in state}
+    scores = attributes.get("validation_scores_")
+    if scores is not None:  # scikit-learn records no validation loss; the next epoch appends one
+        attributes["validation_loss_curve_"] = [math.nan] * len(scores)
     units = [c.shape[0] for c in theirs.coefs_] + [theirs.coefs_[-1].shape[1]]
     flat = Layout(units).pack(theirs.coefs_, theirs.intercepts_, dtype)
     binarizer = copy.deepcopy(state["_label_binarizer"]) if "_label_binarizer" in state else None

@@ -8,6 +8,7 @@ MLPRegressor, so that changing the import is all a user has to do.
 import copy
 import functools
 import inspect
+import math
 import threading
 import types
 from numbers import Integral, Real
@@ -42,7 +43,7 @@ from .training import (
     run_stochastic,
 )
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam", "adagrad", "rmsprop", "adamw")
+_STOCHASTIC_SOLVERS = tuple(ops.OPTIMIZER)  # every registry optimizer trains by mini-batches
 
 
 def _keeps_state_on_error(method):
@@ -694,6 +695,33 @@ class BaseMultilayerPerceptron(BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
+    # ------------------------------------------------------------------ pickle, copy, skops.io
+    # pickle and copy call __reduce_ex__ and restore the object as it was, callbacks included
+    # (pickle restores code by design). Formats that store __getstate__ as data (skops.io) get
+    # plain values without callbacks, and what they hand back to __setstate__ passes the model
+    # loader's checks first (persistence.restore_state).
+    def __reduce_ex__(self, protocol):
+        return _copy_of, (type(self),), dict(vars(self))
+
+    def __getstate__(self):
+        return persistence.data_state(self)
+
+    def __setstate__(self, state):
+        if vars(self).pop(_COPYING, False):
+            vars(self).update(state)
+        else:
+            persistence.restore_state(self, state)
+
+
+_COPYING = "_fastmlp_copying"
+
+
+def _copy_of(cls):
+    """The empty instance pickle and copy fill with a state they made themselves."""
+    instance = cls.__new__(cls)
+    vars(instance)[_COPYING] = True
+    return instance
+
 
 _SHARED_PARAMETERS = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
@@ -991,7 +1019,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                              f"not among the classes {self.classes_.tolist()}.")
         for label, weight in self.class_weight.items():
             if isinstance(weight, bool) or not isinstance(weight, Real) or \
-                    not np.isfinite(weight) or weight < 0:
+                    not math.isfinite(weight) or weight < 0:  # math: Fractions too
                 raise ValueError(f"class_weight for label {plain(label)!r} is {weight!r}: class "
                                  "weights must be finite numbers >= 0.")
         weights = np.array([self.class_weight.get(label, 1.0) for label in self.classes_],

@@ -1,9 +1,9 @@
 """The one table of an estimator's fitted state, and the one way to rebuild an estimator from it.
 
-Fitting (which attributes a fresh fit clears), persistence (which attributes a model file holds and
-how each is checked) and conversion (which attributes scikit-learn shares) all read `FITTED`.
-Nothing here reads files or runs kernels; this module imports no other part of fastmlp but layout
-and codes.
+Fitting (which attributes a fresh fit clears), persistence (which attributes a model file holds,
+how each is checked and what a further epoch needs) and conversion (which attributes scikit-learn
+shares) all read `FITTED`. Nothing here reads files or runs kernels; this module imports no other
+part of fastmlp but layout and ops.
 """
 
 import math
@@ -16,16 +16,21 @@ from sklearn.preprocessing import LabelBinarizer
 from . import ops
 from .layout import Layout
 
+MINI_BATCH_SOLVERS = tuple(ops.OPTIMIZER)  # the solvers that train epoch by epoch
+MAX_LABEL_CELLS = 2**21  # text labels x longest label: 8 MiB as numpy's fixed-width text
+
 # check: turns a value read from a model file into the attribute's value, or raises ValueError.
 # sklearn: scikit-learn's MLP estimators have the attribute too (to_sklearn/from_sklearn copy it).
 # per_fit: it exists only for some solvers or stopping rules, so a fresh fit clears it first.
 # required: every fitted estimator has it, so a model file must hold it.
-Field = namedtuple("Field", "check sklearn per_fit required")
+# resume: when a model of a mini-batch solver needs it (not None) for its next epoch (partial_fit,
+#   warm_start): "always", or only "with early_stopping" / "without early_stopping".
+Field = namedtuple("Field", "check sklearn per_fit required resume", defaults=(None,))
 
 
 def _count(value):
-    if type(value) is not int or value < 0:  # bool is not a count
-        raise ValueError("must be a non-negative integer")
+    if type(value) is not int or not 0 <= value < 2**63:  # bool is not a count
+        raise ValueError("must be a non-negative integer (of 64 bits)")
     return value
 
 
@@ -75,14 +80,20 @@ FITTED = {
     "n_layers_": Field(_count, sklearn=True, per_fit=False, required=True),
     "out_activation_": Field(_text, sklearn=True, per_fit=False, required=True),
     "loss_": Field(_real, sklearn=True, per_fit=False, required=False),
-    "best_loss_": Field(_real_or_none, sklearn=True, per_fit=True, required=False),
-    "loss_curve_": Field(_curve, sklearn=True, per_fit=True, required=False),
-    "validation_scores_": Field(_curve, sklearn=True, per_fit=True, required=False),
-    "best_validation_score_": Field(_real_or_none, sklearn=True, per_fit=True, required=False),
-    "validation_loss_curve_": Field(_curve, sklearn=False, per_fit=True, required=False),
+    "best_loss_": Field(_real_or_none, sklearn=True, per_fit=True, required=False,
+                        resume="without early_stopping"),
+    "loss_curve_": Field(_curve, sklearn=True, per_fit=True, required=False, resume="always"),
+    "validation_scores_": Field(_curve, sklearn=True, per_fit=True, required=False,
+                                resume="with early_stopping"),
+    "best_validation_score_": Field(_real_or_none, sklearn=True, per_fit=True, required=False,
+                                    resume="with early_stopping"),
+    "validation_loss_curve_": Field(_curve, sklearn=False, per_fit=True, required=False,
+                                    resume="with early_stopping"),
     "stopped_early_": Field(_flag, sklearn=False, per_fit=True, required=False),
 }
 PER_FIT = tuple(name for name, field in FITTED.items() if field.per_fit)
+# Monitoring a validation set appends to the two curves and updates the best score together.
+VALIDATION = ("validation_scores_", "validation_loss_curve_", "best_validation_score_")
 SHARED_WITH_SKLEARN = tuple(name for name, field in FITTED.items() if field.sklearn)
 
 # name -> class, filled by estimators.py: persistence looks classes up here by name, so that it
@@ -154,10 +165,16 @@ def label_binarizer(y_type, classes, n_outputs):
         raise ValueError("class labels must be finite")
     if any(a >= b for a, b in zip(classes[:-1], classes[1:])):
         raise ValueError("class labels must be sorted and unique")
+    if isinstance(classes[0], str):  # one fixed-width array, as wide as the longest label
+        cells = len(classes) * max(map(len, classes))
+        if cells > MAX_LABEL_CELLS:
+            raise ValueError(f"the class labels would take {cells * 4 // 2**20} MiB as an array, "
+                             f"more than {MAX_LABEL_CELLS * 4 // 2**20} MiB")
     if y_type == "multilabel-indicator":
         if classes != list(range(len(classes))):
             raise ValueError("multilabel class labels must be 0, 1, ..., n_outputs - 1")
-        binarizer = LabelBinarizer().fit(np.eye(len(classes), dtype=int))
+        # Two rows are an indicator matrix of every output: no n_outputs x n_outputs identity.
+        binarizer = LabelBinarizer().fit(np.eye(2, len(classes), dtype=int))
     else:
         if (y_type == "binary") != (len(classes) == 2):
             raise ValueError(f"target type {y_type} does not match {len(classes)} classes")
@@ -195,6 +212,7 @@ def check_consistency(estimator):
     if estimator._params.dtype != np.dtype(estimator.dtype):
         raise ValueError(f"parameters are {estimator._params.dtype}, the model's dtype is "
                          f"{estimator.dtype}")
+    _check_training_record(estimator, state)
     class_weight = getattr(estimator, "class_weight", None)
     if isinstance(class_weight, dict):
         known = set(estimator.classes_.tolist())
@@ -324,6 +342,39 @@ def _check_training_state(estimator, params):
                              "buffer; refit it.")
 
 
+def _check_training_record(estimator, state):
+    """The per-fit attributes as fit and partial_fit leave them: what the next epoch of a
+    mini-batch solver reads is there, and the curves and counters agree with each other."""
+    def given(name):
+        return state.get(name) is not None
+
+    mini_batch = estimator.solver in MINI_BATCH_SOLVERS
+    if mini_batch:
+        early = "with" if estimator.early_stopping else "without"
+        for name, field in FITTED.items():
+            if field.resume in ("always", f"{early} early_stopping") and not given(name):
+                raise ValueError(f"attribute {name} is missing or null: a model trained by "
+                                 f"solver={estimator.solver!r} "
+                                 f"{'' if field.resume == 'always' else field.resume + ' '}"
+                                 "always has it (partial_fit and warm_start need it)")
+    if any(given(name) for name in VALIDATION) and not all(given(name) for name in VALIDATION):
+        raise ValueError(f"attributes {', '.join(VALIDATION)} must be all set or all null")
+    curve = state.get("loss_curve_")
+    if given("validation_scores_"):
+        n_scores = len(state["validation_scores_"])
+        if len(state["validation_loss_curve_"]) != n_scores:
+            raise ValueError("validation_scores_ and validation_loss_curve_ differ in length")
+        if curve is not None and n_scores > len(curve):
+            raise ValueError("validation_scores_ is longer than loss_curve_")
+    if curve is not None:
+        if estimator.t_ < len(curve):
+            raise ValueError(f"t_={estimator.t_} counts fewer samples than loss_curve_ has "
+                             f"epochs ({len(curve)})")
+        if mini_batch and estimator.n_iter_ > len(curve):
+            raise ValueError(f"n_iter_={estimator.n_iter_} is more than loss_curve_'s "
+                             f"{len(curve)} epochs")
+
+
 def short_repr(value, limit=60):
     """repr(value), cut to `limit` characters: messages stay one short line whatever a file
     holds."""
@@ -331,5 +382,6 @@ def short_repr(value, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-__all__ = ["FITTED", "PER_FIT", "SHARED_WITH_SKLEARN", "Field", "check_consistency",
-           "check_usable", "label_binarizer", "rebuild", "register", "short_repr"]
+__all__ = ["FITTED", "MINI_BATCH_SOLVERS", "PER_FIT", "SHARED_WITH_SKLEARN", "VALIDATION",
+           "Field", "check_consistency", "check_usable", "label_binarizer", "rebuild", "register",
+           "short_repr"]

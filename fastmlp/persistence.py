@@ -15,19 +15,22 @@ members:
 Saving validates everything by the loader's own rules before the first byte is written, then writes
 a temporary file beside the target, flushes and fsyncs it and renames it over the target, so an
 earlier file survives any failure or kill. Loading reads nothing unbounded and evaluates nothing: it
-opens regular files only, caps the metadata's size, nesting and number lengths, requires exactly
-the two members (not encrypted, stored or deflated, sizes plausible for the file), checks the
-network size against ``max_params`` before allocating it, and applies ``fit``'s rules to what it
-read. Every refusal is a `ModelFileError` naming the problem in one line. This module imports no
-estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
+opens regular files only, caps the metadata's size and measures it (nesting, counts of containers
+and values, estimated memory, number lengths) in one linear pass before json parses it, requires
+exactly the two members (not encrypted, stored or deflated, sizes plausible for the file), checks
+the network size against ``max_params`` before allocating it, and applies ``fit``'s rules to what
+it read. Every refusal is a `ModelFileError` naming the problem in one line. This module imports
+no estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
+
+The same rules restore the plain-data state that skops.io stores (`data_state`, `restore_state`).
 """
 
 import contextlib
+import inspect
 import io
 import json
 import math
 import os
-import re
 import secrets
 import stat
 import struct
@@ -43,6 +46,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import fitted_state
 from ._version import __version__
 from .fitted_state import FITTED, short_repr
+from .optimizers import make_optimizer
 
 FORMAT = "fastmlp-model"
 FORMAT_VERSION = 2
@@ -52,6 +56,9 @@ MAX_PARAMS = 100_000_000  # load()'s default max_params: 400 MB of float32, 800 
 MAX_LAYERS = 1_000
 MAX_METADATA_BYTES = 16 * 2**20
 MAX_JSON_DEPTH = 32
+MAX_JSON_CONTAINERS = 2**18  # arrays and objects in metadata.json
+MAX_JSON_VALUES = 2**21  # values of every kind (an array of two million floats is 64 MB)
+MAX_METADATA_MEMORY = 64 * 2**20  # what parsing metadata.json may allocate, estimated beforehand
 MAX_NUMBER_CHARS = 40  # a float64's repr needs at most 24, an int64 at most 20
 MAX_EXPANSION = 32  # params.npy's size over its compressed size (float weights deflate ~1.1x)
 _EXPANSION_ALLOWANCE = 2**20  # small models may compress well (zeros) without being suspicious
@@ -65,9 +72,9 @@ _REQUIRED_KEYS = {"format": str, "format_version": int, "fastmlp_version": str, 
 _OPTIONAL_KEYS = {1: {"labels"}, 2: {"labels", "extra"}}
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same model gives the same bytes
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_LONG_NUMBER = re.compile(r"[-+.0-9eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_SCAN_CHUNK = 2**17  # metadata.json is measured in pieces of this many bytes (bounded memory)
+_NUMBER_BYTES = np.zeros(256, bool)
+_NUMBER_BYTES[np.frombuffer(b"-+.0123456789eE", np.uint8)] = True
 
 
 class ModelFileError(ValueError):
@@ -144,11 +151,19 @@ def save(estimator, path, *, extra=None, preprocessing=None):
 
 
 def _create_beside(directory, name):
-    """(path, fd) of a new, empty, exclusively created file in `directory`."""
+    """(path, fd) of a new, empty, exclusively created file in `directory`.
+
+    Its name starts with at most 32 bytes of `name` (so that a leftover says whose it was) and
+    is at most 50 bytes long: a target whose name is as long as the file system allows still
+    gets a temporary file beside it.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | \
         getattr(os, "O_CLOEXEC", 0)
+    prefix = name[:32]
+    while len(os.fsencode(prefix)) > 32:  # a multi-byte name: cut whole characters
+        prefix = prefix[:-1]
     while True:
-        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        temporary = os.path.join(directory, f".{prefix}.{secrets.token_hex(6)}.tmp")
         try:
             return temporary, os.open(temporary, flags, 0o666)  # the umask applies, as for open()
         except FileExistsError:
@@ -165,8 +180,9 @@ def _fsync_directory(directory):
             os.close(fd)
 
 
-def _metadata(estimator, extra, version):
-    params = estimator.get_params(deep=False)
+def _json_params(params):
+    """Constructor parameters in their JSON form (what `_init_params` reads back)."""
+    params = dict(params)
     random_state = params.get("random_state")
     # An integer seed (np.int64 included) is data; a RandomState instance is not.
     params["random_state"] = int(random_state) if isinstance(random_state, Integral) else None
@@ -174,13 +190,17 @@ def _metadata(estimator, extra, version):
     class_weight = params.get("class_weight")
     if isinstance(class_weight, dict):  # JSON would turn integer keys into text
         params["class_weight"] = {"items": [[key, value] for key, value in class_weight.items()]}
+    return {key: _plain(value, f"parameter {key}") for key, value in params.items()}
+
+
+def _metadata(estimator, extra, version):
     state = vars(estimator)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "fastmlp_version": version,
         "estimator": type(estimator).__name__,
-        "params": {key: _plain(value, f"parameter {key}") for key, value in params.items()},
+        "params": _json_params(estimator.get_params(deep=False)),
         "layer_units": list(estimator._layout.layer_units),
         "dtype": estimator._params.dtype.name,
         "attributes": {name: _plain(state[name], f"attribute {name}") for name in FITTED
@@ -378,21 +398,12 @@ def _read_metadata(archive):
 
 
 def _parse_json(raw):
-    """The metadata object, after bounds on nesting and number length that json itself lacks."""
+    """The metadata object, after bounds on what json may build that json itself lacks."""
+    _measure_json(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ModelFileError("metadata.json is not UTF-8 text") from None
-    outside_strings = _JSON_STRING.sub('""', text)
-    if _LONG_NUMBER.search(outside_strings):
-        raise ModelFileError(f"metadata.json holds a number longer than {MAX_NUMBER_CHARS} "
-                             "characters")
-    brackets = np.frombuffer(
-        outside_strings.encode("utf-8", "replace").translate(None, _NOT_BRACKETS), np.uint8)
-    if brackets.size:
-        steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
-        if np.cumsum(steps).max() > MAX_JSON_DEPTH:
-            raise ModelFileError(f"metadata.json is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         meta = json.loads(text, object_pairs_hook=_no_repeated_keys)
     except ModelFileError:
@@ -416,11 +427,81 @@ def _parse_json(raw):
     return meta
 
 
+def _measure_json(raw):
+    """Refuse JSON text whose parse would nest, count or allocate beyond the metadata's bounds.
+
+    One pass over the bytes, a piece at a time, whatever they hold: no pattern matching that
+    could backtrack, nothing allocated per token. Strings are found by their unescaped quotes (a
+    quote after an odd run of backslashes is escaped; outside strings a backslash is invalid, and
+    json stops there), and everything else is counted outside them. The memory estimate
+    overstates what json builds: every comma, colon and bracket counts as a value, every bracket
+    as a container, and the text and its strings take the widest character the text uses.
+    """
+    data = np.frombuffer(raw, np.uint8)
+    in_string, backslashes, number, depth, deepest, widest = 0, 0, 0, 0, 0, 0
+    n_strings = n_containers = n_commas = n_members = n_outside = 0
+    for start in range(0, data.size, _SCAN_CHUNK):
+        piece = data[start:start + _SCAN_CHUNK]
+        widest = max(widest, int(piece.max()))
+        # before[i]: the length of the run of backslashes just before byte i.
+        index = np.arange(piece.size, dtype=np.int32)
+        last_other = np.maximum.accumulate(np.where(piece == 92, np.int32(-1), index))
+        before = np.empty(piece.size, np.int32)
+        before[0] = backslashes
+        before[1:] = index[:-1] - last_other[:-1]
+        before[1:][last_other[:-1] < 0] += backslashes  # a run that began in an earlier piece
+        backslashes = int(before[-1] + 1 if piece[-1] == 92 else 0)
+        quotes = (piece == 34) & (before % 2 == 0)
+        inside = (np.cumsum(quotes, dtype=np.int32) + in_string) % 2 == 1
+        n_strings += int(np.count_nonzero(quotes & inside))
+        in_string = int(inside[-1])
+        outside = piece[~inside & ~quotes]
+        n_outside += outside.size
+        opening = (outside == 91) | (outside == 123)
+        closing = (outside == 93) | (outside == 125)
+        n_containers += int(np.count_nonzero(opening))
+        n_commas += int(np.count_nonzero(outside == 44))
+        n_members += int(np.count_nonzero(outside == 58))
+        steps = opening[opening | closing].astype(np.int32) * 2 - 1
+        if steps.size:
+            levels = np.cumsum(steps) + depth
+            if levels.min() < 0:  # a bracket closes what was never opened: json stops there
+                raise ModelFileError("metadata.json is not valid JSON (unbalanced brackets)")
+            deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        if deepest > MAX_JSON_DEPTH:
+            raise ModelFileError(f"metadata.json is nested deeper than {MAX_JSON_DEPTH} levels")
+        others = np.flatnonzero(~_NUMBER_BYTES[outside])  # numbers are the runs between these
+        if others.size == 0:
+            number += outside.size
+            longest = number
+        else:
+            runs = np.diff(others) - 1
+            longest = max(number + int(others[0]), int(runs.max()) if runs.size else 0)
+            number = outside.size - 1 - int(others[-1])  # the run still open at the piece's end
+        if max(longest, number) > MAX_NUMBER_CHARS:
+            raise ModelFileError(f"metadata.json holds a number longer than {MAX_NUMBER_CHARS} "
+                                 "characters")
+        if n_containers > MAX_JSON_CONTAINERS:
+            raise ModelFileError(f"metadata.json holds more than {MAX_JSON_CONTAINERS} arrays "
+                                 "and objects")
+        if n_commas + n_members + n_containers > MAX_JSON_VALUES:
+            raise ModelFileError(f"metadata.json holds more than {MAX_JSON_VALUES} values")
+    width = 4 if widest >= 0xF0 else 2 if widest >= 0xC4 else 1  # UTF-8 lead bytes
+    # Bytes per item, rounded up from CPython's sizes: a list slot and a float; an object member
+    # (its pair while parsing, its key and its dict entry); a string's header; a small dict.
+    memory = (width * (2 * data.size - n_outside) + 56 * n_strings + 200 * n_containers +
+              40 * (n_commas + n_containers + 1) + 250 * n_members)
+    if memory > MAX_METADATA_MEMORY:
+        raise ModelFileError(f"metadata.json would take about {memory // 2**20} MiB of memory "
+                             f"to read, more than the {MAX_METADATA_MEMORY // 2**20} MiB a model "
+                             "file may use")
+
+
 def _no_repeated_keys(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
+    result = dict(pairs)
+    if len(result) != len(pairs):
         raise ModelFileError("metadata.json repeats a key")
-    return dict(pairs)
+    return result
 
 
 def _network(meta, max_params):
@@ -480,11 +561,13 @@ def _read_params(archive, n_params, dtype):
     return params
 
 
-def _assemble(meta, params, max_params):
-    """(estimator, extra) from checked metadata and parameters, applying fit's rules."""
-    cls = fitted_state.ESTIMATORS.get(meta["estimator"])
-    if cls is None:
+def _assemble(meta, params, max_params, cls=None):
+    """(estimator, extra) from checked metadata and parameters, applying fit's rules; `cls`, a
+    subclass of the estimator class named in the metadata, is built instead when given."""
+    registered = fitted_state.ESTIMATORS.get(meta["estimator"])
+    if registered is None:
         raise ModelFileError(f"unknown estimator {short_repr(meta['estimator'])}")
+    cls = registered if cls is None else cls
     units, n_params = _network(meta, max_params)
     if params.dtype.name != meta["dtype"] or params.shape != (n_params,):
         raise ModelFileError(f"parameters are {params.dtype}{list(params.shape)}, the metadata "
@@ -545,14 +628,177 @@ def _init_params(stored):
             raise ModelFileError("malformed class_weight")
         weights = {}
         for label, weight in items:
-            if not isinstance(label, (str, int, float)) or label in weights:
-                raise ModelFileError("class_weight labels must be distinct strings or numbers")
+            # Integers beyond int64 cannot be class labels, and would let a file choose labels
+            # whose hashes collide (each insertion then costs as much as all the earlier ones).
+            if not isinstance(label, (str, int, float)) or label in weights or (
+                    isinstance(label, int) and not -2**63 <= label < 2**63):
+                raise ModelFileError("class_weight labels must be distinct strings or numbers "
+                                     "(integers of 64 bits)")
             if isinstance(weight, bool) or not isinstance(weight, Real) or \
                     not math.isfinite(weight):
                 raise ModelFileError("class_weight values must be finite numbers")
             weights[label] = weight
         params["class_weight"] = weights
     return params
+
+
+# ------------------------------------------------------------------ state for data formats
+# skops.io (and any format that stores an object's __getstate__ as data) gets an estimator's
+# state as plain values: numbers, strings, lists, dicts, numpy arrays, and scikit-learn's own
+# parameter types. __setstate__ hands that state to `restore_state`, which applies the loader's
+# rules before anything compiled can run on it. pickle and copy do not come here (see the
+# estimators' __reduce_ex__).
+_PRIVATE_STATE = ("_layout", "_params", "_best_params", "_optimizer", "_no_improvement_count",
+                  "_label_binarizer")
+_INITIAL_WEIGHTS = ("_initial_coefs", "_initial_intercepts")  # assigned before the first fit
+
+
+def data_state(estimator):
+    """The estimator's state as plain data for ``__getstate__``: no callbacks (code, not data:
+    they are never written), the layout as its layer sizes, the optimizer as its named buffers
+    and counters, the labels as their type and classes."""
+    state = dict(vars(estimator))
+    state["callbacks"] = None
+    for name in _INITIAL_WEIGHTS:  # assigned by hand before the first fit, perhaps as lists
+        if name in state:
+            state[name] = [np.asarray(array) for array in state[name]]
+    if "_layout" in state:
+        state["_layout"] = list(state["_layout"].layer_units)
+    optimizer = state.get("_optimizer")
+    if optimizer is not None:
+        state["_optimizer"] = {"slots": dict(optimizer.slots()),
+                               "counters": dict(optimizer.counters()),
+                               "learning_rate": getattr(optimizer, "learning_rate", None)}
+    binarizer = state.pop("_label_binarizer", None)
+    state.pop("classes_", None)  # the binarizer's classes, rebuilt with it
+    if binarizer is not None:
+        state["_label_binarizer"] = {"y_type": binarizer.y_type_, "classes": binarizer.classes_}
+    return state
+
+
+def restore_state(estimator, state):
+    """Fill a new, empty `estimator` from `data_state`'s form, after the rules `load` applies
+    (parameters as fit would accept them, the fitted attributes consistent with each other and
+    with the network, optimizer buffers the network's size); ModelFileError names the first
+    problem, and the estimator is left empty."""
+    try:
+        restored = _restored(type(estimator), state)
+    except ModelFileError as exc:
+        raise ModelFileError(f"cannot restore {type(estimator).__name__}: {exc}") from None
+    vars(estimator).clear()
+    vars(estimator).update(restored)
+
+
+def _restored(cls, state):
+    """The instance dictionary `restore_state` installs."""
+    if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+        raise ModelFileError("the state is not a dict with string keys")
+    names = cls._get_param_names()
+    signature = inspect.signature(cls.__init__).parameters
+    # A parameter the state lacks (one added to fastmlp since) takes its default, as in `load`.
+    params = {name: state[name] if name in state else signature[name].default for name in names}
+    missing = [name for name, value in params.items() if value is inspect.Parameter.empty]
+    if missing:
+        raise ModelFileError(f"parameter {missing[0]} is missing")
+    if params["callbacks"] is not None:
+        raise ModelFileError("callbacks are never loaded from a file (the state names some)")
+    fitted = "_params" in state
+    allowed = set(names) | ({*FITTED, *_PRIVATE_STATE} if fitted else set(_INITIAL_WEIGHTS))
+    unknown = sorted(set(state) - allowed)
+    if unknown:
+        raise ModelFileError(f"unknown attribute {short_repr(unknown[0])}"
+                             f"{'' if fitted else ' (the estimator is not fitted)'}")
+    if not fitted:
+        for name in _INITIAL_WEIGHTS:
+            if name in state:
+                _check_arrays(state[name], name)
+        return {**state, **params}
+    registered = next((c for c in cls.__mro__ if fitted_state.ESTIMATORS.get(c.__name__) is c),
+                      None)
+    if registered is None:
+        raise ModelFileError(f"{cls.__name__} is not a fastmlp estimator")
+    flat = _flat_array(state["_params"], "_params")
+    try:
+        meta = {"estimator": registered.__name__, "dtype": flat.dtype.name,
+                "layer_units": state.get("_layout"),
+                "params": _json_params(params),
+                "attributes": {name: _plain(state[name], f"attribute {name}") for name in FITTED
+                               if name in state}}
+        labels = state.get("_label_binarizer")
+        if labels is not None:
+            meta["labels"] = _plain(labels, "_label_binarizer")
+    except TypeError as exc:
+        raise ModelFileError(_line(exc)) from None
+    except RecursionError:
+        raise ModelFileError("a parameter or attribute is nested too deeply") from None
+    if not isinstance(meta["layer_units"], list):
+        raise ModelFileError("_layout must be the list of layer sizes")
+    if labels is not None and not isinstance(meta["labels"], dict):
+        raise ModelFileError("_label_binarizer must be a dict of y_type and classes")
+    estimator, _ = _assemble(meta, flat, max_params=None, cls=cls)
+    random_state = params["random_state"]
+    if type(random_state) is np.random.RandomState:  # data, though JSON cannot hold it
+        estimator.random_state = random_state
+    best = state.get("_best_params")
+    estimator._best_params = None if best is None else _flat_array(best, "_best_params", flat)
+    count = state.get("_no_improvement_count", 0)
+    if type(count) is not int or count < 0:
+        raise ModelFileError("_no_improvement_count must be a non-negative integer")
+    estimator._no_improvement_count = count
+    estimator._optimizer = _restored_optimizer(estimator, state.get("_optimizer"))
+    return vars(estimator)
+
+
+def _flat_array(value, name, like=None):
+    """A writable, contiguous float32/float64 vector (of `like`'s dtype and length if given)."""
+    if type(value) is not np.ndarray or value.ndim != 1 or \
+            value.dtype.name not in ("float32", "float64"):
+        raise ModelFileError(f"{name} must be a one-dimensional float32 or float64 array")
+    if like is not None and (value.dtype != like.dtype or value.shape != like.shape):
+        raise ModelFileError(f"{name} is {value.dtype}[{value.size}], the parameters are "
+                             f"{like.dtype}[{like.size}]")
+    if not np.isfinite(value).all():
+        raise ModelFileError(f"{name} contains non-finite values")
+    return np.require(value, requirements=["C", "W", "O"])
+
+
+def _check_arrays(value, name):
+    if not isinstance(value, list) or len(value) > MAX_LAYERS + 1 or not all(
+            type(a) is np.ndarray and a.dtype.kind in "fiu" for a in value):
+        raise ModelFileError(f"{name} must be a list of numeric arrays")
+
+
+def _restored_optimizer(estimator, stored):
+    """The optimizer a mini-batch estimator resumes with, its buffers and counters checked
+    against the solver and the network; None starts a fresh one at the next epoch."""
+    if stored is None or estimator.solver not in fitted_state.MINI_BATCH_SOLVERS:
+        return None
+    optimizer = make_optimizer(estimator, estimator._params.size, estimator._params.dtype)
+    if not isinstance(stored, dict) or set(stored) != {"slots", "counters", "learning_rate"}:
+        raise ModelFileError("_optimizer must hold slots, counters and learning_rate")
+    slots, counters = stored["slots"], stored["counters"]
+    if not isinstance(slots, dict) or set(slots) != set(optimizer.slots()):
+        held = sorted(map(str, slots)) if isinstance(slots, dict) else slots
+        raise ModelFileError(f"solver={estimator.solver!r} keeps the optimizer buffers "
+                             f"{sorted(optimizer.slots())}, the state holds {short_repr(held)}")
+    for name, buffer in optimizer.slots().items():
+        buffer[...] = _flat_array(slots[name], f"optimizer buffer {name}", estimator._params)
+    if not isinstance(counters, dict) or set(counters) != set(optimizer.counters()):
+        raise ModelFileError(f"solver={estimator.solver!r} counts "
+                             f"{sorted(optimizer.counters())}, the state holds "
+                             f"{short_repr(counters)}")
+    for name, value in counters.items():
+        if type(value) is not int or not 0 <= value < 2**62:
+            raise ModelFileError(f"optimizer counter {name} must be a non-negative integer")
+        setattr(optimizer, name, value)
+    rate = stored["learning_rate"]
+    if hasattr(optimizer, "learning_rate"):
+        if isinstance(rate, bool) or not isinstance(rate, Real) or not 0 < rate < math.inf:
+            raise ModelFileError("the optimizer's learning_rate must be a positive number")
+        optimizer.learning_rate = float(rate)
+    elif rate is not None:
+        raise ModelFileError(f"solver={estimator.solver!r} keeps no learning_rate")
+    return optimizer
 
 
 def _line(exc):

@@ -19,6 +19,8 @@ NUMBER, TEXT = "number", "text"  # the two kinds of column
 MAX_CATEGORIES = 1000  # distinct values a text column may hold; each becomes a feature
 # Text read as a missing value (compared after stripping spaces, ignoring case).
 MISSING = ("", "?", "na", "n/a", "nan", "null", "<na>")
+# Characters the fixed-width category arrays may hold in all (count x longest, per column): 64 MiB.
+MAX_CATEGORY_CELLS = 2**24
 
 
 class Table(NamedTuple):
@@ -430,6 +432,14 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             check_column_names([c["name"] for c in checked])
         except ValueError as exc:
             raise ValueError(f"preprocessing: {exc}") from None
+        # Each text column becomes an array as wide as its longest category: a few long and many
+        # short categories in a small file must not allocate gigabytes.
+        cells = sum(len(c["categories"]) * max(map(len, c["categories"])) for c in checked
+                    if c["kind"] == TEXT)
+        if cells > MAX_CATEGORY_CELLS:
+            raise ValueError(f"preprocessing: the text columns' categories would take "
+                             f"{cells * 4 // 2**20} MiB as arrays, more than "
+                             f"{MAX_CATEGORY_CELLS * 4 // 2**20} MiB")
         self = cls()
         self.columns_ = checked
         self.by_name_ = data["by_name"]

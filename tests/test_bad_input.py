@@ -295,7 +295,8 @@ def test_warm_start_after_changing_the_solver_or_early_stopping(first, then):
 
 
 def test_partial_fit_of_a_model_converted_from_sklearn_with_early_stopping():
-    """scikit-learn keeps no validation loss curve; continuing such a model starts one."""
+    """scikit-learn keeps no validation loss curve: the converted model has NaN for the epochs
+    scikit-learn ran, and continuing it records real validation losses after them."""
     from sklearn.neural_network import MLPRegressor as SkMLPRegressor
 
     theirs = SkMLPRegressor(hidden_layer_sizes=(4,), early_stopping=True, max_iter=3,
@@ -303,7 +304,9 @@ def test_partial_fit_of_a_model_converted_from_sklearn_with_early_stopping():
     ours = MLPRegressor.from_sklearn(theirs)
     ours.partial_fit(X, y_reg)
     assert len(ours.validation_scores_) == len(theirs.validation_scores_) + 1
-    assert len(ours.validation_loss_curve_) == 1
+    assert len(ours.validation_loss_curve_) == len(ours.validation_scores_)
+    assert np.isnan(ours.validation_loss_curve_[:-1]).all()
+    assert np.isfinite(ours.validation_loss_curve_[-1])
 
 
 def test_malformed_sparse_input_is_refused_before_anything_reads_it():

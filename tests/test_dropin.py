@@ -165,7 +165,7 @@ def test_weights_assigned_before_fit_are_checked():
     with pytest.raises(ValueError, match="need 2 arrays each"):
         clf.partial_fit(X_digits, y_digits, classes=classes)
     clf.intercepts_ = [intercepts[0], np.zeros(3)]
-    with pytest.raises(ValueError, match=r"expected an array of shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"must have shape \(4,\)"):
         clf.partial_fit(X_digits, y_digits, classes=classes)
     assert "_params" not in vars(clf)
 

@@ -206,7 +206,7 @@ def test_partial_fit_early_stopping_with_the_internal_split():
 def test_validation_data_errors():
     with pytest.raises(ValueError, match="validation_data must be a tuple"):
         MLPClassifier(max_iter=2).fit(X, y, validation_data=X_val)
-    with pytest.raises(ValueError, match="X has 3 features"):
+    with pytest.raises(ValueError, match="validation_data: X_val has 3 features"):
         MLPClassifier(max_iter=2).fit(X, y, validation_data=(X_val[:, :3], y_val))
     with pytest.raises(ValueError, match="classes not in"):
         MLPClassifier(max_iter=2).fit(X, y, validation_data=(X_val, y_val + 20))

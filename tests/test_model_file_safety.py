@@ -24,6 +24,7 @@ from sklearn.datasets import load_iris
 
 import fastmlp
 from fastmlp import MLPClassifier, ModelFileError
+from fastmlp.fitted_state import FITTED
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 X, y = load_iris(return_X_y=True)
@@ -59,8 +60,9 @@ def test_what_cannot_be_saved_is_refused_before_the_first_byte(model, tmp_path):
     path = tmp_path / "m.fmlp"
     model.save(path)
     before = path.read_bytes()
-    odd = MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0,
-                        class_weight={0: Decimal("0.5")}).fit(X, y)
+    # fit refuses a class weight that is no real number; set after the fit, save must refuse it
+    odd = MLPClassifier(hidden_layer_sizes=(3,), max_iter=3, random_state=0).fit(X, y)
+    odd.set_params(class_weight={0: Decimal("0.5")})
     with pytest.raises(TypeError, match="cannot save parameter class_weight: Decimal"):
         odd.save(path)
     assert path.read_bytes() == before and _leftovers(tmp_path, {"m.fmlp"}) == []
@@ -281,6 +283,192 @@ def test_hostile_json_is_refused_with_model_file_error(model, tmp_path, text, me
     assert message in _bounded_load(path)
 
 
+def _with_metadata(model, tmp_path, text):
+    """A model file whose metadata.json is `text` (deflated, as save writes it)."""
+    members = _members(model, tmp_path)
+    path = tmp_path / "m.fmlp"
+    path.write_bytes(_archive([("metadata.json", text), ("params.npy", members["params.npy"])]))
+    return path
+
+
+def _refused_within(path, seconds=5, megabytes=48):
+    """ModelFileError's message, after checking the load's time and traced memory peak."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ModelFileError) as info:
+            fastmlp.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - start
+    assert elapsed < seconds and peak < megabytes * 2**20, (elapsed, peak)
+    return str(info.value)
+
+
+# Metadata texts of about 1 MB that once took minutes to refuse: scanning for strings restarted
+# at every quote (time grew with the square of the text).
+@pytest.mark.parametrize("text", [
+    b'\\"' * 500_000,  # escaped quotes and no string at all
+    b'["' + b'\\"' * 500_000 + b']',  # a string that never ends
+    b'\\' * 1_000_000 + b'"',
+    b'["\\\\' + b'\\"' * 500_000,
+    b'"' + b'\\\\\\"' * 250_000,
+], ids=["escaped-quotes", "unterminated", "backslashes", "escaped-backslash", "mixed"])
+def test_pathological_json_text_is_refused_in_linear_time(model, tmp_path, text):
+    _refused_within(_with_metadata(model, tmp_path, text), megabytes=20)
+
+
+# Metadata that deflates to a few kilobytes and would make json build hundreds of megabytes.
+@pytest.mark.parametrize("text, message", [
+    (b"[" + b"[]," * 5_500_000 + b"[]]", "more than 262144 arrays and objects"),
+    (b"[" + b"1.5," * 4_000_000 + b"1]", "more than 2097152 values"),
+    (b"[" + b'"ab",' * 3_000_000 + b'""]', "more than 2097152 values"),
+    (b"[" + b"1234567," * 2_000_000 + b"1]", "MiB of memory to read"),
+    (b"{" + b",".join(b'"%d":1' % i for i in range(400_000)) + b"}", "MiB of memory to read"),
+    ('["\U0001F600'.encode() + b"x" * 16_000_000 + b'"]', "MiB of memory to read"),
+    (b"[" * 1_000_000 + b"]" * 1_000_000, "nested deeper than 32 levels"),
+    (b"]" * 1_000_000, "unbalanced brackets"),
+], ids=["empty-arrays", "floats", "strings", "integers", "keys", "wide-text", "deep", "closing"])
+def test_wide_and_deep_json_is_refused_before_it_is_built(model, tmp_path, text, message):
+    assert message in _refused_within(_with_metadata(model, tmp_path, text))
+
+
+def test_a_preprocessing_bomb_is_refused_before_it_is_built(model, tmp_path):
+    """A text column's categories become one fixed-width array: 20,000 short categories and one
+    of 20,000 characters (200 KB of JSON) would take 1.5 GB. ``fastmlp predict`` reads it."""
+    from fastmlp import persistence
+
+    categories = sorted([f"{i:05d}" for i in range(20_000)] + ["z" * 20_000])
+    preprocessing = {"by_name": True, "columns": [
+        {"name": "a", "kind": "text", "fill": "00000", "categories": categories}]}
+    path = tmp_path / "m.fmlp"
+    persistence.save(model, path, extra={"preprocessing": preprocessing})
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ModelFileError, match="categories would take 1525 MiB as arrays"):
+            persistence.load_with_preprocessing(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 5 and peak < 20 * 2**20
+
+
+def _labels_file(model, tmp_path, y_type, classes):
+    """A model file of a 1-1-len(classes) network with these labels (its zero weights deflate
+    to almost nothing)."""
+    members = _members(model, tmp_path)
+    meta = json.loads(members["metadata.json"])
+    units = [1, 1, len(classes)]
+    meta.update(layer_units=units, labels={"y_type": y_type, "classes": classes})
+    meta["params"]["hidden_layer_sizes"] = [1]
+    meta["attributes"].update(n_features_in_=1, n_outputs_=len(classes))
+    meta["attributes"].pop("feature_names_in_", None)
+    if y_type == "multilabel-indicator":
+        meta["attributes"]["out_activation_"] = "logistic"
+    params = io.BytesIO()
+    np.save(params, np.zeros(2 + 2 * len(classes), np.float32))
+    path = tmp_path / "labels.fmlp"
+    path.write_bytes(_archive([("metadata.json", json.dumps(meta)),
+                               ("params.npy", params.getvalue())]))
+    return path
+
+
+def test_a_label_bomb_is_refused_before_it_is_built(model, tmp_path):
+    """Text labels become one fixed-width array (20,000 short labels and one of 20,000
+    characters: 4.5 GB and 30 s); multilabel outputs once built an n x n identity."""
+    labels = sorted([f"{i:05d}" for i in range(20_000)] + ["z" * 20_000])
+    path = _labels_file(model, tmp_path, "multiclass", labels)
+    assert "class labels would take 1525 MiB as an array" in _refused_within(path, megabytes=20)
+    path = _labels_file(model, tmp_path, "multilabel-indicator", list(range(20_000)))
+    tracemalloc.start()
+    try:
+        loaded = fastmlp.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20 and loaded.predict(np.zeros((2, 1))).shape == (2, 20_000)
+
+
+def test_class_weight_labels_cannot_collide_in_a_dict(model, tmp_path):
+    """Integers k * (2**61 - 1) all hash alike: 20,000 of them took 4.5 s to put in a dict, and
+    the time grows with the square of their number. A class label fits in 64 bits."""
+    members = _members(model, tmp_path)
+    meta = json.loads(members["metadata.json"])
+    meta["params"]["class_weight"] = {"items": [[k * (2**61 - 1), 1.0]
+                                                for k in range(5, 100_000)]}
+    path = _with_metadata(model, tmp_path, json.dumps(meta).encode())
+    assert "class_weight labels must be distinct strings or numbers (integers of 64 bits)" in \
+        _refused_within(path, megabytes=40)
+
+
+def test_metadata_near_the_bounds_still_loads(tmp_path):
+    """A long loss curve and bracket-, quote- and digit-laden strings are data, not structure."""
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0).fit(X, y)
+    clf.loss_curve_ = clf.loss_curve_ + [0.125] * 200_000
+    clf.t_ += 200_000 * len(X)
+    clf.save(tmp_path / "long.fmlp")
+    assert len(fastmlp.load(tmp_path / "long.fmlp").loss_curve_) == 200_002
+    names = ['[[[{"\\' * 20 + "1" * 100, "]" * 50, '"' * 50, "\U0001F600\\\"[" * 30]
+    reg = fastmlp.MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, random_state=0)
+    reg.fit(__import__("pandas").DataFrame(X, columns=names), y)
+    reg.save(tmp_path / "names.fmlp")
+    assert list(fastmlp.load(tmp_path / "names.fmlp").feature_names_in_) == names
+
+
+JSON_TEXT = st.text(st.sampled_from('"\\[]{},:1eé\U0001F600 x'), max_size=12)
+NESTED_JSON = st.recursive(
+    st.none() | st.integers() | st.floats(allow_nan=False) | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(JSON_TEXT, inner, max_size=3),
+    max_leaves=60)
+
+
+def _depth(value):
+    if isinstance(value, (list, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        return 1 + max((_depth(item) for item in items), default=0)
+    return 0
+
+
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+@given(NESTED_JSON, st.integers(0, 40), st.integers(25, 45), st.booleans())
+def test_the_json_measure_sees_structure_only_outside_strings(value, shift, depth, ascii):
+    """Nesting is counted outside strings, across the scan's piece boundaries: the measure
+    refuses exactly the texts nested deeper than the bound."""
+    from fastmlp import persistence
+
+    for _ in range(depth - _depth(value)):
+        value = [value]
+    pad = "x" * (persistence._SCAN_CHUNK - shift)  # strings and escapes straddle a boundary
+    text = json.dumps([pad, value, pad, value], ensure_ascii=ascii).encode()
+    if _depth(value) + 1 > fastmlp.persistence.MAX_JSON_DEPTH:
+        with pytest.raises(ModelFileError, match="nested deeper than 32 levels"):
+            persistence._measure_json(text)
+    else:
+        persistence._measure_json(text)
+
+
+@pytest.mark.parametrize("shift", [-45, -41, -40, -21, -1, 0, 2])
+def test_number_lengths_are_measured_across_pieces(shift):
+    from fastmlp import persistence
+
+    pad = persistence._SCAN_CHUNK + shift
+    for prefix in (b"[" + b" " * pad, b'["' + b"x" * pad + b'",'):  # a number that straddles
+        persistence._measure_json(prefix + b"1" * 40 + b"]")
+        with pytest.raises(ModelFileError, match="number longer than 40 characters"):
+            persistence._measure_json(prefix + b"1" * 41 + b"]")
+
+
+# ----------------------------------------------------------------------------- file names
+@pytest.mark.parametrize("name", ["m" * 245, "m" * 250 + ".fmlp", "é" * 127],
+                         ids=["245", "255", "multibyte"])
+def test_a_legal_long_file_name_saves(model, tmp_path, name):
+    model.save(tmp_path / name)
+    assert fastmlp.load(tmp_path / name).get_params() == model.get_params()
+    assert _leftovers(tmp_path, {name}) == []
+
+
 # ----------------------------------------------------------------------------- fuzz
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
@@ -314,8 +502,25 @@ def mutated_files(draw, base):
     meta = json.loads(base["metadata.json"])
     params = base["params.npy"]
     members = {"metadata.json": None, "params.npy": params}
-    kind = draw(st.sampled_from(["meta", "meta", "meta", "params", "members", "bytes"]))
-    if kind == "meta":
+    kind = draw(st.sampled_from(["meta", "meta", "state", "state", "params", "members",
+                                 "bytes"]))
+    if kind == "state":  # what fit leaves, made inconsistent: removed, nulled, resized, swapped
+        for _ in range(draw(st.integers(1, 3))):
+            name = draw(st.sampled_from(sorted(FITTED) + ["early_stopping", "solver"]))
+            where = meta["params"] if name in meta["params"] else meta["attributes"]
+            value = where.get(name)
+            change = draw(st.sampled_from(["drop", "null", "grow", "shrink", "number"]))
+            if change == "drop":
+                where.pop(name, None)
+            elif change == "null":
+                where[name] = None
+            elif change in ("grow", "shrink") and isinstance(value, list) and value:
+                where[name] = value * 2 if change == "grow" else value[:-1]
+            elif name == "solver":
+                where[name] = draw(st.sampled_from(["sgd", "adam", "lbfgs", "rmsprop"]))
+            else:
+                where[name] = draw(st.sampled_from([0, 1, 2, 10**6, True, 0.5, float("nan")]))
+    elif kind == "meta":
         for _ in range(draw(st.integers(1, 3))):
             path = draw(st.sampled_from(list(_paths(meta))[1:]))
             _set(meta, path, draw(JSON_VALUES), draw(st.booleans()))
@@ -379,7 +584,74 @@ def test_load_of_a_mutated_file_returns_a_working_model_or_model_file_error(
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert time.perf_counter() - start < 2 and peak < 20 * 2**20
-    if loaded is not None:  # what loads must work as a model
+    if loaded is not None:  # what loads must work as a model, and keep training
         proba = loaded.predict_proba(X[:5])
         assert proba.shape == (5, len(loaded.classes_)) and np.isfinite(proba).all()
         assert set(loaded.predict(X[:5])) <= set(loaded.classes_)
+        _keeps_training(loaded)
+
+
+def _keeps_training(model):
+    """One more epoch and a warm-started fit run, or fail with a ValueError naming the problem
+    (data the model cannot take, divergence); never AttributeError or TypeError."""
+    if model._label_binarizer.y_type_ == "multilabel-indicator":
+        return
+    rows = np.resize(X[:30], (30, model.n_features_in_))
+    labels = model.classes_[np.arange(30) % len(model.classes_)]
+    model.set_params(max_iter=2, verbose=False, progress_bar=False)
+    try:
+        if hasattr(model, "partial_fit"):
+            model.partial_fit(rows, labels)
+        model.set_params(warm_start=True).fit(rows, labels)
+    except ValueError:
+        pass
+
+
+# ----------------------------------------------------------------------------- restored state
+# What skops.io (or any format storing __getstate__ as data) hands __setstate__ is as hostile as
+# a model file: the same outcome is required, a working model or ModelFileError.
+STATE_VALUES = st.sampled_from([
+    None, 0, 3, -1, 2**70, 1.5, float("nan"), True, "x", [], [1.0], [4, 3, 3], {},
+    np.zeros(3, np.float32), np.zeros(0), np.zeros((2, 2)), np.array(["a"], dtype=object)])
+
+
+@pytest.fixture(scope="module")
+def state_base():
+    from fastmlp import persistence
+
+    clf = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, random_state=0,
+                        class_weight={"a": 2.0}).fit(X, np.array(["a", "b", "c"])[y])
+    return persistence.data_state(clf)
+
+
+@settings(max_examples=150, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_mutated_restored_state_gives_a_working_model_or_model_file_error(state_base, data):
+    import copy
+
+    state = copy.deepcopy(state_base)
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = state
+        key = data.draw(st.sampled_from(sorted(where)))
+        if isinstance(where[key], dict) and where[key] and data.draw(st.booleans()):
+            where = where[key]  # inside the optimizer's slots and counters, or the labels
+            key = data.draw(st.sampled_from(sorted(where)))
+            if isinstance(where[key], dict) and where[key]:
+                where = where[key]
+                key = data.draw(st.sampled_from(sorted(where)))
+        if data.draw(st.booleans()) and len(where) > 1:
+            del where[key]
+        else:
+            where[key] = data.draw(STATE_VALUES)
+    restored = MLPClassifier.__new__(MLPClassifier)
+    try:
+        restored.__setstate__(state)
+    except ModelFileError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 300
+        assert vars(restored) == {}  # nothing half-restored
+        return
+    if hasattr(restored, "_params"):
+        proba = restored.predict_proba(X[:5])
+        assert proba.shape == (5, len(restored.classes_)) and np.isfinite(proba).all()
+        _keeps_training(restored)

@@ -67,6 +67,36 @@ def test_loaded_model_keeps_training(tmp_path):
     assert loaded.n_iter_ == 1 and np.isfinite(loaded._params).all()
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam", "adagrad", "rmsprop", "adamw"])
+@pytest.mark.parametrize("monitoring", ["none", "early_stopping", "validation_data"])
+def test_every_loaded_mini_batch_model_keeps_training(tmp_path, solver, monitoring):
+    """What fit and partial_fit leave loads, and the next partial_fit and warm-started fit run
+    on it (the loader refuses the states they could not continue from)."""
+    model = MLPClassifier(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0,
+                          early_stopping=monitoring == "early_stopping")
+    validation = {"validation_data": (X[::3], y[::3])} if monitoring == "validation_data" else {}
+    model.fit(X, y, **validation)
+    model.partial_fit(X, y, **validation)
+    model.save(tmp_path / "m.fmlp")
+    loaded = fastmlp.load(tmp_path / "m.fmlp")
+    loaded.partial_fit(X, y, **validation)
+    assert len(loaded.loss_curve_) == len(model.loss_curve_) + 1
+    loaded.set_params(warm_start=True, max_iter=2).fit(X, y, **validation)
+    assert loaded.n_iter_ == 2 and np.isfinite(loaded._params).all()
+
+
+def test_a_scikit_learn_model_that_stopped_early_keeps_training():
+    theirs = sk.MLPClassifier(hidden_layer_sizes=(5,), max_iter=20, early_stopping=True,
+                              random_state=0).fit(X, y)
+    ours = MLPClassifier.from_sklearn(theirs)
+    n_epochs = len(theirs.loss_curve_)
+    assert np.isnan(ours.validation_loss_curve_).all()  # scikit-learn does not record it
+    assert len(ours.validation_loss_curve_) == len(ours.validation_scores_) == n_epochs
+    ours.partial_fit(X, y)
+    assert len(ours.validation_scores_) == n_epochs + 1
+    assert np.isfinite(ours.validation_loss_curve_[-1])
+
+
 def test_class_weight_survives_and_callbacks_are_not_saved(tmp_path):
     model = MLPClassifier(max_iter=3, class_weight={0: 2.0, 2: 0.5}, callbacks=[print])
     model.fit(X, y).save(tmp_path / "m.fmlp")
@@ -181,6 +211,22 @@ def test_incompatible_version(tmp_path):
     (lambda m: m["params"].update(dtype="float64"), "parameters are float32"),
     (lambda m: m.update(extra=[1]), "'extra' is not an object"),
     (lambda m: m.update(surprise=1), "unknown metadata field 'surprise'"),
+    # States fit never leaves, on which partial_fit or warm_start would fail (issue 22).
+    (lambda m: m["attributes"].update(loss_curve_=None), "loss_curve_ is missing or null"),
+    (lambda m: m["attributes"].pop("loss_curve_"), "loss_curve_ is missing or null"),
+    (lambda m: m["attributes"].update(best_loss_=None),
+     "best_loss_ is missing or null: .*without early_stopping"),
+    (lambda m: m["attributes"].pop("best_loss_"), "best_loss_ is missing or null"),
+    (lambda m: m["params"].update(early_stopping=True),
+     "validation_scores_ is missing or null: .*with early_stopping"),
+    (lambda m: m["attributes"].update(validation_scores_=[0.5]), "all set or all null"),
+    (lambda m: m["attributes"].update(validation_scores_=[0.5], validation_loss_curve_=[],
+                                      best_validation_score_=0.5), "differ in length"),
+    (lambda m: m["attributes"].update(validation_scores_=[0.5] * 31,
+                                      validation_loss_curve_=[0.5] * 31,
+                                      best_validation_score_=0.5), "longer than loss_curve_"),
+    (lambda m: m["attributes"].update(t_=3), "t_=3 counts fewer samples"),
+    (lambda m: m["attributes"].update(n_iter_=31), "n_iter_=31 is more than"),
 ])
 def test_hostile_metadata_is_refused(tmp_path, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)
@@ -353,3 +399,182 @@ def test_float64_parameters_for_a_float32_model_are_refused(tmp_path):
     with pytest.raises(ModelFileError, match="parameters are float64, the model's dtype is "
                                              "float32"):
         fastmlp.load(path)
+
+
+# ----------------------------------------------------------------------------- skops.io
+SKOPS_TRUSTED = ["fastmlp.estimators.MLPClassifier", "fastmlp.estimators.MLPRegressor"]
+
+
+def _skops():
+    return pytest.importorskip("skops.io", reason="skops is not installed (pip install "
+                                                  "'fastmlp[skops]')")
+
+
+def _pipelines():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    yield make_pipeline(StandardScaler(), MLPClassifier(
+        hidden_layer_sizes=(5,), max_iter=5, random_state=np.random.RandomState(0),
+        class_weight={"setosa": 2.0})), X, LABELS
+    yield make_pipeline(StandardScaler(), MLPClassifier(
+        hidden_layer_sizes=(4,), solver="sgd", learning_rate="adaptive", max_iter=5,
+        early_stopping=True, random_state=0)), X, y
+    yield make_pipeline(StandardScaler(), MLPRegressor(
+        hidden_layer_sizes=(4, 3), solver="rmsprop", max_iter=5, dtype="float64",
+        random_state=0)), X, X[:, :2]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_a_pipeline_round_trips_through_skops_without_pickle(tmp_path, index):
+    """The README's recipe: the fastmlp estimator classes are the only types to trust, and the
+    loaded pipeline predicts and keeps training exactly as the original does."""
+    sio = _skops()
+    pipeline, features, target = list(_pipelines())[index]
+    pipeline.fit(features, target)
+    sio.dump(pipeline, tmp_path / "p.skops")
+    untrusted = sio.get_untrusted_types(file=tmp_path / "p.skops")
+    assert set(untrusted) <= set(SKOPS_TRUSTED) and untrusted
+    with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
+        sio.load(tmp_path / "p.skops")
+    loaded = sio.load(tmp_path / "p.skops", trusted=SKOPS_TRUSTED)
+    np.testing.assert_array_equal(loaded.predict(features), pipeline.predict(features))
+    ours, theirs = loaded[-1], pipeline[-1]
+    assert ours.get_params().keys() == theirs.get_params().keys()
+    for name in ("n_iter_", "t_", "loss_curve_", "best_loss_", "validation_scores_"):
+        assert getattr(ours, name) == getattr(theirs, name)
+    # The optimizer's buffers and counters came along: the next epoch is the same epoch.
+    scaled = pipeline[0].transform(features)
+    for model in (theirs, ours):
+        model.set_params(random_state=0).partial_fit(scaled, target)
+    np.testing.assert_array_equal(ours._params, theirs._params)
+
+
+def test_skops_never_writes_callbacks_and_pickle_keeps_them(tmp_path):
+    import copy
+
+    sio = _skops()
+    model = MLPClassifier(hidden_layer_sizes=(3,), max_iter=2, callbacks=[print]).fit(X, y)
+    sio.dump(model, tmp_path / "m.skops")
+    assert sio.get_untrusted_types(file=tmp_path / "m.skops") == SKOPS_TRUSTED[:1]
+    assert sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED).callbacks is None
+    assert model.callbacks == [print]  # dumping changed nothing
+    assert pickle.loads(pickle.dumps(model)).callbacks == [print]
+    assert copy.deepcopy(model).callbacks == copy.copy(model).callbacks == [print]
+
+
+def test_skops_restores_unfitted_estimators_as_they_were(tmp_path):
+    sio = _skops()
+    model = MLPRegressor(hidden_layer_sizes=(7, 2), alpha=0.5, random_state=3)
+    sio.dump(model, tmp_path / "m.skops")
+    loaded = sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
+    assert loaded.get_params() == model.get_params() and not hasattr(loaded, "n_iter_")
+    # Starting weights assigned before the first fit travel too, and partial_fit starts there.
+    model = MLPRegressor(hidden_layer_sizes=(2,), random_state=0)
+    model.coefs_ = [[[0.5, -0.5]] * 4, np.ones((2, 1))]
+    model.intercepts_ = [np.zeros(2), np.zeros(1)]
+    sio.dump(model, tmp_path / "m.skops")
+    loaded = sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
+    for estimator in (model, loaded):
+        estimator.partial_fit(X, y)
+    np.testing.assert_array_equal(loaded._params, model._params)
+
+
+def _state_of(model):
+    from fastmlp import persistence
+
+    return persistence.data_state(model)
+
+
+def _nested(depth):
+    value = [1.0]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _trusted_object():
+    from sklearn.preprocessing import StandardScaler  # skops trusts scikit-learn's estimators
+
+    return StandardScaler()
+
+
+def _nan_first(array):
+    array = array.copy()
+    array[0] = np.nan
+    return array
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.update(_params=s["_params"][:-1]), "params.npy holds|parameters are"),
+    (lambda s: s.update(_params=_nan_first(s["_params"])), "non-finite"),
+    (lambda s: s.update(_params=s["_params"].astype(np.float16)), "float32 or float64 array"),
+    (lambda s: s.update(_params=list(s["_params"])), "float32 or float64 array"),
+    (lambda s: s.update(_layout=[4, 5, 4]), "parameters are"),
+    (lambda s: s.update(_layout=[2**40, 2**40, 3]), "parameters are"),
+    (lambda s: s.update(_layout="4,5,3"), "list of layer sizes"),
+    (lambda s: s.update(loss_curve_=None), "loss_curve_ is missing or null"),
+    (lambda s: s.pop("best_loss_"), "best_loss_ is missing or null"),
+    (lambda s: s.update(n_features_in_=9), "disagree with layer_units"),
+    (lambda s: s.update(callbacks=[_trusted_object()]), "callbacks are never loaded"),
+    (lambda s: s.update(_forward=_trusted_object()), "unknown attribute '_forward'"),
+    (lambda s: s.update(alpha=-1.0), "invalid estimator parameters"),
+    (lambda s: s.update(_label_binarizer={"y_type": "multiclass", "classes": [0, 1, 2, 3]}),
+     "4 classes do not fit 3 outputs"),
+    (lambda s: s.update(_label_binarizer=None), "classifier without class labels"),
+    (lambda s: s.update(_best_params=s["_params"][:3]), "_best_params is float32"),
+    (lambda s: s.update(_no_improvement_count=-1), "_no_improvement_count"),
+    (lambda s: s.update(t_=2**64), "t_ must be a non-negative integer \\(of 64 bits\\)"),
+    (lambda s: s["_optimizer"]["slots"].update(m=s["_params"][:3]), "optimizer buffer m"),
+    (lambda s: s["_optimizer"]["slots"].update(m=_nan_first(s["_params"])), "non-finite"),
+    (lambda s: s["_optimizer"]["slots"].pop("v"), "keeps the optimizer buffers"),
+    (lambda s: s["_optimizer"]["counters"].update(step=-5), "counter step"),
+    (lambda s: s["_optimizer"]["counters"].update(step=1.5), "counter step"),
+    (lambda s: s["_optimizer"].update(learning_rate=0.1), "keeps no learning_rate"),
+    (lambda s: s.update(_optimizer=[1, 2]), "slots, counters and learning_rate"),
+    (lambda s: s.update(solver="sgd"), "keeps the optimizer buffers"),
+])
+def test_a_hostile_skops_state_is_refused_before_anything_runs(tmp_path, monkeypatch, change,
+                                                              message):
+    """skops.io hands __setstate__ whatever the file says: the loader's rules apply to it."""
+    sio = _skops()
+    from fastmlp import persistence
+
+    model = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    state = _state_of(model)
+    change(state)
+    monkeypatch.setattr(persistence, "data_state", lambda estimator: state)
+    sio.dump(model, tmp_path / "m.skops")
+    monkeypatch.undo()
+    with pytest.raises(ModelFileError, match=f"cannot restore MLPClassifier: .*({message})"):
+        sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
+
+
+def test_a_parameter_the_state_lacks_takes_its_default():
+    """As `load` does for a file written before a parameter was added."""
+    model = MLPRegressor(hidden_layer_sizes=(3,), alpha=0.5, rho=0.5, max_iter=2).fit(X, y)
+    for fitted in (model, MLPRegressor(rho=0.5)):
+        state = _state_of(fitted)
+        del state["rho"]
+        restored = MLPRegressor.__new__(MLPRegressor)
+        restored.__setstate__(state)
+        assert restored.rho == MLPRegressor().rho and restored.get_params()["alpha"] == \
+            fitted.alpha
+
+
+def test_a_state_nested_too_deeply_is_refused():
+    model = MLPRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
+    for name in ("loss_curve_", "hidden_layer_sizes"):
+        state = _state_of(model)
+        state[name] = _nested(5000)  # beyond what skops itself writes, not beyond a file
+        with pytest.raises(ModelFileError, match="nested too deeply"):
+            MLPRegressor.__new__(MLPRegressor).__setstate__(state)
+
+
+def test_an_sgd_optimizer_state_needs_a_positive_learning_rate():
+    model = MLPRegressor(hidden_layer_sizes=(3,), solver="sgd", max_iter=2).fit(X, y)
+    for rate in (0.0, float("nan"), None, "0.1"):
+        state = _state_of(model)
+        state["_optimizer"]["learning_rate"] = rate
+        with pytest.raises(ModelFileError, match="learning_rate must be a positive number"):
+            MLPRegressor.__new__(MLPRegressor).__setstate__(state)

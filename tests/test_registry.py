@@ -127,10 +127,14 @@ def test_reference_stays_independent_of_the_registry():
 # ------------------------------------------------------------------------------------------
 
 def _loops_of(dispatcher):
-    """{code: loop} of a dispatcher made by kernels.dispatch."""
+    """{code: loop} of a dispatcher made by kernels.dispatch, after checking that its generated
+    chain of comparisons tests exactly those codes."""
     namespace = dispatcher.py_func.__globals__
-    return {int(key[len("loop_"):]): value for key, value in namespace.items()
-            if key.startswith("loop_")}
+    loops = {int(key[len("loop_"):]): value for key, value in namespace.items()
+             if key.startswith("loop_")}
+    compared = {c for c in dispatcher.py_func.__code__.co_consts if type(c) is int}
+    assert compared == set(loops), (dispatcher.py_func.__name__, compared, sorted(loops))
+    return loops
 
 
 def _made_from(loop):
@@ -666,7 +670,8 @@ def test_cpu_kernel_and_gradient_tests_take_their_cases_from_the_registry():
                        "activation") == list(ops.HIDDEN_ACTIVATIONS)
     assert _parameters(test_kernels.test_output_delta_and_loss, "head") == heads
     assert sorted(_parameters(test_kernels.test_train_epoch_against_a_reference_loop,
-                              "solver")) == sorted(ops.OPTIMIZER)
+                              "solver")) == sorted(ops.OPTIMIZER), (
+        "tests/test_kernels.py SOLVER_OPTS must hold a case for every optimizer in fastmlp/ops.py")
     assert [h[:2] for h in test_gradients.HEADS] == heads
     assert list(_parameters(test_gradients.test_gradient_matches_finite_differences,
                             "activation")) == list(ops.HIDDEN_ACTIVATIONS)
@@ -679,7 +684,9 @@ def test_cuda_kernel_tests_take_their_cases_from_the_registry(on_cuda):
     assert tests["activate"] == list(ops.ACTIVATION)
     assert tests["backward"] == tests["backward_input"] == list(ops.HIDDEN_ACTIVATIONS)
     assert tests["HEADS"] == sorted(ops.LOSS) and sorted(tests["heads"]) == sorted(ops.LOSS)
-    assert tests["OPT_CODES"] == tests["update_codes"] == sorted(CODES["optimizer"])
+    assert tests["OPT_CODES"] == tests["update_codes"] == sorted(CODES["optimizer"]), (
+        "tests/cuda_sim/test_cuda_kernels.py OPT and test_update_batch_matches_the_cpu_update "
+        "must hold a case for every optimizer in fastmlp/ops.py")
 
 
 # ------------------------------------------------------------------------------------------

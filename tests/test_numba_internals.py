@@ -212,12 +212,22 @@ def test_the_package_locators_are_numbas_defaults_in_numbas_order():
     impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # 0.68 / 0.60-0.67
     defaults = impl._locator_classes[:3]
     assert [locator.__bases__ for locator in numba_internals._LOCATORS] == [
-        (numba_class,) for numba_class in defaults]
+        (numba_internals._PackageStamp, numba_class) for numba_class in defaults]
     assert [c.__name__.lstrip("_") for c in defaults] == [
         "UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator"]
     assert numba_internals._PackageCacheImpl._locator_classes == numba_internals._LOCATORS
     for locator in numba_internals._LOCATORS:
         assert locator.get_source_stamp(object()) == numba_internals.SOURCE_STAMP
+
+
+def test_the_package_stamp_holds_with_numbas_locator_setting(monkeypatch):
+    """NUMBA_CACHE_LOCATOR_CLASSES (numba 0.68) makes numba ignore a cache's own locator list;
+    the locator it picks instead must still stamp fastmlp's kernels with SOURCE_STAMP."""
+    monkeypatch.setattr(numba.core.config, "CACHE_LOCATOR_CLASSES", "InTreeCacheLocator",
+                        raising=False)
+    cache = PackageCache(kernels.output_delta_and_loss.py_func)
+    assert type(cache._impl.locator).__name__.lstrip("_").endswith("InTreeCacheLocator")
+    assert cache._cache_file._source_stamp == numba_internals.SOURCE_STAMP
 
 
 def test_numba_class_resolves_both_spellings():

@@ -170,10 +170,16 @@ def _numba_class(*names):
     raise ImportError(f"numba.core.caching has none of {names}")
 
 
+class _PackageStamp:
+    """Mixed into a numba locator class: entries are stamped with SOURCE_STAMP."""
+
+    def get_source_stamp(self):
+        return SOURCE_STAMP
+
+
 def _stamped(locator):
     """numba's `locator` class, stamping entries with SOURCE_STAMP."""
-    return type("Package" + locator.__name__.lstrip("_"), (locator,),
-                {"get_source_stamp": lambda self: SOURCE_STAMP})
+    return type("Package" + locator.__name__.lstrip("_"), (_PackageStamp, locator), {})
 
 
 # numba's default order (NUMBA_CACHE_DIR, then __pycache__ beside the module, then the user's
@@ -184,6 +190,14 @@ _LOCATORS = [_stamped(_numba_class(name, "_" + name)) for name in (
 
 class _PackageCacheImpl(caching.CompileResultCacheImpl):
     _locator_classes = _LOCATORS
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        # NUMBA_CACHE_LOCATOR_CLASSES (numba 0.68) replaces _locator_classes with the user's
+        # list: stamp the locator numba chose from it too, or a kernel would be stamped with its
+        # own file only and reloaded stale after ops.py changed.
+        if not isinstance(self._locator, _PackageStamp):
+            self._locator.__class__ = _stamped(type(self._locator))
 
 
 class PackageCache(caching.FunctionCache):

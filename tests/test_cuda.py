@@ -123,9 +123,9 @@ def test_a_kernel_name_means_the_same_contract_on_both_backends():
     """, NUMBA_ENABLE_CUDASIM="0")
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     shared = re.search(r"SHARED: (.*)", result.stdout).group(1).split()
-    assert {"activation_value", "times_derivative", "loss_term", "optimizer_step",
-            "finished_gradient", "uniform", "dropout_forward", "dense_backward"} <= set(shared), (
-        shared)
+    # The scalar maths is no kernel of either module: both compile fastmlp/ops.py's functions
+    # (tests/test_registry.py checks that every operation reaches both).
+    assert {"dropout_forward", "dense_backward", "softmax_rows"} <= set(shared), shared
 
 
 def _run_python(code, **env):

@@ -153,8 +153,8 @@ def test_cpu_activate_has_each_activations_own_loop():
             assert _made_from(loop)["f"] is activation.value, activation.name
 
 
-def test_cpu_times_derivative_has_a_loop_for_exactly_the_hidden_activations():
-    loops = _loops_of(kernels.times_derivative)
+def test_cpu_derivative_loop_has_a_loop_for_exactly_the_hidden_activations():
+    loops = _loops_of(kernels.derivative_loop)
     assert sorted(loops) == sorted(HIDDEN_CODES)
     for name in ops.HIDDEN_ACTIVATIONS:
         activation = ops.ACTIVATION[name]
@@ -188,7 +188,7 @@ def _activate(code, Z):
 
 @numba.njit
 def _times_derivative(code, dZ, A, Z):
-    kernels.times_derivative(code, dZ, A, Z)
+    kernels.derivative_loop(code, dZ, A, Z)
 
 
 @numba.njit
@@ -208,9 +208,9 @@ def _unknown_code_calls():
     opt = OptimizerStep(UNKNOWN["optimizer"], 0.1, 0.0, False, 0.9, 0.999, 1e-8, 0.9, 0.0, 0)
     return {
         "activate": lambda: _activate(UNKNOWN["activation"], Z.copy()),
-        "times_derivative (an output-only activation)": lambda: _times_derivative(
+        "derivative_loop (an output-only activation)": lambda: _times_derivative(
             ops.ACTIVATION["softmax"].code, Z.copy(), Z, Z),
-        "times_derivative": lambda: _times_derivative(UNKNOWN["activation"], Z.copy(), Z, Z),
+        "derivative_loop": lambda: _times_derivative(UNKNOWN["activation"], Z.copy(), Z, Z),
         "loss_loop": lambda: _loss_loop(UNKNOWN["loss"], Z.copy(), Z, Z, sw),
         "update_loop": lambda: _update(TrainState(p, p.copy(), p.copy(), p.copy()), 1, 0.0, 1.0,
                                        opt, 1),

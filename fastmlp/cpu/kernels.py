@@ -172,13 +172,13 @@ def _derivative_loop(activation):
     backward, from_z = activation.backward, activation.needs_pre_activation
 
     @njit
-    def times_derivative(dZ, A, Z):
+    def times_derivative_elements(dZ, A, Z):
         for i in range(dZ.shape[0]):
             for j in range(dZ.shape[1]):
                 a = A[i, j]
                 dZ[i, j] = backward(dZ[i, j], a, Z[i, j] if from_z else a)
 
-    return times_derivative
+    return times_derivative_elements
 
 
 def _loss_loop(loss):
@@ -229,7 +229,7 @@ def _loops(entries, make_loop, shared_by=lambda entry: entry.code):
 
 
 activate = dispatch(_loops(ops.ACTIVATIONS, _activation_loop), "Z")
-times_derivative = dispatch(_loops([a for a in ops.ACTIVATIONS if a.backward is not None],
+derivative_loop = dispatch(_loops([a for a in ops.ACTIVATIONS if a.backward is not None],
                                    _derivative_loop), "dZ, A, Z")
 loss_loop = dispatch(_loops(ops.LOSSES, _loss_loop), "dZ, P, Y, sw, eps")
 update_loop = dispatch(_loops(ops.OPTIMIZERS, _update_loop, shared_by=lambda o: o.step),
@@ -248,7 +248,7 @@ NEEDS_PRE_ACTIVATION[[a.code for a in ops.ACTIVATIONS if a.needs_pre_activation]
 def activation_backward(dZ, A, Z, kind):
     """dZ (B, O) in place: times f'(z) of activation `kind`, from A = f(z) (B, O) or, for the
     activations that need it, Z = z (B, O)."""
-    times_derivative(kind, dZ, A, Z)
+    derivative_loop(kind, dZ, A, Z)
 
 
 @njit

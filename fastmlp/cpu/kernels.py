@@ -148,7 +148,7 @@ def dispatch(loops, arguments):
     lines.append('    raise ValueError("fastmlp: no kernel for this operation code")')
     namespace = {f"loop_{code}": loop for code, loop in loops.items()}
     namespace["__name__"] = __name__  # the generated function belongs to this module
-    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from integers only
+    exec("\n".join(lines), namespace)  # source built above from integer codes only
     return njit(namespace["run"])
 
 

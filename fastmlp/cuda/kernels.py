@@ -112,7 +112,7 @@ def _chooser(name, entries, function, arguments, otherwise):
         lines += [f"    if code == {entry.code}:",
                   f"        return f_{entry.code}({arguments})"]
     lines.append(f"    return {otherwise}")
-    exec("\n".join(lines), namespace)  # noqa: S102 - source built above from registry codes
+    exec("\n".join(lines), namespace)  # source built above from registry codes only
     return cuda.jit(device=True)(namespace[name])
 
 
@@ -121,7 +121,7 @@ def _flag(name, entries, flag):
     codes = [entry.code for entry in entries if getattr(entry, flag)]
     test = " or ".join(f"code == {code}" for code in codes) or "False"
     namespace = {"__name__": __name__}
-    exec(f"def {name}(code):\n    return {test}", namespace)  # noqa: S102 - as _chooser
+    exec(f"def {name}(code):\n    return {test}", namespace)  # as in _chooser
     return cuda.jit(device=True)(namespace[name])
 
 

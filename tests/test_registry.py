@@ -138,8 +138,10 @@ def _loops_of(dispatcher):
 
 
 def _made_from(loop):
-    """The closure variables of a loop made by one of kernels' loop factories."""
-    return inspect.getclosurevars(loop.py_func).nonlocals
+    """The closure variables of a loop made by one of kernels' loop factories, scalar functions
+    as the registry holds them (the loops compile them through kernels.scalar)."""
+    return {name: getattr(value, "py_func", value)
+            for name, value in inspect.getclosurevars(loop.py_func).nonlocals.items()}
 
 
 def test_cpu_activate_has_each_activations_own_loop():

@@ -90,7 +90,8 @@ def save(estimator, path, *, extra=None, preprocessing=None):
     estimator : fitted MLPClassifier or MLPRegressor
     path : str or os.PathLike
         The target file; an existing file is replaced only once the new one is complete and on
-        disk. If `path` is a symbolic link, the file it points to is replaced.
+        disk. If `path` is a symbolic link, the file it points to is replaced. Anything else
+        that exists there (a directory, a device, a pipe) is refused before anything is written.
     extra : dict of str to JSON-able values, optional
         Information stored beside the model under ``metadata.json``'s ``extra`` key and returned
         by `load_with_extra` (for instance the command line's preprocessing). Checked like the
@@ -102,8 +103,10 @@ def save(estimator, path, *, extra=None, preprocessing=None):
     Raises
     ------
     TypeError or ValueError
-        If anything that would be written is not representable or would not load back; the target
-        is then untouched.
+        If anything that would be written is not representable or would not load back, or if
+        `path` exists and is not a regular file or a directory; the target is then untouched.
+    IsADirectoryError
+        If `path` is a directory.
     """
     check_is_fitted(estimator)
     if preprocessing is not None:
@@ -124,8 +127,7 @@ def save(estimator, path, *, extra=None, preprocessing=None):
         raise ValueError(f"cannot save this model: {exc}") from None
 
     target = os.path.realpath(os.fspath(path))
-    if os.path.isdir(target):
-        raise IsADirectoryError(f"cannot save the model: {os.fspath(path)} is a directory")
+    _check_replaceable(target, os.fspath(path))
     directory, name = os.path.split(target)
     temporary, fd = _create_beside(directory, name)
     try:
@@ -148,6 +150,21 @@ def save(estimator, path, *, extra=None, preprocessing=None):
             os.unlink(temporary)
         raise
     _fsync_directory(directory)
+
+
+def _check_replaceable(target, shown):
+    """Raise unless `target` is absent or a regular file. The file is replaced by renaming a
+    temporary file over it, which would put a model file in place of a directory, a device (such
+    as /dev/full) or a pipe; refused before anything is written."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"cannot save the model: {shown} is a directory")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"cannot save the model: {shown} exists and is not a regular file (a "
+                         "device, pipe or socket); a model file replaces only a regular file")
 
 
 def _create_beside(directory, name):

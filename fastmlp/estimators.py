@@ -772,8 +772,9 @@ default='relu'
     nesterovs_momentum : bool, default=True
         Use Nesterov's look-ahead momentum (sgd with momentum > 0).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified for single-output
-        classification) and stop when its score stops improving; the best weights seen are kept.
+        Hold out ``validation_fraction`` of the training data (stratified by class for binary
+        classification only, as scikit-learn does; not for multiclass or multilabel targets) and
+        stop when its score stops improving; the best weights seen are kept.
         sgd and adam only.
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping.

@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from . import ops
-from .bundles import Features, Network, TrainState
+from .bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, Features, Network, TrainState
 from .callbacks import EpochRecord, ProgressBar
 from .config import compile_seconds
 from .optimizers import make_optimizer
@@ -101,8 +101,8 @@ def check_buffers(table, params, features, Y=None, sw=None, slots=()):
     says which is wrong; this catches whatever got past, instead of reading or writing outside a
     buffer. Shapes and dtypes only: cheap, and the same on every backend.
     """
-    fan_in, n_outputs = int(table[0, 0]), int(table[-1, 1])
-    n_params = int(table[-1, 3] + table[-1, 1])
+    fan_in, n_outputs = int(table[0, FAN_IN]), int(table[-1, FAN_OUT])
+    n_params = int(table[-1, BIAS_OFFSET] + table[-1, FAN_OUT])
     problems = []
     if len(params.shape) != 1 or params.shape[0] != n_params:
         problems.append(f"parameters {params.shape}, not ({n_params},)")
@@ -138,7 +138,7 @@ def predict_rows(est, features, rows, device="cpu", params=None):
     net = network(est, device=device, table=table)._replace(dropout=0.0)  # inference
     params = be.to_device(est._params) if params is None else params
     check_buffers(table, params, features)
-    out = be.empty((len(rows), int(table[-1, 1])), params.dtype)
+    out = be.empty((len(rows), int(table[-1, FAN_OUT])), params.dtype)
     be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)), net,
                CHUNK_ROWS)
     return be.to_host(out)

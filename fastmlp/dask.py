@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .callbacks import EpochRecord
 from .estimators import BaseMultilayerPerceptron
-from .training import DivergenceError
+from .training import DivergenceError, loss_progress
 
 __all__ = ["blas_threads", "fit", "limit_blas_threads"]
 
@@ -395,9 +395,8 @@ def _train(client, model, shards, owners, shard_rows, classes, epochs, sync_ever
             record = EpochRecord(epochs_done, epoch_loss, None, None,
                                  time.perf_counter() - started, learning_rate, model)
             stop_requested = any([bool(callback(record)) for callback in callbacks])
-            # fit's stopping rule, applied to the averaged loss.
-            no_improvement = no_improvement + 1 if epoch_loss > best_loss - model.tol else 0
-            best_loss = min(best_loss, epoch_loss)
+            no_improvement, best_loss = loss_progress(no_improvement, best_loss, epoch_loss,
+                                                      model.tol)  # fit's stopping rule
             if no_improvement > model.n_iter_no_change or stop_requested:
                 if user["verbose"]:
                     print("A callback asked to stop training. Stopping." if stop_requested else

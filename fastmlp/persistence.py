@@ -794,6 +794,9 @@ def _restored_optimizer(estimator, stored):
     if not isinstance(stored, dict) or set(stored) != {"slots", "counters", "learning_rate"}:
         raise ModelFileError("_optimizer must hold slots, counters and learning_rate")
     slots, counters = stored["slots"], stored["counters"]
+    if isinstance(slots, dict) and not set(slots) & set(optimizer.slots()):
+        # Written by a version that named a buffer differently (Adagrad's and RMSprop's "m").
+        slots = {optimizer.renamed_slots.get(name, name): value for name, value in slots.items()}
     if not isinstance(slots, dict) or set(slots) != set(optimizer.slots()):
         held = sorted(map(str, slots)) if isinstance(slots, dict) else slots
         raise ModelFileError(f"solver={estimator.solver!r} keeps the optimizer buffers "

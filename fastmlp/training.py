@@ -359,12 +359,16 @@ def _update_no_improvement_count(est, val_score, snapshot):
             est.best_validation_score_ = val_score
             est._best_params = snapshot()
     if not est.early_stopping:
-        if est.loss_curve_[-1] > est.best_loss_ - est.tol:
-            est._no_improvement_count += 1
-        else:
-            est._no_improvement_count = 0
-        if est.loss_curve_[-1] < est.best_loss_:
-            est.best_loss_ = est.loss_curve_[-1]
+        est._no_improvement_count, est.best_loss_ = loss_progress(
+            est._no_improvement_count, est.best_loss_, est.loss_curve_[-1], est.tol)
+
+
+def loss_progress(no_improvement_count, best_loss, loss, tol):
+    """(no_improvement_count, best_loss) after an epoch whose training loss is `loss`, by
+    scikit-learn's rule: the count grows unless the loss beat the best by more than tol. The one
+    rule of fit, partial_fit and fastmlp.dask.fit (on the replicas' averaged loss)."""
+    no_improvement_count = no_improvement_count + 1 if loss > best_loss - tol else 0
+    return no_improvement_count, loss if loss < best_loss else best_loss
 
 
 def run_lbfgs(est, data, device="cpu"):

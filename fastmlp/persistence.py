@@ -128,20 +128,33 @@ def save(estimator, path, *, extra=None, preprocessing=None):
 
     target = os.path.realpath(os.fspath(path))
     _check_replaceable(target, os.fspath(path))
-    directory, name = os.path.split(target)
+
+    def write(file):
+        with zipfile.ZipFile(file, "w") as archive:
+            info = zipfile.ZipInfo("metadata.json", _ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, text)
+            info = zipfile.ZipInfo("params.npy", _ZIP_DATE)
+            info.file_size = params.nbytes + _MAX_NPY_HEADER  # lets zipfile choose zip64
+            with archive.open(info, "w") as member:
+                np.lib.format.write_array(member, params, allow_pickle=False)
+
+    atomic_write(target, write)
+
+
+def atomic_write(target, write):
+    """Replace the file `target` (absent or a regular file: the caller checks) with one that
+    write(file) fills, atomically: a temporary file beside it, with the permissions of the file
+    it replaces (else what open() gives a new file), is filled, flushed, fsynced and renamed
+    over `target`. On any failure it is removed and `target` is as it was."""
+    directory, name = os.path.split(os.fspath(target))
+    directory = directory or os.curdir
     temporary, fd = _create_beside(directory, name)
     try:
         with contextlib.suppress(FileNotFoundError):  # keep the mode of the file being replaced
             os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))
         with open(fd, "wb") as file:
-            with zipfile.ZipFile(file, "w") as archive:
-                info = zipfile.ZipInfo("metadata.json", _ZIP_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, text)
-                info = zipfile.ZipInfo("params.npy", _ZIP_DATE)
-                info.file_size = params.nbytes + _MAX_NPY_HEADER  # lets zipfile choose zip64
-                with archive.open(info, "w") as member:
-                    np.lib.format.write_array(member, params, allow_pickle=False)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, target)

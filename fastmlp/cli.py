@@ -10,6 +10,8 @@ and exit status 2, never a traceback, with no file half-written; sizes, label ty
 names are checked before training.
 """
 
+from __future__ import annotations
+
 import argparse
 import codecs
 import contextlib
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -685,7 +688,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fastmlp`` command.
 
     Parameters

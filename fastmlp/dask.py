@@ -7,6 +7,8 @@ not be imported by ``fastmlp/__init__.py`` (dask is an optional extra), and hold
 train with the estimator's own ``partial_fit``.
 """
 
+from __future__ import annotations
+
 import copy
 import math
 import os
@@ -14,6 +16,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from numbers import Integral
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +36,13 @@ from .callbacks import EpochRecord
 from .estimators import BaseMultilayerPerceptron
 from .training import DivergenceError, loss_progress
 
+if TYPE_CHECKING:
+    from distributed import Client
+    from numpy.typing import ArrayLike
+
 __all__ = ["blas_threads", "fit", "limit_blas_threads"]
+
+_Estimator = TypeVar("_Estimator", bound=BaseMultilayerPerceptron)  # fit returns a fitted copy
 
 _AUTO_BATCH = 200  # batch_size="auto" is min(200, n_samples), as in the estimator
 
@@ -207,8 +216,11 @@ def _average(replicas, rows, optimizer_state):
     return merged
 
 
-def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="epoch",
-        optimizer_state="average", threads=None):
+def fit(estimator: _Estimator, X: Any, y: Any, *, classes: ArrayLike | None = None,
+        client: Client | None = None, epochs: int | None = None,
+        sync_every: Literal["epoch"] | int = "epoch",
+        optimizer_state: Literal["average", "reset"] = "average",
+        threads: int | None = None) -> _Estimator:
     """Train one fastmlp estimator data-parallel on a Dask cluster by model averaging.
 
     Each worker trains a replica on the partitions of (X, y) stored on it (its shard) with the

@@ -25,6 +25,8 @@ no estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
 The same rules restore the plain-data state that skops.io stores (`data_state`, `restore_state`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import inspect
 import io
@@ -38,6 +40,7 @@ import warnings
 import zipfile
 import zlib
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import ClassifierMixin
@@ -47,6 +50,12 @@ from . import fitted_state
 from ._version import __version__
 from .fitted_state import FITTED, short_repr
 from .optimizers import make_optimizer
+
+# Hints name the estimators' scikit-learn base: this module imports no estimator class.
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+
+    from .preprocessing import TabularPreprocessor
 
 FORMAT = "fastmlp-model"
 FORMAT_VERSION = 2
@@ -82,7 +91,9 @@ class ModelFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------- save
-def save(estimator, path, *, extra=None, preprocessing=None):
+def save(estimator: BaseEstimator, path: str | os.PathLike[str], *,
+         extra: dict[str, Any] | None = None,
+         preprocessing: TabularPreprocessor | None = None) -> None:
     """Write a fitted estimator to `path` atomically (see the module docstring for the format).
 
     Parameters
@@ -269,7 +280,7 @@ def _plain(value, what):
 
 
 # ----------------------------------------------------------------------------------------- load
-def load(path, *, max_params=MAX_PARAMS):
+def load(path: str | os.PathLike[str], *, max_params: int = MAX_PARAMS) -> BaseEstimator:
     """Read a model written by ``save``.
 
     Parameters
@@ -300,7 +311,8 @@ def load(path, *, max_params=MAX_PARAMS):
     return estimator
 
 
-def load_with_preprocessing(path, *, max_params=MAX_PARAMS):
+def load_with_preprocessing(path: str | os.PathLike[str], *, max_params: int = MAX_PARAMS
+                            ) -> tuple[BaseEstimator, TabularPreprocessor | None]:
     """``(estimator, preprocessing)``: `load`, plus the column preprocessing stored by ``save``
     (a ``fastmlp.preprocessing.TabularPreprocessor``), or None when the file holds none."""
     from .preprocessing import TabularPreprocessor
@@ -319,7 +331,8 @@ def load_with_preprocessing(path, *, max_params=MAX_PARAMS):
     return estimator, preprocessing
 
 
-def load_with_extra(path, *, max_params=MAX_PARAMS):
+def load_with_extra(path: str | os.PathLike[str], *, max_params: int = MAX_PARAMS
+                    ) -> tuple[BaseEstimator, dict[str, Any]]:
     """``(estimator, extra)``: `load`, plus the ``extra`` dict stored by ``save`` (empty if none).
 
     The values of `extra` are plain JSON within the metadata's limits; their meaning is for the

@@ -10,17 +10,19 @@ and exit status 2, never a traceback, with no file half-written; sizes, label ty
 names are checked before training.
 """
 
+from __future__ import annotations
+
 import argparse
 import codecs
 import contextlib
 import csv
 import io
 import os
-import stat
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -516,19 +518,7 @@ def _write_file(path, data):
             with open(path, "wb") as file:
                 file.write(data)
             return
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp")
-        try:
-            os.chmod(temporary, _new_file_mode(path))  # mkstemp's 0600 is not what open() gives
-            with open(fd, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        persistence.atomic_write(path, lambda file: file.write(data))
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or _one_line(exc)}") from None
 
@@ -698,7 +688,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fastmlp`` command.
 
     Parameters
@@ -753,17 +743,6 @@ def _error_line(exc):
         text = f"{_one_line(exc)} ({type(exc).__name__})"
     # A file name or a label may hold line breaks; the report stays one line.
     return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _new_file_mode(path):
-    """The permissions open() would give `path`: those of the file it replaces, else 0666
-    less the umask."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def _write_stdout(text=None):

@@ -7,6 +7,8 @@ not be imported by ``fastmlp/__init__.py`` (dask is an optional extra), and hold
 train with the estimator's own ``partial_fit``.
 """
 
+from __future__ import annotations
+
 import copy
 import math
 import os
@@ -14,6 +16,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from numbers import Integral
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,9 +34,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .callbacks import EpochRecord
 from .estimators import BaseMultilayerPerceptron
-from .training import DivergenceError
+from .training import DivergenceError, loss_progress
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from numpy.typing import ArrayLike
 
 __all__ = ["blas_threads", "fit", "limit_blas_threads"]
+
+_Estimator = TypeVar("_Estimator", bound=BaseMultilayerPerceptron)  # fit returns a fitted copy
 
 _AUTO_BATCH = 200  # batch_size="auto" is min(200, n_samples), as in the estimator
 
@@ -207,8 +216,11 @@ def _average(replicas, rows, optimizer_state):
     return merged
 
 
-def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="epoch",
-        optimizer_state="average", threads=None):
+def fit(estimator: _Estimator, X: Any, y: Any, *, classes: ArrayLike | None = None,
+        client: Client | None = None, epochs: int | None = None,
+        sync_every: Literal["epoch"] | int = "epoch",
+        optimizer_state: Literal["average", "reset"] = "average",
+        threads: int | None = None) -> _Estimator:
     """Train one fastmlp estimator data-parallel on a Dask cluster by model averaging.
 
     Each worker trains a replica on the partitions of (X, y) stored on it (its shard) with the
@@ -266,25 +278,7 @@ def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="
     DivergenceError
         When the averaged parameters are not finite (a replica's own divergence raises it too).
     """
-    if not isinstance(estimator, BaseMultilayerPerceptron):
-        raise TypeError(f"expected a fastmlp MLPClassifier or MLPRegressor, got "
-                        f"{type(estimator).__name__}")
-    if not hasattr(estimator, "partial_fit"):  # hidden for solvers without mini-batches
-        raise ValueError(f"fastmlp.dask.fit trains with partial_fit, which solver="
-                         f"{estimator.solver!r} does not have; use a mini-batch solver")
-    if estimator.early_stopping:
-        raise ValueError("fastmlp.dask.fit does not support early_stopping=True: hold out a "
-                         "validation set yourself and score the returned model.")
-    if sync_every != "epoch" and not (isinstance(sync_every, Integral) and sync_every >= 1):
-        raise ValueError(f"sync_every must be 'epoch' or a positive integer, got {sync_every!r}")
-    if optimizer_state not in ("average", "reset"):
-        raise ValueError(f"optimizer_state must be 'average' or 'reset', got {optimizer_state!r}")
-    epochs = estimator.max_iter if epochs is None else epochs
-    if not isinstance(epochs, Integral) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if threads is not None and not (isinstance(threads, Integral) and threads >= 1):
-        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
-
+    epochs = _checked_epochs(estimator, epochs, sync_every, optimizer_state, threads)
     warm = estimator.warm_start and "_params" in vars(estimator)
     model = copy.deepcopy(estimator) if warm else clone(estimator)
     if is_classifier(model):
@@ -308,19 +302,7 @@ def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="
         raise RuntimeError("the Dask cluster has no workers")
     if threads is not None:
         _check_own_processes(client, workers)
-    X = _as_dask_array(X, len(workers), "X")
-    y = _as_dask_array(y, len(workers), "y")
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D, got {X.ndim} dimension(s)")
-    if X.numblocks[1] > 1:
-        X = X.rechunk({1: -1})
-    if y.ndim == 2 and y.numblocks[1] > 1:
-        y = y.rechunk({1: -1})
-    if y.chunks[0] != X.chunks[0]:
-        if np.isnan(X.shape[0]) or np.isnan(y.shape[0]):
-            raise ValueError("X and y have unknown and different row chunks; compute their "
-                             "chunk sizes (e.g. to_dask_array(lengths=True)) first.")
-        y = y.rechunk({0: X.chunks[0]})
+    X, y = _row_chunked(X, y, len(workers))
     if is_classifier(model) and classes is None:
         # Every label of y, once, on the cluster: a shard may lack some of them.
         classes = np.unique(client.compute(da.unique(y)).result())
@@ -344,6 +326,48 @@ def fit(estimator, X, y, *, classes=None, client=None, epochs=None, sync_every="
     finally:
         if shards:
             client.cancel(shards)  # frees the workers' copies of the data
+
+
+def _checked_epochs(estimator, epochs, sync_every, optimizer_state, threads):
+    """The number of epochs to run; raises for what fit cannot train with, before the cluster
+    is touched."""
+    if not isinstance(estimator, BaseMultilayerPerceptron):
+        raise TypeError(f"expected a fastmlp MLPClassifier or MLPRegressor, got "
+                        f"{type(estimator).__name__}")
+    if not hasattr(estimator, "partial_fit"):  # hidden for solvers without mini-batches
+        raise ValueError(f"fastmlp.dask.fit trains with partial_fit, which solver="
+                         f"{estimator.solver!r} does not have; use a mini-batch solver")
+    if estimator.early_stopping:
+        raise ValueError("fastmlp.dask.fit does not support early_stopping=True: hold out a "
+                         "validation set yourself and score the returned model.")
+    if sync_every != "epoch" and not (isinstance(sync_every, Integral) and sync_every >= 1):
+        raise ValueError(f"sync_every must be 'epoch' or a positive integer, got {sync_every!r}")
+    if optimizer_state not in ("average", "reset"):
+        raise ValueError(f"optimizer_state must be 'average' or 'reset', got {optimizer_state!r}")
+    epochs = estimator.max_iter if epochs is None else epochs
+    if not isinstance(epochs, Integral) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if threads is not None and not (isinstance(threads, Integral) and threads >= 1):
+        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    return epochs
+
+
+def _row_chunked(X, y, n_workers):
+    """X and y as dask arrays chunked along rows only, y's row chunks X's."""
+    X = _as_dask_array(X, n_workers, "X")
+    y = _as_dask_array(y, n_workers, "y")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D, got {X.ndim} dimension(s)")
+    if X.numblocks[1] > 1:
+        X = X.rechunk({1: -1})
+    if y.ndim == 2 and y.numblocks[1] > 1:
+        y = y.rechunk({1: -1})
+    if y.chunks[0] != X.chunks[0]:
+        if np.isnan(X.shape[0]) or np.isnan(y.shape[0]):
+            raise ValueError("X and y have unknown and different row chunks; compute their "
+                             "chunk sizes (e.g. to_dask_array(lengths=True)) first.")
+        y = y.rechunk({0: X.chunks[0]})
+    return X, y
 
 
 def _train(client, model, shards, owners, shard_rows, classes, epochs, sync_every,
@@ -395,9 +419,8 @@ def _train(client, model, shards, owners, shard_rows, classes, epochs, sync_ever
             record = EpochRecord(epochs_done, epoch_loss, None, None,
                                  time.perf_counter() - started, learning_rate, model)
             stop_requested = any([bool(callback(record)) for callback in callbacks])
-            # fit's stopping rule, applied to the averaged loss.
-            no_improvement = no_improvement + 1 if epoch_loss > best_loss - model.tol else 0
-            best_loss = min(best_loss, epoch_loss)
+            no_improvement, best_loss = loss_progress(no_improvement, best_loss, epoch_loss,
+                                                      model.tol)  # fit's stopping rule
             if no_improvement > model.n_iter_no_change or stop_requested:
                 if user["verbose"]:
                     print("A callback asked to stop training. Stopping." if stop_requested else

@@ -4,13 +4,19 @@ Loaders read local files only (nothing is downloaded) and validate every header 
 it, so a truncated, corrupt or hostile file gives a clear error instead of a huge allocation.
 """
 
+from __future__ import annotations
+
 import gzip
 import os
 import zlib
 from math import prod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 # IDX type byte -> big-endian dtype (the format stores numbers most significant byte first).
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -29,7 +35,7 @@ _SOURCES = {
 }
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one IDX file, gzip-compressed or plain, into a NumPy array.
 
     The header is checked before anything is allocated for the payload: two zero bytes, a known
@@ -212,11 +218,14 @@ _LOADER_DOC = """{title}
     """
 
 
-def load_fashion_mnist(data_home=None, *, subset="train", dtype="float32", scale=True):
+def load_fashion_mnist(data_home: str | os.PathLike[str] | None = None, *, subset: str = "train",
+                       dtype: DTypeLike = "float32", scale: bool = True
+                       ) -> tuple[np.ndarray, ...]:
     return _load("fashion-mnist", data_home, subset, dtype, scale)
 
 
-def load_mnist(data_home=None, *, subset="train", dtype="float32", scale=True):
+def load_mnist(data_home: str | os.PathLike[str] | None = None, *, subset: str = "train",
+               dtype: DTypeLike = "float32", scale: bool = True) -> tuple[np.ndarray, ...]:
     return _load("mnist", data_home, subset, dtype, scale)
 
 
@@ -230,8 +239,9 @@ load_mnist.__doc__ = _LOADER_DOC.format(
     system_note=" (Debian has no MNIST package; the files go there by hand)")
 
 
-def make_tabular(n_samples=100_000, n_features=20, n_classes=3, *, random_state=0,
-                 dtype="float32"):
+def make_tabular(n_samples: int = 100_000, n_features: int = 20, n_classes: int = 3, *,
+                 random_state: int | np.random.RandomState | None = 0,
+                 dtype: DTypeLike = "float32") -> tuple[np.ndarray, np.ndarray]:
     """Synthetic tabular classification data for benchmarks and examples.
 
     A thin wrapper over :func:`sklearn.datasets.make_classification` with half the features

@@ -5,6 +5,8 @@ public name, parameter, default and fitted attribute follows scikit-learn's MLPC
 MLPRegressor, so that changing the import is all a user has to do.
 """
 
+from __future__ import annotations
+
 import copy
 import functools
 import inspect
@@ -12,6 +14,7 @@ import math
 import threading
 import types
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,6 +45,16 @@ from .training import (
     run_lbfgs,
     run_stochastic,
 )
+
+if TYPE_CHECKING:
+    import os
+
+    from numpy.typing import ArrayLike
+
+    # What fit, partial_fit and predict accept as X: array-likes and SciPy sparse matrices.
+    MatrixLike = ArrayLike | sp.spmatrix | sp.sparray
+
+_Estimator = TypeVar("_Estimator", bound="BaseMultilayerPerceptron")  # fit returns self
 
 _STOCHASTIC_SOLVERS = tuple(ops.OPTIMIZER)  # every registry optimizer trains by mini-batches
 
@@ -597,7 +610,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
 
     @_one_fit_at_a_time
     @_keeps_state_on_error
-    def fit(self, X, y, sample_weight=None, validation_data=None):
+    def fit(self: _Estimator, X: MatrixLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+            validation_data: tuple | None = None) -> _Estimator:
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -621,7 +635,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         return self._fit(X, y, sample_weight=sample_weight, incremental=False,
                          validation_data=validation_data)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the fitted model to `path` in fastmlp's model format, atomically.
 
         The file is a zip of JSON metadata and a .npy parameter buffer (no pickle), readable by
@@ -772,8 +786,9 @@ default='relu'
     nesterovs_momentum : bool, default=True
         Use Nesterov's look-ahead momentum (sgd with momentum > 0).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the training data (stratified for single-output
-        classification) and stop when its score stops improving; the best weights seen are kept.
+        Hold out ``validation_fraction`` of the training data (stratified by class for binary
+        classification only, as scikit-learn does; not for multiclass or multilabel targets) and
+        stop when its score stops improving; the best weights seen are kept.
         sgd and adam only.
     validation_fraction : float, default=0.1
         Share of the training data held out for early stopping.
@@ -1038,7 +1053,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return accuracy_score(lb.inverse_transform(Y), y_pred, sample_weight=sample_weight)
 
     @_reads_fitted_state
-    def predict(self, X):
+    def predict(self, X: MatrixLike) -> np.ndarray:
         """Predict class labels (or, for multilabel models, label indicator rows) for X.
 
         Parameters
@@ -1053,7 +1068,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return self._label_binarizer.inverse_transform(P.ravel() if P.shape[1] == 1 else P)
 
     @_reads_fitted_state
-    def predict_proba(self, X):
+    def predict_proba(self, X: MatrixLike) -> np.ndarray:
         """Probability of each class, columns ordered as ``classes_``.
 
         Parameters
@@ -1070,7 +1085,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return P
 
     @_reads_fitted_state
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: MatrixLike) -> np.ndarray:
         """Logarithm of ``predict_proba(X)``, finite where probabilities underflow to 0.
 
         Parameters
@@ -1102,7 +1117,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     @_mini_batch_only
     @_one_fit_at_a_time
     @_keeps_state_on_error
-    def partial_fit(self, X, y, sample_weight=None, classes=None, validation_data=None):
+    def partial_fit(self: _Estimator, X: MatrixLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None, classes: ArrayLike | None = None,
+                    validation_data: tuple | None = None) -> _Estimator:
         """Train for one epoch over (X, y), continuing from the current weights.
 
         Parameters
@@ -1266,7 +1283,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         return r2_score(Y, y_pred, sample_weight=sample_weight)
 
     @_reads_fitted_state
-    def predict(self, X):
+    def predict(self, X: MatrixLike) -> np.ndarray:
         """Predict targets for X.
 
         Parameters
@@ -1283,7 +1300,9 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
     @_mini_batch_only
     @_one_fit_at_a_time
     @_keeps_state_on_error
-    def partial_fit(self, X, y, sample_weight=None, validation_data=None):
+    def partial_fit(self: _Estimator, X: MatrixLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None,
+                    validation_data: tuple | None = None) -> _Estimator:
         """Train for one epoch over (X, y), continuing from the current weights.
 
         Parameters

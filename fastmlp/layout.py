@@ -6,6 +6,8 @@ vector handed to L-BFGS is the same vector scikit-learn optimises. No arithmetic
 
 import numpy as np
 
+from .bundles import BIAS_OFFSET
+
 
 class Layout:
     """Offsets of every layer inside a flat buffer, computed once.
@@ -52,7 +54,7 @@ class Layout:
     @property
     def n_weights(self):
         """Number of weights (biases excluded): the FLOP count of a forward pass per sample."""
-        return int(self.table[0, 3])
+        return int(self.table[0, BIAS_OFFSET])  # the weights come first, then the biases
 
     def empty(self, dtype):
         return np.empty(self.n_params, dtype=dtype)

@@ -50,6 +50,9 @@ class Optimizer:
         """The integer state by name (epochs done, and Adam's update count)."""
         return {"epochs_done": self.epochs_done}
 
+    # {name an older version stored a slot under: its name now}; see persistence.
+    renamed_slots = {}
+
 
 class SGDOptimizer(Optimizer):
     """Mini-batch SGD with momentum (optionally Nesterov's) and a learning-rate schedule.
@@ -104,21 +107,41 @@ class SGDOptimizer(Optimizer):
         return False
 
 
-class AdamOptimizer(Optimizer):
+class AdaptiveOptimizer(Optimizer):
+    """What Adam, AdamW, Adagrad and RMSprop share: each parameter's step is scaled by its own
+    gradient statistics, so the base rate is constant (only the decay schedule changes it), and
+    training stops, as scikit-learn's Adam does, when it stops improving."""
+
+    def __init__(self, learning_rate_init, epsilon):
+        self.learning_rate_init = float(learning_rate_init)
+        self.epsilon = float(epsilon)
+
+    def current_learning_rate(self):
+        return self.learning_rate_init * self.scale()
+
+    def iteration_ends(self, time_step):
+        pass
+
+    def trigger_stopping(self, msg, verbose):
+        if verbose:
+            print(msg + " Stopping.")
+        return True
+
+
+class AdamOptimizer(AdaptiveOptimizer):
     """Adam (Kingma and Ba, 2014) with bias-corrected step sizes; the step counter persists across
     epochs and partial_fit calls. With weight_decay > 0 this is AdamW (Loshchilov and Hutter,
     2019): weights shrink by learning_rate * weight_decay each step, apart from the gradient."""
 
     def __init__(self, n_params, dtype, learning_rate_init, beta_1, beta_2, epsilon,
                  weight_decay=0.0):
-        self.learning_rate_init = float(learning_rate_init)
+        super().__init__(learning_rate_init, epsilon)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
-        self.epsilon = float(epsilon)
         self.weight_decay = float(weight_decay)
         self.step = 0
-        self.m = np.zeros(n_params, dtype=dtype)
-        self.v = np.zeros(n_params, dtype=dtype)
+        self.m = np.zeros(n_params, dtype=dtype)  # first moment: running mean of gradients
+        self.v = np.zeros(n_params, dtype=dtype)  # second moment: of squared gradients
 
     def kernel_args(self):
         kind = OPTIMIZER["adamw" if self.weight_decay > 0 else "adam"].code
@@ -136,40 +159,35 @@ class AdamOptimizer(Optimizer):
         super().epoch_done(step)
         self.step = int(step)
 
-    def current_learning_rate(self):
-        return self.learning_rate_init * self.scale()
 
-    def iteration_ends(self, time_step):
-        pass
-
-    def trigger_stopping(self, msg, verbose):
-        if verbose:
-            print(msg + " Stopping.")
-        return True
-
-
-class SquaredGradientOptimizer(AdamOptimizer):
+class SquaredGradientOptimizer(AdaptiveOptimizer):
     """Adagrad (a running sum of squared gradients) or RMSprop (a decaying mean of them, rate
-    rho); each step is divided by the square root. One state slot."""
+    rho); each step is divided by the square root. One state slot, no update counter."""
+
+    # Slot names older versions stored (persistence maps them when it reads their state).
+    renamed_slots = {"m": "squared_gradients"}
 
     def __init__(self, n_params, dtype, kind, learning_rate_init, epsilon, rho=0.0):
+        super().__init__(learning_rate_init, epsilon)
         self.kind = kind
-        self.learning_rate_init = float(learning_rate_init)
-        self.epsilon = float(epsilon)
         self.rho = float(rho)
-        self.step = 0
-        self.m = np.zeros(n_params, dtype=dtype)
+        self.squared_gradients = np.zeros(n_params, dtype=dtype)
+
+    def __setstate__(self, state):
+        # Pickled by a version whose one slot was named "m" (and which kept an unused step).
+        state = dict(state)
+        if "m" in state:
+            state["squared_gradients"] = state.pop("m")
+            state.pop("step", None)
+        vars(self).update(state)
 
     def kernel_args(self):
         opt = OptimizerStep(self.kind, self.current_learning_rate(), 0.0, False, 0.0, 0.0,
                             self.epsilon, self.rho, 0.0, 0)
-        return (self.m, self.m), opt
+        return (self.squared_gradients, self.squared_gradients), opt
 
     def slots(self):
-        return {"m": self.m}
-
-    def counters(self):
-        return Optimizer.counters(self)  # no bias correction: no update count
+        return {"squared_gradients": self.squared_gradients}
 
 
 def make_optimizer(est, n_params, dtype):

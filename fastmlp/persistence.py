@@ -25,6 +25,8 @@ no estimator class: they are looked up by name in `fitted_state.ESTIMATORS`.
 The same rules restore the plain-data state that skops.io stores (`data_state`, `restore_state`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import inspect
 import io
@@ -38,6 +40,7 @@ import warnings
 import zipfile
 import zlib
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import ClassifierMixin
@@ -47,6 +50,12 @@ from . import fitted_state
 from ._version import __version__
 from .fitted_state import FITTED, short_repr
 from .optimizers import make_optimizer
+
+# Hints name the estimators' scikit-learn base: this module imports no estimator class.
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+
+    from .preprocessing import TabularPreprocessor
 
 FORMAT = "fastmlp-model"
 FORMAT_VERSION = 2
@@ -82,7 +91,9 @@ class ModelFileError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------- save
-def save(estimator, path, *, extra=None, preprocessing=None):
+def save(estimator: BaseEstimator, path: str | os.PathLike[str], *,
+         extra: dict[str, Any] | None = None,
+         preprocessing: TabularPreprocessor | None = None) -> None:
     """Write a fitted estimator to `path` atomically (see the module docstring for the format).
 
     Parameters
@@ -90,7 +101,8 @@ def save(estimator, path, *, extra=None, preprocessing=None):
     estimator : fitted MLPClassifier or MLPRegressor
     path : str or os.PathLike
         The target file; an existing file is replaced only once the new one is complete and on
-        disk. If `path` is a symbolic link, the file it points to is replaced.
+        disk. If `path` is a symbolic link, the file it points to is replaced. Anything else
+        that exists there (a directory, a device, a pipe) is refused before anything is written.
     extra : dict of str to JSON-able values, optional
         Information stored beside the model under ``metadata.json``'s ``extra`` key and returned
         by `load_with_extra` (for instance the command line's preprocessing). Checked like the
@@ -102,8 +114,10 @@ def save(estimator, path, *, extra=None, preprocessing=None):
     Raises
     ------
     TypeError or ValueError
-        If anything that would be written is not representable or would not load back; the target
-        is then untouched.
+        If anything that would be written is not representable or would not load back, or if
+        `path` exists and is not a regular file or a directory; the target is then untouched.
+    IsADirectoryError
+        If `path` is a directory.
     """
     check_is_fitted(estimator)
     if preprocessing is not None:
@@ -124,22 +138,34 @@ def save(estimator, path, *, extra=None, preprocessing=None):
         raise ValueError(f"cannot save this model: {exc}") from None
 
     target = os.path.realpath(os.fspath(path))
-    if os.path.isdir(target):
-        raise IsADirectoryError(f"cannot save the model: {os.fspath(path)} is a directory")
-    directory, name = os.path.split(target)
+    _check_replaceable(target, os.fspath(path))
+
+    def write(file):
+        with zipfile.ZipFile(file, "w") as archive:
+            info = zipfile.ZipInfo("metadata.json", _ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, text)
+            info = zipfile.ZipInfo("params.npy", _ZIP_DATE)
+            info.file_size = params.nbytes + _MAX_NPY_HEADER  # lets zipfile choose zip64
+            with archive.open(info, "w") as member:
+                np.lib.format.write_array(member, params, allow_pickle=False)
+
+    atomic_write(target, write)
+
+
+def atomic_write(target, write):
+    """Replace the file `target` (absent or a regular file: the caller checks) with one that
+    write(file) fills, atomically: a temporary file beside it, with the permissions of the file
+    it replaces (else what open() gives a new file), is filled, flushed, fsynced and renamed
+    over `target`. On any failure it is removed and `target` is as it was."""
+    directory, name = os.path.split(os.fspath(target))
+    directory = directory or os.curdir
     temporary, fd = _create_beside(directory, name)
     try:
         with contextlib.suppress(FileNotFoundError):  # keep the mode of the file being replaced
             os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))
         with open(fd, "wb") as file:
-            with zipfile.ZipFile(file, "w") as archive:
-                info = zipfile.ZipInfo("metadata.json", _ZIP_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, text)
-                info = zipfile.ZipInfo("params.npy", _ZIP_DATE)
-                info.file_size = params.nbytes + _MAX_NPY_HEADER  # lets zipfile choose zip64
-                with archive.open(info, "w") as member:
-                    np.lib.format.write_array(member, params, allow_pickle=False)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, target)
@@ -148,6 +174,21 @@ def save(estimator, path, *, extra=None, preprocessing=None):
             os.unlink(temporary)
         raise
     _fsync_directory(directory)
+
+
+def _check_replaceable(target, shown):
+    """Raise unless `target` is absent or a regular file. The file is replaced by renaming a
+    temporary file over it, which would put a model file in place of a directory, a device (such
+    as /dev/full) or a pipe; refused before anything is written."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"cannot save the model: {shown} is a directory")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"cannot save the model: {shown} exists and is not a regular file (a "
+                         "device, pipe or socket); a model file replaces only a regular file")
 
 
 def _create_beside(directory, name):
@@ -239,7 +280,7 @@ def _plain(value, what):
 
 
 # ----------------------------------------------------------------------------------------- load
-def load(path, *, max_params=MAX_PARAMS):
+def load(path: str | os.PathLike[str], *, max_params: int = MAX_PARAMS) -> BaseEstimator:
     """Read a model written by ``save``.
 
     Parameters
@@ -270,7 +311,8 @@ def load(path, *, max_params=MAX_PARAMS):
     return estimator
 
 
-def load_with_preprocessing(path, *, max_params=MAX_PARAMS):
+def load_with_preprocessing(path: str | os.PathLike[str], *, max_params: int = MAX_PARAMS
+                            ) -> tuple[BaseEstimator, TabularPreprocessor | None]:
     """``(estimator, preprocessing)``: `load`, plus the column preprocessing stored by ``save``
     (a ``fastmlp.preprocessing.TabularPreprocessor``), or None when the file holds none."""
     from .preprocessing import TabularPreprocessor
@@ -289,7 +331,8 @@ def load_with_preprocessing(path, *, max_params=MAX_PARAMS):
     return estimator, preprocessing
 
 
-def load_with_extra(path, *, max_params=MAX_PARAMS):
+def load_with_extra(path: str | os.PathLike[str], *, max_params: int = MAX_PARAMS
+                    ) -> tuple[BaseEstimator, dict[str, Any]]:
     """``(estimator, extra)``: `load`, plus the ``extra`` dict stored by ``save`` (empty if none).
 
     The values of `extra` are plain JSON within the metadata's limits; their meaning is for the
@@ -777,6 +820,9 @@ def _restored_optimizer(estimator, stored):
     if not isinstance(stored, dict) or set(stored) != {"slots", "counters", "learning_rate"}:
         raise ModelFileError("_optimizer must hold slots, counters and learning_rate")
     slots, counters = stored["slots"], stored["counters"]
+    if isinstance(slots, dict) and not set(slots) & set(optimizer.slots()):
+        # Written by a version that named a buffer differently (Adagrad's and RMSprop's "m").
+        slots = {optimizer.renamed_slots.get(name, name): value for name, value in slots.items()}
     if not isinstance(slots, dict) or set(slots) != set(optimizer.slots()):
         held = sorted(map(str, slots)) if isinstance(slots, dict) else slots
         raise ModelFileError(f"solver={estimator.solver!r} keeps the optimizer buffers "

@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from . import ops
-from .bundles import Features, Network, TrainState
+from .bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, Features, Network, TrainState
 from .callbacks import EpochRecord, ProgressBar
 from .config import compile_seconds
 from .optimizers import make_optimizer
@@ -101,8 +101,8 @@ def check_buffers(table, params, features, Y=None, sw=None, slots=()):
     says which is wrong; this catches whatever got past, instead of reading or writing outside a
     buffer. Shapes and dtypes only: cheap, and the same on every backend.
     """
-    fan_in, n_outputs = int(table[0, 0]), int(table[-1, 1])
-    n_params = int(table[-1, 3] + table[-1, 1])
+    fan_in, n_outputs = int(table[0, FAN_IN]), int(table[-1, FAN_OUT])
+    n_params = int(table[-1, BIAS_OFFSET] + table[-1, FAN_OUT])
     problems = []
     if len(params.shape) != 1 or params.shape[0] != n_params:
         problems.append(f"parameters {params.shape}, not ({n_params},)")
@@ -138,7 +138,7 @@ def predict_rows(est, features, rows, device="cpu", params=None):
     net = network(est, device=device, table=table)._replace(dropout=0.0)  # inference
     params = be.to_device(est._params) if params is None else params
     check_buffers(table, params, features)
-    out = be.empty((len(rows), int(table[-1, 1])), params.dtype)
+    out = be.empty((len(rows), int(table[-1, FAN_OUT])), params.dtype)
     be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)), net,
                CHUNK_ROWS)
     return be.to_host(out)
@@ -199,11 +199,7 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     batch_size = _batch_size(est, n_train)
     net = network(est, device=device)
     sample_idx = np.arange(n_train)
-    callbacks = list(est.callbacks or ())
-    show_progress = getattr(est, "progress_bar", False)
-    progress = ProgressBar(1 if incremental else est.max_iter) if show_progress else None
-    if progress is not None:
-        callbacks.append(progress)
+    callbacks, progress = _callbacks_and_progress(est, incremental)
     if val_rows is not None and getattr(est, "validation_scores_", None) is None:
         # Monitoring an external validation set without early stopping.
         est.validation_scores_, est.validation_loss_curve_ = [], []
@@ -235,72 +231,19 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
                 # are restored below; without them nothing usable is left, so the fit raises.
                 diverged = not np.isfinite(total)
                 if diverged and (val_rows is None or est._best_params is None):
-                    raise DivergenceError(
-                        "Solver produced non-finite parameter weights. The input data may contain "
-                        f"large values and need to be preprocessed. (The training loss became "
-                        f"{total / n_train} in epoch {est.n_iter_ + 1}: the learning rate "
-                        f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
-                        "the input has large values and needs scaling, e.g. StandardScaler.) The "
-                        "estimator was left as it was before this call.")
-
-                est.n_iter_ += 1
-                est.loss_ = total / n_train
-                est.t_ += n_train
-                est.loss_curve_.append(est.loss_)
-                if est.verbose:
-                    print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
-
-                val_score = val_loss = None
-                if diverged:
-                    val_score = val_loss = np.nan
-                    est.validation_loss_curve_.append(val_loss)
-                    est.validation_scores_.append(val_score)
-                    if est.verbose and est.early_stopping:
-                        print("Validation score: %f" % val_score)
-                else:
-                    if val_rows is not None:
-                        val_score, val_loss = _validate(est, val_data, val_rows, device, params)
-                        est.validation_loss_curve_.append(val_loss)
-                    _update_no_improvement_count(est, val_score, lambda: be.to_host(params).copy())
+                    _raise_divergence(est, total, n_train)
+                val_score, val_loss = _record_epoch(
+                    est, total, n_train, diverged, val_data, val_rows,
+                    lambda: _validate(est, val_data, val_rows, device, params),
+                    lambda: be.to_host(params).copy())
+                if not diverged:
                     optimizer.iteration_ends(est.t_)
-
                 record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
                                      time.perf_counter() - compile_seconds() - started,
                                      learning_rate, est)
                 stop_requested = any([bool(callback(record)) for callback in callbacks])
-                if diverged:
-                    warnings.warn(
-                        f"Training diverged: the loss became {est.loss_} in epoch {est.n_iter_}. "
-                        "Training stopped there and the weights of the best validation epoch "
-                        f"(score {est.best_validation_score_}) were restored. The learning rate "
-                        f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
-                        "the input needs scaling.", ConvergenceWarning, stacklevel=3)
-                    est.stopped_early_ = True
+                if _stops(est, optimizer, diverged, stop_requested, incremental):
                     break
-
-                if est._no_improvement_count > est.n_iter_no_change:
-                    if est.early_stopping:
-                        msg = ("Validation score did not improve more than tol=%f for %d "
-                               "consecutive epochs." % (est.tol, est.n_iter_no_change))
-                    else:
-                        msg = ("Training loss did not improve more than tol=%f for %d consecutive "
-                               "epochs." % (est.tol, est.n_iter_no_change))
-                    if optimizer.trigger_stopping(msg, est.verbose):
-                        est.stopped_early_ = True
-                        break
-                    est._no_improvement_count = 0
-                if stop_requested:
-                    if est.verbose:
-                        print("A callback asked to stop training. Stopping.")
-                    est.stopped_early_ = True
-                    break
-
-                if incremental:
-                    break
-                if est.n_iter_ == est.max_iter:
-                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
-                                  "optimization hasn't converged yet." % est.max_iter,
-                                  ConvergenceWarning, stacklevel=3)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
             est.stopped_early_ = True
@@ -317,6 +260,93 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     if diverged or (est.early_stopping and est.restore_best_weights and
                     est._best_params is not None and (not incremental or est.stopped_early_)):
         est._params[:] = est._best_params
+
+
+def _callbacks_and_progress(est, incremental):
+    """(the callbacks to call after each epoch, the progress bar among them or None)."""
+    callbacks = list(est.callbacks or ())
+    show_progress = getattr(est, "progress_bar", False)
+    progress = ProgressBar(1 if incremental else est.max_iter) if show_progress else None
+    if progress is not None:
+        callbacks.append(progress)
+    return callbacks, progress
+
+
+def _raise_divergence(est, total, n_train):
+    raise DivergenceError(
+        "Solver produced non-finite parameter weights. The input data may contain "
+        f"large values and need to be preprocessed. (The training loss became "
+        f"{total / n_train} in epoch {est.n_iter_ + 1}: the learning rate "
+        f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
+        "the input has large values and needs scaling, e.g. StandardScaler.) The "
+        "estimator was left as it was before this call.")
+
+
+def _record_epoch(est, total, n_train, diverged, val_data, val_rows, validate, snapshot):
+    """Record an epoch's loss (and validation score and loss, by validate(), when a validation
+    set is monitored) in the estimator's curves and stopping bookkeeping; returns (val_score,
+    val_loss), None when there is no validation set, NaN after a diverged epoch. snapshot():
+    a host copy of the parameters, taken when the validation score is the best yet."""
+    est.n_iter_ += 1
+    est.loss_ = total / n_train
+    est.t_ += n_train
+    est.loss_curve_.append(est.loss_)
+    if est.verbose:
+        print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+    val_score = val_loss = None
+    if diverged:
+        val_score = val_loss = np.nan
+        est.validation_loss_curve_.append(val_loss)
+        est.validation_scores_.append(val_score)
+        if est.verbose and est.early_stopping:
+            print("Validation score: %f" % val_score)
+    else:
+        if val_rows is not None:
+            val_score, val_loss = validate()
+            est.validation_loss_curve_.append(val_loss)
+        _update_no_improvement_count(est, val_score, snapshot)
+    return val_score, val_loss
+
+
+def _stops(est, optimizer, diverged, stop_requested, incremental):
+    """Whether training stops after this epoch: divergence (with the best validation weights to
+    restore), the stopping rule (unless the optimizer lowers its rate instead), a callback, or
+    one epoch of partial_fit; warns, as scikit-learn does, when max_iter ends it unconverged."""
+    if diverged:
+        warnings.warn(
+            f"Training diverged: the loss became {est.loss_} in epoch {est.n_iter_}. "
+            "Training stopped there and the weights of the best validation epoch "
+            f"(score {est.best_validation_score_}) were restored. The learning rate "
+            f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
+            "the input needs scaling.", ConvergenceWarning, stacklevel=4)
+        est.stopped_early_ = True
+        return True
+
+    if est._no_improvement_count > est.n_iter_no_change:
+        if est.early_stopping:
+            msg = ("Validation score did not improve more than tol=%f for %d "
+                   "consecutive epochs." % (est.tol, est.n_iter_no_change))
+        else:
+            msg = ("Training loss did not improve more than tol=%f for %d consecutive "
+                   "epochs." % (est.tol, est.n_iter_no_change))
+        if optimizer.trigger_stopping(msg, est.verbose):
+            est.stopped_early_ = True
+            return True
+        est._no_improvement_count = 0
+    if stop_requested:
+        if est.verbose:
+            print("A callback asked to stop training. Stopping.")
+        est.stopped_early_ = True
+        return True
+
+    if incremental:
+        return True
+    if est.n_iter_ == est.max_iter:
+        warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                      "optimization hasn't converged yet." % est.max_iter,
+                      ConvergenceWarning, stacklevel=4)
+    return False
 
 
 def _validate(est, val_data, rows, device, params):
@@ -359,12 +389,16 @@ def _update_no_improvement_count(est, val_score, snapshot):
             est.best_validation_score_ = val_score
             est._best_params = snapshot()
     if not est.early_stopping:
-        if est.loss_curve_[-1] > est.best_loss_ - est.tol:
-            est._no_improvement_count += 1
-        else:
-            est._no_improvement_count = 0
-        if est.loss_curve_[-1] < est.best_loss_:
-            est.best_loss_ = est.loss_curve_[-1]
+        est._no_improvement_count, est.best_loss_ = loss_progress(
+            est._no_improvement_count, est.best_loss_, est.loss_curve_[-1], est.tol)
+
+
+def loss_progress(no_improvement_count, best_loss, loss, tol):
+    """(no_improvement_count, best_loss) after an epoch whose training loss is `loss`, by
+    scikit-learn's rule: the count grows unless the loss beat the best by more than tol. The one
+    rule of fit, partial_fit and fastmlp.dask.fit (on the replicas' averaged loss)."""
+    no_improvement_count = no_improvement_count + 1 if loss > best_loss - tol else 0
+    return no_improvement_count, loss if loss < best_loss else best_loss
 
 
 def run_lbfgs(est, data, device="cpu"):

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_iris
 
 import fastmlp
-from fastmlp import MLPClassifier, ModelFileError
+from fastmlp import MLPClassifier, ModelFileError, persistence
 from fastmlp.fitted_state import FITTED
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -130,6 +130,25 @@ def test_save_keeps_the_mode_and_writes_through_a_symlink(model, tmp_path):
     assert fastmlp.load(link).get_params() == model.get_params()
     with pytest.raises(IsADirectoryError):
         model.save(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="os.mkfifo needs a POSIX system")
+def test_save_refuses_a_target_that_is_not_a_regular_file(model, tmp_path):
+    # A rename over a FIFO or a device node would replace it with the model file (it replaced
+    # /dev/full once): refused before any byte is written, the node and the folder unchanged.
+    fifo = tmp_path / "pipe.fmlp"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        model.save(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        persistence.save(model, fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.fmlp"]
+    link = tmp_path / "link.fmlp"
+    link.symlink_to(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        model.save(link)
+    assert link.is_symlink() and stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 # ----------------------------------------------------------------------------- bounded reads

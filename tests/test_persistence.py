@@ -555,6 +555,32 @@ def test_a_hostile_skops_state_is_refused_before_anything_runs(tmp_path, monkeyp
         sio.load(tmp_path / "m.skops", trusted=SKOPS_TRUSTED)
 
 
+@pytest.mark.parametrize("solver", ["adagrad", "rmsprop"])
+def test_state_and_pickles_of_versions_that_named_the_squared_gradients_m_still_load(solver):
+    """Adagrad's and RMSprop's one buffer was stored as "m" (Adam's name) before it was named
+    squared_gradients: such a state, and such a pickled optimizer, restore the same buffer."""
+    import pickle
+
+    model = MLPClassifier(hidden_layer_sizes=(4,), solver=solver, max_iter=3, random_state=0,
+                          dtype="float64").fit(X, y)
+    state = _state_of(model)
+    state["_optimizer"]["slots"] = {"m": state["_optimizer"]["slots"].pop("squared_gradients")}
+    restored = MLPClassifier.__new__(MLPClassifier)
+    restored.__setstate__(state)
+    np.testing.assert_array_equal(restored._optimizer.squared_gradients,
+                                  model._optimizer.squared_gradients)
+
+    old = dict(vars(model._optimizer), step=0)  # the attributes an older version pickled
+    old["m"] = old.pop("squared_gradients")
+    optimizer = type(model._optimizer).__new__(type(model._optimizer))
+    optimizer.__setstate__(old)
+    model._optimizer = pickle.loads(pickle.dumps(optimizer))
+    assert sorted(vars(model._optimizer)) == sorted(vars(restored._optimizer))
+    for fitted in (model, restored):
+        fitted.partial_fit(X, y)
+    np.testing.assert_array_equal(model._params, restored._params)
+
+
 def test_a_parameter_the_state_lacks_takes_its_default():
     """As `load` does for a file written before a parameter was added."""
     model = MLPRegressor(hidden_layer_sizes=(3,), alpha=0.5, rho=0.5, max_iter=2).fit(X, y)

@@ -8,10 +8,13 @@ fastmlp/cuda/launch.py, which checks that the network fits (shared_elements) bef
 The arithmetic is the per-batch kernels' (kernels.py): the same device functions.
 """
 
+from typing import NamedTuple
+
 import numba
 from numba import cuda
 
 from .. import ops
+from ..bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, WEIGHT_OFFSET
 from .kernels import (
     SIMULATOR,
     StepScalars,
@@ -49,6 +52,231 @@ def shared_elements(n_params, batch_size, n_features, n_outputs, units, keep_pre
 STATIC_SHARED_BYTES = 8 * THREADS  # block_sum's float64 partial sums
 
 
+class Carve(NamedTuple):
+    """Where each buffer starts in the dynamic shared array (see shared_elements), and the sizes
+    that carve it; layer i's rows of acts, deltas, pre, masks and dropped start B * (units of the
+    layers before i) further on, row stride fan-out. Made once per launch by _carve."""
+
+    x: int          # (B, F) the batch's inputs
+    y: int          # (B, K) its targets
+    sw: int         # (B,) its sample weights
+    acts: int       # (B, units) activations of every layer
+    deltas: int     # (B, units) deltas of every layer
+    pre: int        # (B, units) pre-activations (GELU and SiLU only)
+    masks: int      # (B, hidden units) dropout masks (dropout only)
+    dropped: int    # (B, hidden units) dropped-out activations (dropout only)
+    B: int          # rows of a full batch
+    F: int          # input features
+    K: int          # outputs
+    units: int      # units of every layer but the input
+    keep_pre: bool  # whether pre-activations are kept (the hidden activation needs them)
+    dropping: bool  # whether dropout is on
+
+
+@cuda.jit(device=True)
+def _carve(layers, n_params, batch_size, n_features, n_outputs, net):
+    """The Carve of this launch's shared array: shared_elements' order, in the kernel."""
+    units = 0
+    for i in range(layers.shape[0]):
+        units += layers[i, FAN_OUT]
+    keep_pre = keeps_pre_activation(net.hidden)
+    B = batch_size
+    x_at = n_params
+    y_at = x_at + B * n_features
+    sw_at = y_at + B * n_outputs
+    acts_at = sw_at + B
+    deltas_at = acts_at + B * units
+    pre_at = deltas_at + B * units
+    masks_at = pre_at + (B * units if keep_pre else 0)
+    dropped_at = masks_at + B * (units - n_outputs)
+    return Carve(x_at, y_at, sw_at, acts_at, deltas_at, pre_at, masks_at, dropped_at, B,
+                 n_features, n_outputs, units, keep_pre, net.dropout > 0)
+
+
+@cuda.jit(device=True)
+def _gather(sh, c, features, Y, sw, order, start, nb):
+    """Rows order[start:start + nb] of the inputs, targets and sample weights into sh."""
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    dt = sh.dtype.type
+    F, K = c.F, c.K
+    sparse = features.indptr.shape[0] > 0
+    for e in range(t, nb * F, T):
+        r = e // F
+        sh[c.x + e] = dt(0) if sparse else features.X[order[start + r], e - r * F]
+    for e in range(t, nb * K, T):
+        r = e // K
+        sh[c.y + e] = Y[order[start + r], e - r * K]
+    for r in range(t, nb, T):
+        sh[c.sw + r] = sw[order[start + r]]
+    if sparse:
+        cuda.syncthreads()  # the rows are zero before entries land in them
+        for r in range(t, nb, T):
+            i = order[start + r]
+            # One thread per row, entries in order: duplicates add up as on the CPU.
+            for k in range(features.indptr[i], features.indptr[i + 1]):
+                sh[c.x + r * F + features.indices[k]] += features.data[k]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _forward(sh, c, layers, net, start, nb):
+    """Z = A @ W + b, activation and dropout, layer by layer; one thread per output element."""
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    dt = sh.dtype.type
+    last = layers.shape[0] - 1
+    hidden_units = c.units - c.K
+    scale = dt(1.0 / (1.0 - net.dropout))
+    in_at = c.x
+    offset = 0  # units of the layers before i
+    for i in range(last + 1):
+        fan_in, fan_out = layers[i, FAN_IN], layers[i, FAN_OUT]
+        w_at, b_at = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+        kind = net.output if i == last else net.hidden
+        here = c.B * offset
+        for e in range(t, nb * fan_out, T):
+            r = e // fan_out
+            j = e - r * fan_out
+            acc = dt(0)
+            for k in range(fan_in):
+                acc += sh[in_at + r * fan_in + k] * sh[w_at + k * fan_out + j]
+            z = acc + sh[b_at + j]
+            if c.keep_pre and i < last:
+                sh[c.pre + here + e] = z
+            a = activation_value(z, kind)
+            sh[c.acts + here + e] = a
+            if c.dropping and i < last:
+                draw = uniform(net.seed, (start + r) * hidden_units + offset + j)
+                mask = scale if draw >= net.dropout else dt(0)
+                sh[c.masks + here + e] = mask
+                sh[c.dropped + here + e] = a * mask
+        cuda.syncthreads()
+        in_at = (c.dropped if c.dropping else c.acts) + here
+        offset += fan_out
+
+
+@cuda.jit(device=True)
+def _output_delta_and_loss(sh, partial, c, net, nb, eps):
+    """(sum of sample weight * loss, sum of sample weights) over the batch, the output deltas
+    written beside the outputs; one thread per row, sums in a fixed order (every thread gets
+    them)."""
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    K = c.K
+    out_at = c.B * (c.units - K)
+    loss_part = 0.0
+    weight_part = 0.0
+    for r in range(t, nb, T):
+        p = sh[c.acts + out_at + r * K:c.acts + out_at + (r + 1) * K]
+        if is_softmax(net.output):
+            softmax_in_place(p)
+        loss_part += delta_and_sample_loss(
+            sh[c.deltas + out_at + r * K:c.deltas + out_at + (r + 1) * K], p,
+            sh[c.y + r * K:c.y + (r + 1) * K], sh[c.sw + r], net.loss, eps)
+        weight_part += float(sh[c.sw + r])
+    return block_sum(partial, loss_part), block_sum(partial, weight_part)
+
+
+@cuda.jit(device=True)
+def _delta_below(sh, c, layers, i, below, hidden, nb):
+    """dA = ((dZ @ W.T) * mask) * f'(z): the delta of layer i - 1, from layer i's delta and
+    weights; below: the units before layer i - 1. One thread per element."""
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    dt = sh.dtype.type
+    fan_in, fan_out, w_at = layers[i, FAN_IN], layers[i, FAN_OUT], layers[i, WEIGHT_OFFSET]
+    dz_at = c.deltas + c.B * (below + fan_in)
+    for e in range(t, nb * fan_in, T):
+        r = e // fan_in
+        j = e - r * fan_in
+        g = dt(0)
+        # Thread j starts at column j mod O: neighbouring threads then read W from different
+        # shared-memory banks instead of all from one (stride O).
+        shift = j % fan_out
+        for step in range(fan_out):
+            o = step + shift
+            if o >= fan_out:
+                o -= fan_out
+            g += sh[dz_at + r * fan_out + o] * sh[w_at + j * fan_out + o]
+        if c.dropping:
+            g *= sh[c.masks + c.B * below + e]  # dropped units pass no gradient
+        z = sh[c.pre + c.B * below + e] if c.keep_pre else dt(0)
+        sh[c.deltas + c.B * below + e] = times_derivative(
+            g, sh[c.acts + c.B * below + e], z, hidden)
+
+
+@cuda.jit(device=True)
+def _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights, alpha, norm,
+                  decayed, kept, kind, squares):
+    """Layer i's gradient (its I x O weights, then its O biases) from its input rows at in_at
+    and its delta (offset: the units before layer i), finished and applied at once (no gradient
+    buffer). Returns `squares` plus this thread's part of the layer's ||W||^2 before the
+    update: one running sum per thread across the layers, then one block sum. One thread per
+    parameter."""
+    t = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    dt = sh.dtype.type
+    fan_in, fan_out = layers[i, FAN_IN], layers[i, FAN_OUT]
+    w_at, b_at = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+    dz_at = c.deltas + c.B * offset
+    for e in range(t, (fan_in + 1) * fan_out, T):
+        if e < fan_in * fan_out:
+            j = e // fan_out
+            o = e - j * fan_out
+            k = w_at + e
+        else:
+            j = -1
+            o = e - fan_in * fan_out
+            k = b_at + o
+        g = dt(0)
+        for r in range(nb):
+            a = sh[in_at + r * fan_in + j] if j >= 0 else dt(1)
+            g += a * sh[dz_at + r * fan_out + o]
+        w = sh[k]
+        if k < n_weights:
+            squares += float(w * w)
+        g = finished_gradient(g, w, k, n_weights, alpha, norm)
+        w, s_1, s_2 = optimizer_step(w, g, slot_1[k], slot_2[k],
+                                     decayed if k < n_weights else kept, kind)
+        slot_1[k] = s_1
+        slot_2[k] = s_2  # the same array as slot_1 for one-slot optimizers
+        sh[k] = w
+    return squares
+
+
+@cuda.jit(device=True)
+def _backward_and_update(sh, partial, slot_1, slot_2, c, layers, net, opt, nb, step_size,
+                         norm):
+    """Backward from the output delta, layer by layer; each layer's parameters are updated as
+    soon as the next delta down no longer needs them. Returns ||W||^2 before the update (every
+    thread gets it; the block sum also means every update is done)."""
+    dt = sh.dtype.type
+    n_weights = layers[0, BIAS_OFFSET]  # weights come first in the flat buffer, then biases
+    keep = dt(ops.weight_keep(opt.learning_rate, opt.weight_decay))
+    # The CPU update's scalars; AdamW decays only the weights, which come before the biases.
+    decayed = StepScalars(dt(opt.learning_rate), dt(opt.momentum), opt.nesterov,
+                          dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
+                          step_size, keep)
+    kept = StepScalars(decayed.learning_rate, decayed.momentum, decayed.nesterov,
+                       decayed.beta_1, decayed.beta_2, decayed.epsilon, decayed.rho,
+                       step_size, dt(1))
+    squares = 0.0
+    offset = c.units - c.K  # units before layer i
+    for i in range(layers.shape[0] - 1, -1, -1):
+        below = offset - layers[i, FAN_IN]  # units before layer i - 1
+        if i > 0:
+            _delta_below(sh, c, layers, i, below, net.hidden, nb)
+            cuda.syncthreads()  # W of layer i has been read: it may change now
+            in_at = (c.dropped if c.dropping else c.acts) + c.B * below
+        else:
+            in_at = c.x
+        squares = _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights,
+                                dt(net.alpha), norm, decayed, kept, opt.kind, squares)
+        offset = below
+    return block_sum(partial, squares)
+
+
 @cuda.jit
 def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, step_sizes,
                       batch_size, net, opt, eps):
@@ -57,12 +285,13 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
     params, slot_1, slot_2 (P,) updated in place (the parameters live in shared memory during the
     epoch and are written back at its end); totals (2,) float64 out: [EPOCH_TOTAL] the sum over
     batches of batch loss * batch rows, [UPDATES] the number of updates made. features: a
-    bundles.Features of device arrays; Y (N, K); sw (N,); order (n,) rows in visiting order;
-    step_sizes (S,) float64: Adam's bias-corrected step size of this epoch's first, second, ...
-    update (unused by the other optimizers); net: a bundles.Network (layers on the device); opt:
-    a bundles.OptimizerStep; eps: the dtype's machine epsilon. Each batch's parameter gradient is
-    consumed where it is made: layer i's weights are updated right after the delta of layer
-    i - 1 has been computed from them, so no gradient buffer is needed.
+    bundles.Features of device arrays; Y (N, K); sw (N,) sample weights; order (n,) rows in
+    visiting order; step_sizes (S,) float64: Adam's bias-corrected step size of this epoch's
+    first, second, ... update (unused by the other optimizers); net: a bundles.Network (layers
+    on the device); opt: a bundles.OptimizerStep; eps: the dtype's machine epsilon. Each batch's
+    parameter gradient is consumed where it is made: layer i's weights are updated right after
+    the delta of layer i - 1 has been computed from them, so no gradient buffer is needed.
+    Phases (device functions above): gather, forward, output delta and loss, backward + update.
     Launch: ONE block of THREADS threads, shared_elements(...) x itemsize dynamic shared bytes.
     """
     sh = cuda.shared.array(0, dtype=params.dtype)
@@ -70,170 +299,24 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, st
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
     dt = params.dtype.type
-    layers = net.layers
-    last = layers.shape[0] - 1
     n_params = params.shape[0]
-    n_weights = layers[0, 3]  # weights come first in the flat buffer, then biases
-    F = features.X.shape[1]
-    K = Y.shape[1]
-    B = batch_size
-    units = 0
-    for i in range(last + 1):
-        units += layers[i, 1]
-    hidden_units = units - K
-    keep_pre = keeps_pre_activation(net.hidden)
-    dropping = net.dropout > 0
-    sparse = features.indptr.shape[0] > 0
-
-    # Where each buffer starts in sh (see shared_elements); layer i's rows of acts, deltas, pre,
-    # masks and dropped start B * (units of the layers before i) further on, row stride fan-out.
-    x_at = n_params
-    y_at = x_at + B * F
-    sw_at = y_at + B * K
-    acts_at = sw_at + B
-    deltas_at = acts_at + B * units
-    pre_at = deltas_at + B * units
-    masks_at = pre_at + (B * units if keep_pre else 0)
-    dropped_at = masks_at + B * hidden_units
-
-    alpha = dt(net.alpha)
-    scale = dt(1.0 / (1.0 - net.dropout))
-    keep = dt(ops.weight_keep(opt.learning_rate, opt.weight_decay))
+    c = _carve(net.layers, n_params, batch_size, features.X.shape[1], Y.shape[1], net)
 
     for k in range(t, n_params, T):
         sh[k] = params[k]
     total = 0.0
     updates = 0
     n = order.shape[0]
-    for start in range(0, n, B):
-        nb = min(B, n - start)
-        # ---- gather the batch's inputs, targets and weights
-        for e in range(t, nb * F, T):
-            r = e // F
-            sh[x_at + e] = dt(0) if sparse else features.X[order[start + r], e - r * F]
-        for e in range(t, nb * K, T):
-            r = e // K
-            sh[y_at + e] = Y[order[start + r], e - r * K]
-        for r in range(t, nb, T):
-            sh[sw_at + r] = sw[order[start + r]]
-        if sparse:
-            cuda.syncthreads()  # the rows are zero before entries land in them
-            for r in range(t, nb, T):
-                i = order[start + r]
-                # One thread per row, entries in order: duplicates add up as on the CPU.
-                for k in range(features.indptr[i], features.indptr[i + 1]):
-                    sh[x_at + r * F + features.indices[k]] += features.data[k]
-        cuda.syncthreads()
-
-        # ---- forward: Z = A @ W + b, activation, dropout; one thread per output element
-        in_at = x_at
-        offset = 0  # units of the layers before i
-        for i in range(last + 1):
-            fan_in, fan_out, w_at, b_at = layers[i, 0], layers[i, 1], layers[i, 2], layers[i, 3]
-            kind = net.output if i == last else net.hidden
-            here = B * offset
-            for e in range(t, nb * fan_out, T):
-                r = e // fan_out
-                j = e - r * fan_out
-                acc = dt(0)
-                for c in range(fan_in):
-                    acc += sh[in_at + r * fan_in + c] * sh[w_at + c * fan_out + j]
-                z = acc + sh[b_at + j]
-                if keep_pre and i < last:
-                    sh[pre_at + here + e] = z
-                a = activation_value(z, kind)
-                sh[acts_at + here + e] = a
-                if dropping and i < last:
-                    draw = uniform(net.seed, (start + r) * hidden_units + offset + j)
-                    mask = scale if draw >= net.dropout else dt(0)
-                    sh[masks_at + here + e] = mask
-                    sh[dropped_at + here + e] = a * mask
-            cuda.syncthreads()
-            in_at = (dropped_at if dropping else acts_at) + here
-            offset += fan_out
-
-        # ---- output delta and loss: one thread per row, sums in a fixed order
-        out_at = B * (units - K)
-        loss_part = 0.0
-        weight_part = 0.0
-        for r in range(t, nb, T):
-            p = sh[acts_at + out_at + r * K:acts_at + out_at + (r + 1) * K]
-            if is_softmax(net.output):
-                softmax_in_place(p)
-            loss_part += delta_and_sample_loss(
-                sh[deltas_at + out_at + r * K:deltas_at + out_at + (r + 1) * K], p,
-                sh[y_at + r * K:y_at + (r + 1) * K], sh[sw_at + r], net.loss, eps)
-            weight_part += float(sh[sw_at + r])
-        loss_sum = block_sum(partial, loss_part)
-        weight_sum = block_sum(partial, weight_part)
+    for start in range(0, n, batch_size):
+        nb = min(batch_size, n - start)
+        _gather(sh, c, features, Y, sw, order, start, nb)
+        _forward(sh, c, net.layers, net, start, nb)
+        loss_sum, weight_sum = _output_delta_and_loss(sh, partial, c, net, nb, eps)
         if weight_sum == 0:
             continue  # every sample has zero weight: nothing to learn (the same for all threads)
-
-        # ---- backward, layer by layer from the output; each layer's parameters are updated as
-        # soon as the next delta down no longer needs them
-        norm = dt(weight_sum)
         step_size = dt(step_sizes[updates]) if step_sizes.shape[0] > updates else dt(0)
-        # The CPU update's scalars; AdamW decays only the weights, which come before the biases.
-        decayed = StepScalars(dt(opt.learning_rate), dt(opt.momentum), opt.nesterov,
-                              dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
-                              step_size, keep)
-        kept = StepScalars(decayed.learning_rate, decayed.momentum, decayed.nesterov,
-                           decayed.beta_1, decayed.beta_2, decayed.epsilon, decayed.rho,
-                           step_size, dt(1))
-        squares = 0.0
-        offset = units - K
-        for i in range(last, -1, -1):
-            fan_in, fan_out, w_at, b_at = layers[i, 0], layers[i, 1], layers[i, 2], layers[i, 3]
-            dz_at = deltas_at + B * offset
-            below = offset - fan_in  # units before layer i - 1
-            if i > 0:
-                # dA = ((dZ @ W.T) * mask) * f'(z): the delta of layer i - 1
-                for e in range(t, nb * fan_in, T):
-                    r = e // fan_in
-                    c = e - r * fan_in
-                    g = dt(0)
-                    # Thread c starts at column c mod O: neighbouring threads then read W from
-                    # different shared-memory banks instead of all from one (stride O).
-                    shift = c % fan_out
-                    for step in range(fan_out):
-                        o = step + shift
-                        if o >= fan_out:
-                            o -= fan_out
-                        g += sh[dz_at + r * fan_out + o] * sh[w_at + c * fan_out + o]
-                    if dropping:
-                        g *= sh[masks_at + B * below + e]  # dropped units pass no gradient
-                    z = sh[pre_at + B * below + e] if keep_pre else dt(0)
-                    sh[deltas_at + B * below + e] = times_derivative(
-                        g, sh[acts_at + B * below + e], z, net.hidden)
-                cuda.syncthreads()  # W of layer i has been read: it may change now
-                in_at = (dropped_at if dropping else acts_at) + B * below
-            else:
-                in_at = x_at
-            # Layer i's gradient (its I x O weights, then its O biases), finished and applied.
-            for e in range(t, (fan_in + 1) * fan_out, T):
-                if e < fan_in * fan_out:
-                    c = e // fan_out
-                    o = e - c * fan_out
-                    k = w_at + e
-                else:
-                    c = -1
-                    o = e - fan_in * fan_out
-                    k = b_at + o
-                g = dt(0)
-                for r in range(nb):
-                    a = sh[in_at + r * fan_in + c] if c >= 0 else dt(1)
-                    g += a * sh[dz_at + r * fan_out + o]
-                w = sh[k]
-                if k < n_weights:
-                    squares += float(w * w)  # ||W||^2 before the update, as the CPU's
-                g = finished_gradient(g, w, k, n_weights, alpha, norm)
-                w, s_1, s_2 = optimizer_step(w, g, slot_1[k], slot_2[k],
-                                             decayed if k < n_weights else kept, opt.kind)
-                slot_1[k] = s_1
-                slot_2[k] = s_2  # the same array as slot_1 for one-slot optimizers
-                sh[k] = w
-            offset = below
-        squares = block_sum(partial, squares)  # also: every update is done
+        squares = _backward_and_update(sh, partial, slot_1, slot_2, c, net.layers, net, opt, nb,
+                                       step_size, dt(weight_sum))
         total += (loss_sum / weight_sum + 0.5 * net.alpha * squares / weight_sum) * nb
         updates += 1
 

@@ -387,12 +387,14 @@ def output_delta_and_loss_sums(dZ, stats, P, Y, sw, loss, softmax, eps):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fused finish_gradient + optimizer updates: one thread per parameter, one launch per batch
+# Gradient finishing (ops.finished_gradient) fused with the optimizer step: one thread per
+# parameter, one launch per batch
 # ---------------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
 def _finished_gradient(dparams, params, stats, alpha, n_weights, k):
-    """The CPU finished_gradient for entry k, from the batch's weight sum stats[WEIGHT_SUM];
+    """ops.finished_gradient (as the CPU update applies it) for entry k, from the batch's
+    weight sum stats[WEIGHT_SUM];
     stored back into dparams and returned. alpha: the dtype's."""
     g = finished_gradient(dparams[k], params[k], k, n_weights, alpha,
                           params.dtype.type(stats[WEIGHT_SUM]))
@@ -403,7 +405,7 @@ def _finished_gradient(dparams, params, stats, alpha, n_weights, k):
 @cuda.jit(device=True)
 def _store_block_squares(squares, params, n_weights, k):
     """squares[block] := the sum of this block's squared weights, read before any update (the
-    CPU finish_gradient's ||W||^2, summed by _close). Every thread must call this."""
+    CPU weight_squares' ||W||^2, summed by _close). Every thread must call this."""
     partial = cuda.shared.array(BLOCK, dtype=numba.float64)
     value = 0.0
     if k < n_weights:
@@ -416,8 +418,8 @@ def _store_block_squares(squares, params, n_weights, k):
 @cuda.jit
 def finish_gradient_squares(dparams, squares, params, stats, alpha, n_weights):
     """dparams (P,) in place: (dparams + alpha * W) / sum(sw) (sum(sw) = stats[WEIGHT_SUM]);
-    squares (G,) out: per-block sums of W^2, whose total is what the CPU finish_gradient
-    returns. For L-BFGS; training fuses this into the updates below. Launch: G blocks of BLOCK."""
+    squares (G,) out: per-block sums of W^2, whose total is the CPU weight_squares'
+    ||W||^2. For L-BFGS; training fuses this into the updates below. Launch: G blocks of BLOCK."""
     k = cuda.grid(1)
     _store_block_squares(squares, params, n_weights, k)
     if k < params.shape[0]:

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 from .. import ops
+from ..bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, WEIGHT_OFFSET
 from . import device
 
 # Products with at least this many multiply-adds (rows x fan-in x fan-out) go to cuBLAS when
@@ -44,15 +45,15 @@ def blocks(n, per_block):
     return max(1, -(-n // per_block))
 
 
-def product_grid(K, rows, cols):
+def product_grid(kernels, rows, cols):
     """(grid, block) of a tiled product kernel writing a (rows, cols) result. Rows go along the
     grid's x dimension, which takes up to 2**31 - 1 blocks (y takes at most 65535)."""
-    return (blocks(rows, K.TILE), blocks(cols, K.TILE)), (K.TILE, K.TILE)
+    return (blocks(rows, kernels.TILE), blocks(cols, kernels.TILE)), (kernels.TILE, kernels.TILE)
 
 
-def elementwise_grid(K, rows, cols):
+def elementwise_grid(kernels, rows, cols):
     """(grid, block) of an elementwise kernel over (rows, cols): one thread per element, 1-D."""
-    return blocks(rows * cols, K.BLOCK), K.BLOCK
+    return blocks(rows * cols, kernels.BLOCK), kernels.BLOCK
 
 
 def launcher(kernel, grid, block, shared_bytes=0):
@@ -75,15 +76,15 @@ class _Network:
     def __init__(self, params, layers, hidden, output, rows, n_features, n_outputs,
                  dropout=False):
         cuda = device.import_cuda()
-        self.K = _kernels()
+        self.kernels = _kernels()
         self.cupy = device.cupy()
         self.table = table = device.host_table(layers)
         self.n_layers = table.shape[0]
         self.last = self.n_layers - 1
         self.hidden, self.output = hidden, output
         self.kinds = [hidden] * self.last + [output]
-        self.fans = [(int(fan_in), int(fan_out)) for fan_in, fan_out, _, _ in table]
-        self.n_weights = int(table[0, 3])
+        self.fans = list(zip(table[:, FAN_IN].tolist(), table[:, FAN_OUT].tolist()))
+        self.n_weights = int(table[0, BIAS_OFFSET])  # weights come first, then biases
         self.W, self.b = self.split(params, table)
         self.hidden_units = sum(fan_out for _, fan_out in self.fans[:-1])
         self.eps = float(np.finfo(params.dtype).eps)
@@ -107,8 +108,10 @@ class _Network:
     @staticmethod
     def split(flat, table):
         """Per-layer (I, O) weight and (O,) bias views of a flat device buffer."""
-        W = [flat[w:w + i * o].reshape((i, o)) for i, o, w, _ in table]
-        b = [flat[bo:bo + o] for _, o, _, bo in table]
+        fan_in, fan_out = table[:, FAN_IN], table[:, FAN_OUT]
+        W = [flat[w:w + i * o].reshape((i, o))
+             for i, o, w in zip(fan_in, fan_out, table[:, WEIGHT_OFFSET])]
+        b = [flat[bo:bo + o] for o, bo in zip(fan_out, table[:, BIAS_OFFSET])]
         return W, b
 
     def rows(self, n):
@@ -116,30 +119,36 @@ class _Network:
         made once per distinct n (an epoch has at most two: the batch size and the last one)."""
         if n in self._batches:
             return self._batches[n]
-        K = self.K
+        kernels = self.kernels
         v = types.SimpleNamespace(n=n)
         for name in ("acts", "deltas", "pre", "masks", "dropped"):
             setattr(v, name, [a[:n] for a in getattr(self, name)])
         v.Xb, v.Yb, v.swb = self.Xb[:n], self.Yb[:n], self.swb[:n]
-        v.stage = launcher(K.stage_batch_from, n, K.ROW_THREADS)
-        v.gather = launcher(K.gather_rows_from, n, K.ROW_THREADS)
-        v.loss = launcher(K.output_delta_and_loss_sums, 1, K.BLOCK)
-        v.softmax = launcher(K.softmax_rows, blocks(n, K.BLOCK), K.BLOCK)
+        v.stage = launcher(kernels.stage_batch_from, n, kernels.ROW_THREADS)
+        v.gather = launcher(kernels.gather_rows_from, n, kernels.ROW_THREADS)
+        v.loss = launcher(kernels.output_delta_and_loss_sums, 1, kernels.BLOCK)
+        v.softmax = launcher(kernels.softmax_rows, blocks(n, kernels.BLOCK), kernels.BLOCK)
         v.cublas, v.forward, v.dropout, v.gradient, v.delta = [], [], [], [], []
+
+        def elementwise(kernel, cols):
+            return launcher(kernel, *elementwise_grid(kernels, n, cols))
+
+        def tiled(kernel, rows, cols):
+            return launcher(kernel, *product_grid(kernels, rows, cols))
+
         for fan_in, fan_out in self.fans:
             cublas = self.cupy is not None and n * fan_in * fan_out >= CUBLAS_MIN_MACS
             v.cublas.append(cublas)
-            v.dropout.append(launcher(K.dropout_forward, *elementwise_grid(K, n, fan_out)))
+            v.dropout.append(elementwise(kernels.dropout_forward, fan_out))
             if cublas:  # the product by cuBLAS, then its epilogue as an elementwise kernel
-                v.forward.append(launcher(K.bias_activate, *elementwise_grid(K, n, fan_out)))
-                v.gradient.append(launcher(K.column_sums, blocks(fan_out, K.BLOCK), K.BLOCK))
-                v.delta.append(launcher(K.activation_backward_masked,
-                                         *elementwise_grid(K, n, fan_in)))
+                v.forward.append(elementwise(kernels.bias_activate, fan_out))
+                v.gradient.append(launcher(kernels.column_sums, blocks(fan_out, kernels.BLOCK),
+                                           kernels.BLOCK))
+                v.delta.append(elementwise(kernels.activation_backward_masked, fan_in))
             else:
-                v.forward.append(launcher(K.dense_forward_activate, *product_grid(K, n, fan_out)))
-                v.gradient.append(launcher(K.dense_backward,  # + the bias row
-                                            *product_grid(K, fan_in + 1, fan_out)))
-                v.delta.append(launcher(K.backward_input, *product_grid(K, n, fan_in)))
+                v.forward.append(tiled(kernels.dense_forward_activate, n, fan_out))
+                v.gradient.append(tiled(kernels.dense_backward, fan_in + 1, fan_out))  # + bias row
+                v.delta.append(tiled(kernels.backward_input, n, fan_in))
         self._batches[n] = v
         return v
 
@@ -208,13 +217,13 @@ def fused_shared_bytes(params, table, batch_size, n_features, n_outputs, net):
     """Dynamic shared-memory bytes the persistent epoch kernel needs for this network and batch
     size, or None when they do not fit in one block beside its static arrays (the limit is the
     device's shared memory per block; see device.shared_bytes_per_block)."""
-    F = _fused()
-    elements = F.shared_elements(params.shape[0], batch_size, n_features, n_outputs,
-                                 int(table[:, 1].sum()),
+    fused = _fused()
+    elements = fused.shared_elements(params.shape[0], batch_size, n_features, n_outputs,
+                                 int(table[:, FAN_OUT].sum()),
                                  ops.by_code(ops.ACTIVATIONS, net.hidden).needs_pre_activation,
                                  net.dropout > 0)
     needed = elements * params.dtype.itemsize
-    if needed + F.STATIC_SHARED_BYTES > device.shared_bytes_per_block():
+    if needed + fused.STATIC_SHARED_BYTES > device.shared_bytes_per_block():
         return None
     return needed
 
@@ -275,35 +284,35 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
 
 def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
     """train_epoch in one launch of the persistent kernel (fused.py)."""
-    F = _fused()
+    fused = _fused()
     params = state.params
     net, opt = _plain(net, opt)
     shared = fused_shared_bytes(params, device.host_table(net.layers), batch_size,
                                 features.X.shape[1], Y.shape[1], net)
     totals = device.empty(2, np.float64)
-    launcher(F.train_epoch_fused, 1, F.THREADS, shared)(
+    launcher(fused.train_epoch_fused, 1, fused.THREADS, shared)(
         params, state.slot_1, state.slot_2, totals, features, Y, sw, order,
         _step_sizes(opt, blocks(order.shape[0], batch_size)), batch_size, net, opt,
         float(np.finfo(params.dtype).eps))
     result = totals.copy_to_host()
     step = opt.step
     if ops.counts_steps(opt.kind):  # Adam's bias correction
-        step += int(result[F.UPDATES])
-    return float(result[F.EPOCH_TOTAL]), step
+        step += int(result[fused.UPDATES])
+    return float(result[fused.EPOCH_TOTAL]), step
 
 
 def _update(network, state, squares, stats, done, alpha, opt, n_batches):
     """(launcher, arguments) of the update kernel (finish, step, close the batch) for opt; each
     launch appends the batch's row count. Scalars are cast to the parameters' dtype, as the CPU
     update casts them."""
-    K = network.K
+    kernels = network.kernels
     params, dparams, slot_1, slot_2 = state
     dt = params.dtype.type
-    scalars = K.StepScalars(dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
+    scalars = kernels.StepScalars(dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
                             dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
                             dt(0), dt(1))
     keep = dt(ops.weight_keep(opt.learning_rate, opt.weight_decay))
-    return launcher(K.update_batch, squares.shape[0], K.BLOCK), (
+    return launcher(kernels.update_batch, squares.shape[0], kernels.BLOCK), (
         params, slot_1, slot_2, squares, dparams, stats, done, network.n_weights, dt(alpha),
         scalars, _step_sizes(opt, n_batches), keep, int(opt.kind), float(alpha))
 
@@ -315,10 +324,10 @@ def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
     n = order.shape[0]
     network = _Network(params, net.layers, net.hidden, net.output, batch_size,
                        features.X.shape[1], Y.shape[1], net.dropout > 0)
-    K = network.K
+    kernels = network.kernels
     dW, db = _Network.split(dparams, network.table)
-    squares = cuda.device_array(blocks(params.shape[0], K.BLOCK), np.float64)
-    stats = cuda.to_device(np.zeros(K.N_STATS))
+    squares = cuda.device_array(blocks(params.shape[0], kernels.BLOCK), np.float64)
+    stats = cuda.to_device(np.zeros(kernels.N_STATS))
     done = cuda.to_device(np.zeros(1, np.int32))  # blocks of the update done with this batch
     update, update_args = _update(network, state, squares, stats, done, net.alpha, opt,
                                   blocks(n, batch_size))
@@ -333,8 +342,8 @@ def _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt):
     result = stats.copy_to_host()
     step = opt.step
     if ops.counts_steps(opt.kind):  # Adam's bias correction
-        step += int(result[K.STEPS])
-    return float(result[K.EPOCH_TOTAL]), step
+        step += int(result[kernels.STEPS])
+    return float(result[kernels.EPOCH_TOTAL]), step
 
 
 def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
@@ -346,14 +355,14 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     chunk_rows = min(chunk_rows, n)
     network = _Network(params, net.layers, net.hidden, net.output, chunk_rows,
                        features.X.shape[1], Y.shape[1])
-    K = network.K
+    kernels = network.kernels
     several = n > chunk_rows
     chunk_grad = cuda.device_array_like(dparams) if several else dparams
     dW, db = _Network.split(chunk_grad, network.table)
-    stats = cuda.to_device(np.zeros(K.N_STATS))
-    squares = cuda.device_array(blocks(params.shape[0], K.BLOCK), np.float64)
+    stats = cuda.to_device(np.zeros(kernels.N_STATS))
+    squares = cuda.device_array(blocks(params.shape[0], kernels.BLOCK), np.float64)
     consecutive = cuda.device_array(0, np.int64)  # no index array: rows start, start + 1, ...
-    add = launcher(K.add_into, blocks(dparams.shape[0], K.BLOCK), K.BLOCK)
+    add = launcher(kernels.add_into, blocks(dparams.shape[0], kernels.BLOCK), kernels.BLOCK)
     with device.same_stream(network.cupy):
         for start in range(0, n, chunk_rows):
             v = network.rows(min(chunk_rows, n - start))
@@ -361,10 +370,10 @@ def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
             network.backprop(v, dW, db, stats, net.loss, 0.0, 0, start)
             if several:
                 add(dparams, chunk_grad, start == 0)
-        launcher(K.finish_gradient_squares, squares.shape[0], K.BLOCK)(
+        launcher(kernels.finish_gradient_squares, squares.shape[0], kernels.BLOCK)(
             dparams, squares, params, stats, params.dtype.type(net.alpha), network.n_weights)
     sums = stats.copy_to_host()
-    loss_sum, weight_sum = sums[K.LOSS_SUM], sums[K.WEIGHT_SUM]
+    loss_sum, weight_sum = sums[kernels.LOSS_SUM], sums[kernels.WEIGHT_SUM]
     weight_squares = float(np.sum(squares.copy_to_host()))
     return float(loss_sum / weight_sum + 0.5 * net.alpha * weight_squares / weight_sum)
 

@@ -6,12 +6,13 @@ pyproject.toml bounds numba's version to the releases those tests have passed on
 these; nothing here computes anything a network needs.
 """
 
+import contextlib
 import hashlib
 import os
 import platform
 
 from llvmlite import ir
-from numba.core import caching, cgutils, types
+from numba.core import caching, cgutils, sigutils, types
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
@@ -201,9 +202,48 @@ class _PackageCacheImpl(caching.CompileResultCacheImpl):
 
 
 class PackageCache(caching.FunctionCache):
-    """numba's function cache with the package-wide SOURCE_STAMP."""
+    """numba's function cache with the package-wide SOURCE_STAMP, safe against other processes.
+
+    numba saves an entry as an index (signature -> data file) and a data file, without a lock:
+    two processes compiling one function for different signatures at once (the test suite's
+    parallel processes, a search's workers) can both pick the same data file, leaving an index
+    that hands one signature the other's machine code (seen: NaN losses from a float64 fit).
+    fastmlp's saves and loads therefore hold a lock file in the cache directory, and a loaded
+    entry whose signature is not the one asked for counts as a miss.
+    """
 
     _impl_class = _PackageCacheImpl
+
+    def load_overload(self, sig, target_context):
+        with _locked(self._cache_path):
+            result = super().load_overload(sig, target_context)
+        wanted = sigutils.normalize_signature(sig)[0]
+        if result is not None and tuple(result.signature.args) != tuple(wanted):
+            return None  # another signature's code under this key: compile afresh
+        return result
+
+    def save_overload(self, sig, data):
+        with _locked(self._cache_path):
+            super().save_overload(sig, data)
+
+
+@contextlib.contextmanager
+def _locked(directory):
+    """An exclusive advisory lock on `directory`/fastmlp.lock while the body runs (POSIX; where
+    fcntl is missing or the lock file cannot be made, no lock: numba's own behaviour)."""
+    try:
+        import fcntl
+
+        handle = open(os.path.join(directory, "fastmlp.lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cache_with_package_stamp(dispatcher):

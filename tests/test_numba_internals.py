@@ -394,3 +394,42 @@ def test_the_minimum_versions_script_still_reads_numbas_minimum():
     assert f"numba=={minimum}" in pins, pins
     assert {pin.split("==")[0] for pin in pins} == {"numba", "numpy", "scipy", "scikit-learn"}
 
+
+
+_TWO_DTYPES_RUN = """
+import numpy as np
+from fastmlp import ops
+from fastmlp.cpu import kernels
+f = kernels.output_delta_and_loss
+for dtype in (np.float32, np.float64):
+    P = np.full((2, 2), 0.25, dtype)
+    total = f(np.empty_like(P), P, np.eye(2, dtype=dtype), np.ones(2, dtype),
+              ops.LOSS["squared_error"].code)
+    print("TOTAL", dtype.__name__, total)
+print("HITS", sum(f.stats.cache_hits.values()), "MISSES", sum(f.stats.cache_misses.values()))
+"""
+
+
+def test_an_index_pointing_at_another_signatures_code_is_a_miss(package_copy, tmp_path):
+    """numba's cache saves without a lock: two processes compiling one function for different
+    signatures at once can leave an index that gives one signature the other's machine code
+    (this gave NaN losses). The package's cache checks a loaded entry's signature; here the two
+    data files are swapped on purpose, as such a race leaves them."""
+    cache = tmp_path / "numba-cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(package_copy.parent))
+
+    def run():
+        result = subprocess.run([sys.executable, "-c", _TWO_DTYPES_RUN], capture_output=True,
+                                text=True, env=env, timeout=300, cwd=str(package_copy.parent))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    first = run()
+    data = sorted(cache.rglob("kernels.output_delta_and_loss-*.nbc"))
+    assert len(data) == 2
+    one, two = (path.read_bytes() for path in data)
+    data[0].write_bytes(two)
+    data[1].write_bytes(one)
+    second = run()
+    assert "HITS 0 MISSES 2" in second, second  # both refused, both compiled afresh
+    assert re.findall(r"TOTAL .*", second) == re.findall(r"TOTAL .*", first)

@@ -87,30 +87,33 @@ class _CompileWatch(event.Listener):
         return (getattr(function, "__module__", None) or "").startswith("fastmlp.")
 
     def on_start(self, ev):
-        if not self._ours(ev):
-            return
-        me = threading.get_ident()
-        with self._lock:
-            depth, started = self._open.get(me, (0, time.perf_counter()))
-            self._open[me] = (depth + 1, started)
-            first = depth == 0 and not self.announced
-            self.announced = self.announced or first
-        if first:
+        if self._nest(ev, +1):
             gpu = "CUDA" in type(ev.data["dispatcher"]).__name__
             print("fastmlp: compiling its " + ("GPU kernels (once in this process)" if gpu else
                   "CPU kernels (once; cached on disk for later runs: see python -m "
                   "fastmlp.compile)") + "...", file=sys.stderr, flush=True)
 
     def on_end(self, ev):
+        self._nest(ev, -1)
+
+    def _nest(self, ev, step):
+        """Count this thread's nested compilations of fastmlp code up (+1) or down (-1), adding
+        the outermost one's seconds when it ends; True for the process's first outermost start
+        (the one to announce)."""
         if not self._ours(ev):
-            return
-        me = threading.get_ident()
+            return False
+        me, now = threading.get_ident(), time.perf_counter()
         with self._lock:
-            depth, started = self._open.pop(me, (1, time.perf_counter()))
-            if depth > 1:
-                self._open[me] = (depth - 1, started)
+            depth, started = self._open.get(me, (0, now))
+            depth += step
+            if depth > 0:
+                self._open[me] = (depth, started)
             else:
-                self.seconds += time.perf_counter() - started
+                self._open.pop(me, None)
+                self.seconds += now - started
+            first = step > 0 and depth == 1 and not self.announced
+            self.announced = self.announced or first
+        return first
 
 
 _WATCH = _CompileWatch()

@@ -52,10 +52,11 @@ print("compiled:", len(compiled), compiled[:5])
 
 
 def _python(args, **env):
+    """Standard output and error of a fresh Python process running `args`."""
     result = subprocess.run([sys.executable, *args], env=dict(os.environ, **env),
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 def test_the_command_prepares_every_configuration_in_one_go(tmp_path):
@@ -63,10 +64,12 @@ def test_the_command_prepares_every_configuration_in_one_go(tmp_path):
     out = _python(["-m", "fastmlp.compile", "--dtype", "float32", "float64"], NUMBA_CACHE_DIR=cache,
                   PYTHONPATH=str(ROOT))
     assert "fastmlp kernels ready for float32 and float64 in numba's on-disk cache" in out
+    assert out.count("fastmlp: compiling its CPU kernels") == 1  # said once, not per dtype
     assert any(name.endswith(".nbi") for name in os.listdir(next(Path(cache).iterdir())))
     out = _python(["-c", _FIT_EVERYTHING_AND_COUNT], NUMBA_CACHE_DIR=cache,
                   PYTHONPATH=str(ROOT))
     assert "compiled: 0 []" in out, out
+    assert "fastmlp: compiling" not in out  # nothing compiled, nothing said
 
 
 def test_the_package_build_ships_compiled_kernels(tmp_path):
@@ -97,3 +100,70 @@ def test_the_command_rejects_unknown_choices(tmp_path):
     result = subprocess.run([sys.executable, "-m", "fastmlp.compile", "--dtype", "float16"],
                             env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "invalid choice: 'float16'" in result.stderr
+
+
+class _Event:
+    """A stand-in for numba's compile event, for a dispatcher of module `module`."""
+
+    def __init__(self, module):
+        self.data = {"dispatcher": type("Dispatcher", (), {
+            "py_func": type("F", (), {"__module__": module})})()}
+
+
+def test_the_compile_watch_times_outermost_compiles_and_speaks_once(capsys, monkeypatch):
+    from fastmlp import config
+
+    clock = iter([10.0, 11.0, 12.0, 13.0, 20.0, 20.5, 30.0, 30.0])
+    monkeypatch.setattr(config.time, "perf_counter", lambda: next(clock))
+    watch = config._CompileWatch()
+    ours, other = _Event("fastmlp.cpu.kernels"), _Event("numba.np.linalg")
+    watch.on_start(ours)   # 10
+    watch.on_start(ours)   # 11: a callee, inside
+    watch.on_start(other)  # not fastmlp's: ignored
+    watch.on_end(ours)     # 12
+    watch.on_end(ours)     # 13: the outermost ends: 3 s
+    watch.on_start(ours)   # 20
+    watch.on_end(ours)     # 20.5: another 0.5 s
+    assert watch.seconds == 3.5
+    assert capsys.readouterr().err.count("fastmlp: compiling its CPU kernels") == 1
+
+
+def test_compiling_is_kept_out_of_epoch_times_and_the_progress_clock(monkeypatch):
+    """A first epoch that compiles for 100 s (simulated) is recorded and shown without them."""
+    import numpy as np
+
+    import fastmlp
+    from fastmlp import callbacks, training
+
+    compiled = {"seconds": 0.0}
+    clock = {"now": 1000.0}  # a fake clock: only the simulated compile moves it
+
+    def compile_seconds():
+        return compiled["seconds"]
+
+    real_epoch = training.backend("cpu").train_epoch
+
+    def compiling_epoch(*args):
+        if compiled["seconds"] == 0:  # as if this epoch had compiled for 100 s first
+            compiled["seconds"] += 100.0
+            clock["now"] += 100.0
+        return real_epoch(*args)
+
+    monkeypatch.setattr(training, "compile_seconds", compile_seconds)
+    monkeypatch.setattr(callbacks, "compile_seconds", compile_seconds)
+    monkeypatch.setattr(training.backend("cpu"), "train_epoch", compiling_epoch)
+    for module in (training, callbacks):
+        monkeypatch.setattr(module.time, "perf_counter", lambda: clock["now"])
+    records, bars = [], []
+
+    class Bar(callbacks.ProgressBar):
+        def __init__(self, total, stream=None):
+            super().__init__(total, stream)
+            bars.append(self)
+
+    monkeypatch.setattr(training, "ProgressBar", Bar)
+    X = np.random.RandomState(0).normal(size=(40, 3))
+    fastmlp.MLPClassifier(max_iter=2, progress_bar=True, callbacks=[records.append]).fit(
+        X, X[:, 0] > 0)
+    assert [r.seconds for r in records] == [0.0, 0.0]
+    assert bars[0].started == 1100.0  # the bar's clock starts after the compile

@@ -520,7 +520,8 @@ def test_the_gpu_checks_row_stack_shim_restores_it_only_where_missing(tmp_path):
             assert said in result.stderr, result.stderr
 
 
-@pytest.mark.skipif(device.target() == "gpu", reason="on a GPU machine it runs for minutes")
+@pytest.mark.skipif(device.target() == "gpu", reason="checks the script where no GPU is usable; "
+                    "with one, its steps really run (minutes)")
 def test_the_gpu_check_script_runs_through_failing_steps_within_its_budget(tmp_path):
     """bench/gpu_check.sh without a GPU: every step fails or is skipped, yet the script goes on
     to the end, stays within GPU_CHECK_SECONDS, and leaves at most 8 flat, plainly named files

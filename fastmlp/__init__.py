@@ -16,6 +16,7 @@ _PUBLIC = {
     "MLPClassifier": "estimators",
     "MLPRegressor": "estimators",
     "ModelFileError": "persistence",
+    "fit_many": "many",
     "load": "persistence",
     "plot_loss_curve": "plotting",
 }

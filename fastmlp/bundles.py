@@ -56,3 +56,32 @@ class OptimizerStep(NamedTuple):
     rho: float             # RMSprop
     weight_decay: float    # AdamW's decoupled decay
     step: int              # Adam's update counter before this epoch
+
+
+class Networks(NamedTuple):
+    """M networks of one shape trained together (fastmlp/many.py): model m is the Network
+    Network(layers, hidden[m], output[m], loss[m], alpha[m], dropout[m], seed[m])."""
+
+    layers: np.ndarray   # (L, 4) int64, the one layer table they share
+    hidden: np.ndarray   # (M,) int64 activation codes of the hidden layers
+    output: np.ndarray   # (M,) int64 activation codes of the output layer
+    loss: np.ndarray     # (M,) int64 loss codes
+    alpha: np.ndarray    # (M,) float64 L2 penalties
+    dropout: np.ndarray  # (M,) float64 dropout rates
+    seed: np.ndarray     # (M,) int64 this epoch's dropout seeds
+
+
+class OptimizerSteps(NamedTuple):
+    """The OptimizerStep of each of M models trained together, field by field: model m's is
+    OptimizerStep(kind[m], learning_rate[m], ..., step[m])."""
+
+    kind: np.ndarray           # (M,) int64
+    learning_rate: np.ndarray  # (M,) float64
+    momentum: np.ndarray       # (M,) float64
+    nesterov: np.ndarray       # (M,) bool
+    beta_1: np.ndarray         # (M,) float64
+    beta_2: np.ndarray         # (M,) float64
+    epsilon: np.ndarray        # (M,) float64
+    rho: np.ndarray            # (M,) float64
+    weight_decay: np.ndarray   # (M,) float64
+    step: np.ndarray           # (M,) int64

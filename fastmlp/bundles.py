@@ -2,7 +2,8 @@
 and one epoch's optimizer settings.
 
 Numba compiles a named tuple to a plain struct, so naming the fields costs nothing at run time;
-kernels read ``net.layers``, never ``net[0]``. Plain data only: no logic lives here.
+kernels read ``net.layers``, never ``net[0]``. Plain data only: no logic lives here beyond
+stacking one-model bundles into many-model ones.
 """
 
 from typing import NamedTuple
@@ -70,6 +71,12 @@ class Networks(NamedTuple):
     dropout: np.ndarray  # (M,) float64 dropout rates
     seed: np.ndarray     # (M,) int64 this epoch's dropout seeds
 
+    @classmethod
+    def of(cls, nets):
+        """The Networks of a list of Networks that share their layer table."""
+        return cls(nets[0].layers, *(np.array([net[k] for net in nets], dtype=dtype)
+                                     for k, dtype in enumerate(_NETWORK_DTYPES, start=1)))
+
 
 class OptimizerSteps(NamedTuple):
     """The OptimizerStep of each of M models trained together, field by field: model m's is
@@ -85,3 +92,15 @@ class OptimizerSteps(NamedTuple):
     rho: np.ndarray            # (M,) float64
     weight_decay: np.ndarray   # (M,) float64
     step: np.ndarray           # (M,) int64
+
+    @classmethod
+    def of(cls, opts):
+        """The OptimizerSteps of a list of OptimizerSteps."""
+        return cls(*(np.array([opt[k] for opt in opts], dtype=dtype)
+                     for k, dtype in enumerate(_STEP_DTYPES)))
+
+
+# The array dtypes of Networks' fields after `layers`, and of OptimizerSteps' fields.
+_NETWORK_DTYPES = (np.int64, np.int64, np.int64, np.float64, np.float64, np.int64)
+_STEP_DTYPES = (np.int64, np.float64, np.float64, np.bool_, np.float64, np.float64, np.float64,
+                np.float64, np.float64, np.int64)

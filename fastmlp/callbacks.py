@@ -47,8 +47,10 @@ class EpochRecord:
 class ProgressBar:
     """Progress over epochs: a tqdm bar when tqdm is installed, else one line per epoch."""
 
-    def __init__(self, total, stream=None):
+    def __init__(self, total, stream=None, unit="epoch"):
         self.total = total
+        self.unit = unit
+        self.done = 0
         self.stream = stream or sys.stderr
         self.started = time.perf_counter()
         self.compiled = compile_seconds()  # compiling is not training: kept out of the ETA
@@ -57,7 +59,7 @@ class ProgressBar:
         except ImportError:
             self.bar = None
         else:
-            self.bar = tqdm(total=total, unit="epoch", file=self.stream, leave=True)
+            self.bar = tqdm(total=total, unit=unit, file=self.stream, leave=True)
 
     def __call__(self, record):
         compiling = compile_seconds() - self.compiled
@@ -71,12 +73,18 @@ class ProgressBar:
             fields.append(f"val_loss {record.validation_loss:.5f}")
         if record.validation_score is not None:
             fields.append(f"val_score {record.validation_score:.4f}")
+        self.advance(fields, record.epoch)
+
+    def advance(self, fields=(), position=None):
+        """One more unit done (an epoch, or a fit of fit_many), with `fields` to show; the line
+        without tqdm says `position` (the count of calls by default) of the total."""
+        self.done += 1
         if self.bar is not None:
             self.bar.set_postfix_str(", ".join(fields), refresh=False)
             self.bar.update(1)
         else:
             elapsed = time.perf_counter() - self.started
-            print(f"epoch {record.epoch}/{self.total}  " + "  ".join(fields) +
+            print(f"{self.unit} {position or self.done}/{self.total}  " + "  ".join(fields) +
                   f"  ({elapsed:.1f} s)", file=self.stream, flush=True)
 
     def close(self):

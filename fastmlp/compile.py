@@ -48,9 +48,22 @@ def _call_every_kernel(dtype):
         state = TrainState(params.copy(), np.empty_like(params), np.zeros_like(params),
                            np.zeros_like(params))
         cpu.train_epoch(state, features, Y, sw, rows, 4, net, opt)
+        _train_two_together(state, features, Y, sw, rows, net, opt)
         cpu.loss_and_gradient(np.empty_like(params), params, features, Y, sw, net, 4)
         cpu.predict(np.empty((6, 2), dtype), params, features, rows, net, 4)
     kernels.output_delta_and_loss(np.empty_like(Y), Y.copy(), Y, sw, net.loss)
+
+
+def _train_two_together(state, features, Y, sw, rows, net, opt):
+    """cpu.train_epoch_many (fit_many's kernel) on two copies of one model."""
+    from . import cpu
+    from .bundles import Networks, OptimizerSteps, TrainState
+
+    states = TrainState(*(np.stack([array, array]) for array in state))
+    nets, opts = Networks.of([net, net]), OptimizerSteps.of([opt, opt])
+    cpu.train_epoch_many(states, features, Y, sw, np.stack([rows, rows]),
+                         np.zeros(2, dtype=np.int64), np.arange(2, dtype=np.int64), 4, nets,
+                         opts)
 
 
 def prepare(dtypes=DTYPES):

@@ -7,6 +7,7 @@ MLPRegressor, so that changing the import is all a user has to do.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -41,9 +42,10 @@ from .training import (
     TrainingData,
     as_features,
     backend,
+    drive,
     predict_rows,
     run_lbfgs,
-    run_stochastic,
+    stochastic_steps,
 )
 
 if TYPE_CHECKING:
@@ -59,24 +61,30 @@ _Estimator = TypeVar("_Estimator", bound="BaseMultilayerPerceptron")  # fit retu
 _STOCHASTIC_SOLVERS = tuple(ops.OPTIMIZER)  # every registry optimizer trains by mini-batches
 
 
-def _keeps_state_on_error(method):
-    """Make a fitting method all-or-nothing: if it raises, the estimator's fitted state is put back
+@contextlib.contextmanager
+def state_kept(est):
+    """All-or-nothing fitting: if the block raises, the estimator's fitted state is put back
     exactly as it was (unfitted, or the earlier fit), never left half-written."""
+    params = est.get_params(deep=False)
+    # One deepcopy of the whole dict keeps shared objects shared (classes_ is the label
+    # binarizer's array, for instance).
+    saved = copy.deepcopy({key: value for key, value in vars(est).items() if key not in params})
+    try:
+        yield
+    except BaseException:
+        for key in [key for key in vars(est) if key not in params]:
+            delattr(est, key)
+        vars(est).update(saved)
+        raise
+
+
+def _keeps_state_on_error(method):
+    """Make a fitting method all-or-nothing (state_kept)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        params = self.get_params(deep=False)
-        # One deepcopy of the whole dict keeps shared objects shared (classes_ is the label
-        # binarizer's array, for instance).
-        saved = copy.deepcopy({key: value for key, value in vars(self).items()
-                               if key not in params})
-        try:
+        with state_kept(self):
             return method(self, *args, **kwargs)
-        except BaseException:
-            for key in [key for key in vars(self) if key not in params]:
-                delattr(self, key)
-            vars(self).update(saved)
-            raise
 
     return wrapper
 
@@ -110,30 +118,37 @@ _FITTING = {}     # id() of each estimator whose fit or partial_fit is running -
 _PREDICTING = {}  # id() of each estimator being read by a prediction -> the threads reading it
 
 
-def _one_fit_at_a_time(method):
+@contextlib.contextmanager
+def fitting(est, what="fit"):
     """Refuse to start fitting an estimator that is already being fitted (by another thread, or
     by a callback of its own fit): two fits would interleave their updates of one fitted state.
     Predictions running in other threads are waited for; new ones are refused until it ends.
-    """
+    `what` names the method, for the message."""
+    key, me = id(est), threading.get_ident()
+    with _STATE:
+        if key in _FITTING:
+            raise RuntimeError(
+                f"This {type(est).__name__} is already being fitted (in another thread or "
+                f"by one of its callbacks); {what} cannot run on it at the same "
+                "time. Fit a copy (sklearn.base.clone) instead.")
+        _FITTING[key] = me
+    try:
+        with _STATE:
+            _STATE.wait_for(lambda: all(t == me for t in _PREDICTING.get(key, ())))
+        yield
+    finally:
+        with _STATE:
+            del _FITTING[key]
+            _STATE.notify_all()
+
+
+def _one_fit_at_a_time(method):
+    """Decorator: the method runs as a fit (see fitting)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        key, me = id(self), threading.get_ident()
-        with _STATE:
-            if key in _FITTING:
-                raise RuntimeError(
-                    f"This {type(self).__name__} is already being fitted (in another thread or "
-                    f"by one of its callbacks); {method.__name__} cannot run on it at the same "
-                    "time. Fit a copy (sklearn.base.clone) instead.")
-            _FITTING[key] = me
-        try:
-            with _STATE:
-                _STATE.wait_for(lambda: all(t == me for t in _PREDICTING.get(key, ())))
+        with fitting(self, method.__name__):
             return method(self, *args, **kwargs)
-        finally:
-            with _STATE:
-                del _FITTING[key]
-                _STATE.notify_all()
 
     return wrapper
 
@@ -398,6 +413,12 @@ class BaseMultilayerPerceptron(BaseEstimator):
                     f"({fitted_state.short_repr(item)}) {problem}.")
 
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
+        return drive(self._fit_steps(X, y, sample_weight, incremental, validation_data))
+
+    def _fit_steps(self, X, y, sample_weight=None, incremental=False, validation_data=None):
+        """The whole of a fit or partial_fit as a generator of its epochs' EpochRequests (see
+        training.stochastic_steps): training.drive runs it alone, fastmlp.fit_many runs many in
+        lockstep. It returns self; L-BFGS has no epochs and runs inside."""
         self._validate_params()
         self._validate_callbacks()
         hidden_sizes = self._hidden_layer_sizes()
@@ -459,8 +480,8 @@ class BaseMultilayerPerceptron(BaseEstimator):
             # report stopping again after its first epoch.
             self._no_improvement_count = 0
         if self.solver in _STOCHASTIC_SOLVERS:
-            run_stochastic(self, data, incremental, random_state, device,
-                           None if validation is None else validation.on(device))
+            yield from stochastic_steps(self, data, incremental, random_state, device,
+                                        None if validation is None else validation.on(device))
         elif validation is not None:
             raise ValueError("validation_data needs a mini-batch solver: L-BFGS has no epochs "
                              "to monitor.")

@@ -1,40 +1,267 @@
 """Many networks trained together: fit_many.
 
-(Serial stand-in: every estimator is fitted on its own. The grouped, lockstep driver replaces
-this body; its results are the same.)
+Each estimator's fit runs as a generator of its epochs (BaseMultilayerPerceptron._fit_steps):
+everything a fit decides (validation, initial weights, shuffles, dropout seeds, schedules,
+early stopping, callbacks) is its own code, as in `.fit`. This driver only runs their epochs
+together. Fits whose epoch requests share a device, dtype, layer table, batch size and data
+form a group; one compiled call (per thread) trains a group's epoch, gathering each mini-batch
+once per distinct batch order (fits with the same random_state share one). A fit that stops or
+fails leaves its group; the others go on. L-BFGS fits have no epochs and run while the fits
+are prepared.
 """
 
+import contextlib
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .bundles import Networks, OptimizerSteps, TrainState
+from .callbacks import ProgressBar
+from .training import backend, shared_arrays
 
 ERRORS = ("raise", "return")
+
+# Models in one compiled call at most by the bytes of their stacked state (parameters, gradient
+# and two optimizer slots): a search of big networks runs in several calls per epoch instead of
+# doubling its memory at once.
+STACK_BYTES = 256 << 20
 
 
 def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise",
              progress_bar=False):
-    """Fit every estimator on (X, y[, sample_weight]) as its own ``fit`` would, training together
-    those that can be; returns the list of estimators (the same objects, fitted).
+    """Fit every estimator on (X, y[, sample_weight]) as its own ``fit`` would, training the
+    networks together; returns the list of the estimators (the same objects, fitted).
 
-    errors="raise": a fit that fails does not stop the others; once all are done, the first
-    failure is raised. errors="return": the failed fit's entry in the returned list is the
-    exception instead of the estimator.
+    Every result equals that estimator's own ``fit(X, y, sample_weight=sample_weight)``: the
+    same initial weights, batch order, dropout masks, loss curve and stopping decisions (on the
+    CPU, bit for bit). What is shared is work: the data is validated, moved and gathered into
+    mini-batches once, and the fits' epochs run together, in one compiled call per group of
+    networks of the same shape, batch size and dtype.
+
+    Parameters
+    ----------
+    estimators : iterable of fastmlp.MLPClassifier or fastmlp.MLPRegressor
+        Any mix of hyper-parameters, architectures, activations, optimizers and devices;
+        L-BFGS fits are run the ordinary way in the same call.
+    X, y, sample_weight : as for ``fit``.
+    n_jobs : int, default=None
+        Threads that run the CPU groups' compiled epochs (which release the GIL): None means
+        1, -1 all cores, -2 all but one, as in joblib. Each thread keeps BLAS to one thread.
+    errors : {"raise", "return"}, default="raise"
+        A fit that fails (bad parameters, divergence) fails alone: the others train on. With
+        "raise" the first failure is raised once all are done; with "return" the failed fit's
+        entry in the returned list is the exception instead of the estimator.
+    progress_bar : bool, default=False
+        Show a bar (tqdm's when installed) counting finished fits.
+
+    Returns
+    -------
+    list
+        The estimators in the given order, fitted (or, with errors="return", the exception of
+        each fit that failed).
     """
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}.")
-    if n_jobs is not None and not isinstance(n_jobs, numbers.Integral):
-        raise ValueError(f"n_jobs must be an int or None, got {n_jobs!r}.")
+    threads = _threads(n_jobs)
     estimators = list(estimators)
-    results = []
-    for est in estimators:
-        try:
-            if sample_weight is None:
-                est.fit(X, y)
-            else:
-                est.fit(X, y, sample_weight=sample_weight)
-            results.append(est)
-        except Exception as exc:  # noqa: BLE001 - one failure is that model's alone
-            results.append(exc)
+    from .estimators import BaseMultilayerPerceptron
+
+    for i, est in enumerate(estimators):
+        if not isinstance(est, BaseMultilayerPerceptron):
+            raise TypeError(f"fit_many trains fastmlp's MLPClassifier and MLPRegressor; "
+                            f"estimators[{i}] is a {type(est).__name__}.")
+    if len({id(est) for est in estimators}) < len(estimators):
+        raise ValueError("fit_many got the same estimator object twice: fit copies of it "
+                         "(sklearn.base.clone) instead.")
+    progress = ProgressBar(len(estimators), unit="fit") if progress_bar else None
+    fits = [_Fit(est) for est in estimators]
+    try:
+        with shared_arrays():  # the fits' data: validated each, stored and moved once
+            for fit in fits:
+                fit.start(X, y, sample_weight, progress)
+        _train_together([fit for fit in fits if fit.request is not None], threads)
+    except KeyboardInterrupt as interruption:  # as .fit does: every fit stops where it is
+        for fit in fits:
+            fit.interrupt(interruption)
+    finally:
+        for fit in fits:  # only after an error of the driver itself: release the estimators
+            fit.interrupt(KeyboardInterrupt())
+        if progress is not None:
+            progress.close()
+    results = [fit.result for fit in fits]
     if errors == "raise":
         for result in results:
-            if isinstance(result, Exception):
+            if isinstance(result, BaseException):
                 raise result
     return results
+
+
+def _threads(n_jobs):
+    """Threads for n_jobs, joblib's way: None is 1, negative counts back from all cores."""
+    if n_jobs is None:
+        return 1
+    if not isinstance(n_jobs, numbers.Integral) or isinstance(n_jobs, bool) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero int or None, got {n_jobs!r}.")
+    cores = os.cpu_count() or 1
+    return max(1, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
+
+
+class _Fit:
+    """One estimator's fit, driven epoch by epoch: its steps generator, the epoch it asks for
+    next (request; None once it has ended), and its result (the estimator or the exception)."""
+
+    def __init__(self, est):
+        self.est = est
+        self.request = None
+        self.result = None
+        self.steps = None
+        self.guards = contextlib.ExitStack()
+        self.progress = None
+
+    def start(self, X, y, sample_weight, progress):
+        """Validate and prepare the fit, up to its first epoch (an L-BFGS fit runs whole)."""
+        from .estimators import fitting, state_kept
+
+        self.progress = progress
+        try:
+            self.guards.enter_context(fitting(self.est))
+            self.guards.enter_context(state_kept(self.est))
+            self.steps = self.est._fit_steps(X, y, sample_weight)
+        except Exception as exc:  # noqa: BLE001 - this fit's failure, not the call's
+            self._end(exc)
+            return
+        self._advance(lambda: next(self.steps))
+
+    def send(self, total, step):
+        """The backend's result for the requested epoch; the fit decides what comes next."""
+        self._advance(lambda: self.steps.send((total, step)))
+
+    def _advance(self, step):
+        try:
+            self.request = step()
+        except StopIteration:
+            self._end(None)
+        except Exception as exc:  # noqa: BLE001 - one fit fails alone, as error_score expects
+            self._end(exc)
+
+    def _end(self, error):
+        self.request = None
+        try:
+            if error is None:
+                self.guards.close()
+            elif not self.guards.__exit__(type(error), error, error.__traceback__):
+                pass  # the state guard put the estimator back; the error is this fit's result
+        except Exception as exc:  # noqa: BLE001 - a guard refusing (fitted elsewhere)
+            error = exc
+        self.result = self.est if error is None else error
+        if self.progress is not None:
+            self.progress.advance()
+
+    def interrupt(self, interruption):
+        """End the fit as an interrupted fit ends (with its weights so far, stopped_early_)."""
+        if self.request is not None:
+            self._advance(lambda: self.steps.throw(interruption))
+        if self.request is not None:  # it asked for another epoch all the same
+            self.steps.close()
+            self._end(RuntimeError("fit_many was interrupted"))
+
+
+def _train_together(fits, threads):
+    """Run the fits' epochs in lockstep until every one has ended."""
+    with ThreadPoolExecutor(max_workers=threads) as pool, _blas_single_thread(threads):
+        while fits:
+            calls = [call for group in _groups(fits)
+                     for call in _calls(group, threads)]
+            futures = [pool.submit(call.run, threads == 1) for call in calls]
+            for call, future in zip(calls, futures):
+                call.deliver(*future.result())
+            fits = [fit for fit in fits if fit.request is not None]
+
+
+def _blas_single_thread(threads):
+    """With several threads training, each keeps BLAS to one thread (the networks a search
+    trains are small; threads on top of BLAS threads only fight for the cores)."""
+    if threads == 1:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _groups(fits):
+    """The fits whose epochs one compiled call can train: same device, dtype, layer table,
+    batch size, epoch length and data (shared_arrays made equal data the same arrays)."""
+    groups = {}
+    for fit in fits:
+        r = fit.request
+        key = (r.device, r.state.params.dtype.str, r.net.layers.tobytes(), r.batch_size,
+               r.order.shape[0], *(id(a) for a in r.features), id(r.Y), id(r.sw))
+        groups.setdefault(key, []).append(fit)
+    return list(groups.values())
+
+
+def _calls(group, threads):
+    """A group's epoch as compiled calls: split over the threads on the CPU, and into calls
+    whose stacked state stays under STACK_BYTES."""
+    request = group[0].request
+    per_model = 4 * request.state.params.nbytes
+    most = max(1, STACK_BYTES // max(1, per_model))
+    parts = threads if request.device == "cpu" else 1
+    size = max(1, min(most, -(-len(group) // parts)))
+    return [_GroupCall(group[i:i + size]) for i in range(0, len(group), size)]
+
+
+class _GroupCall:
+    """One compiled call: the epoch each fit of `fits` asked for, on stacked copies of their
+    state (copied in before, out after: cheap next to an epoch of arithmetic)."""
+
+    def __init__(self, fits):
+        self.fits = fits
+        requests = [fit.request for fit in fits]
+        first = requests[0]
+        self.be = backend(first.device)
+        # Distinct batch orders: fits with the same random_state visit the same rows.
+        orders, order_of = [], []
+        for r in requests:
+            for g, order in enumerate(orders):
+                if order is r.order or np.array_equal(order, r.order):
+                    order_of.append(g)
+                    break
+            else:
+                order_of.append(len(orders))
+                orders.append(r.order)
+        self.orders = np.stack(orders)
+        self.order_of = np.asarray(order_of, dtype=np.int64)
+        self.nets = Networks.of([r.net for r in requests])
+        self.opts = OptimizerSteps.of([r.opt for r in requests])
+
+    def run(self, alone):
+        """Stack, train, unstack: runs on a pool thread (the compiled epoch holds no GIL).
+        alone: the only thread training, which may use BLAS threads as one fit would."""
+        be, requests = self.be, [fit.request for fit in self.fits]
+        first = requests[0]
+        params = be.stack_rows([r.state.params for r in requests])
+        slot_1 = be.stack_rows([r.state.slot_1 for r in requests])
+        slot_2 = be.stack_rows([r.state.slot_2 for r in requests])
+        states = TrainState(params, be.empty(params.shape, params.dtype), slot_1, slot_2)
+        limit = be.thread_limit(first.net, first.batch_size) if alone else \
+            contextlib.nullcontext()
+        with limit:
+            totals, steps = be.train_epoch_many(
+                states, first.features, first.Y, first.sw, be.to_device(self.orders),
+                self.order_of, np.arange(len(requests), dtype=np.int64), first.batch_size,
+                self.nets, self.opts)
+        be.unstack_rows(params, [r.state.params for r in requests])
+        be.unstack_rows(slot_1, [r.state.slot_1 for r in requests])
+        # One-slot optimizers pass their slot twice (optimizers.kernel_args): copy it back once.
+        be.unstack_rows(slot_2, [None if r.state.slot_2 is r.state.slot_1 else r.state.slot_2
+                                 for r in requests])
+        return totals, steps
+
+    def deliver(self, totals, steps):
+        """Hand each fit its epoch's result (back on the calling thread: callbacks, validation
+        and stopping run where the user's code runs)."""
+        for m, fit in enumerate(self.fits):
+            fit.send(float(totals[m]), int(steps[m]))

@@ -6,10 +6,13 @@ the same random_state reproduces scikit-learn's. It reads and writes the estimat
 but never validates user input; the estimator has done that.
 """
 
+import contextlib
 import importlib
+import threading
 import time
 import warnings
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import scipy.optimize
@@ -18,7 +21,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from . import ops
-from .bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, Features, Network, TrainState
+from .bundles import (
+    BIAS_OFFSET,
+    FAN_IN,
+    FAN_OUT,
+    Features,
+    Network,
+    OptimizerStep,
+    TrainState,
+)
 from .callbacks import EpochRecord, ProgressBar
 from .config import compile_seconds
 from .optimizers import make_optimizer
@@ -35,6 +46,20 @@ def backend(device):
 # Rows per chunk when a whole data set is pushed through the network (L-BFGS, predict): bounds
 # the work buffers to chunk x widest-layers instead of the data set's size.
 CHUNK_ROWS = 4096
+
+
+class EpochRequest(NamedTuple):
+    """What a fit asks of its backend for one epoch: the device, then train_epoch's arguments."""
+
+    device: str
+    state: TrainState
+    features: Features
+    Y: object
+    sw: object
+    order: np.ndarray  # on the host: the driver moves it
+    batch_size: int
+    net: Network
+    opt: OptimizerStep
 
 
 class DivergenceError(ValueError):
@@ -63,10 +88,43 @@ class TrainingData:
         return self.Y.shape[0]
 
     def on(self, device):
-        """The same data with its arrays moved to `device` once, for a whole fit."""
-        move = backend(device).to_device
+        """The same data with its arrays moved to `device` once, for a whole fit (once for all
+        the fits of fit_many that have the same data, see shared_arrays)."""
+        move = _shared(backend(device).to_device)
         return replace(self, features=Features(*(move(a) for a in self.features)), Y=move(self.Y),
                        sw=move(self.sw), host=self)
+
+
+_SHARING = threading.local()  # .moved: [(host array, moved array)] while shared_arrays is on
+
+
+@contextlib.contextmanager
+def shared_arrays():
+    """Within this block (in this thread), TrainingData.on moves arrays of equal content once
+    and hands every fit the same copy: fit_many's fits then share their data on the device,
+    and arrays that are the same object tell the lockstep driver which fits share it."""
+    _SHARING.moved = []
+    try:
+        yield
+    finally:
+        _SHARING.moved = None
+
+
+def _shared(move):
+    """`move`, made to reuse an earlier result for an array of equal content while
+    shared_arrays is on."""
+    def shared_move(array):
+        moved = getattr(_SHARING, "moved", None)
+        if moved is None:
+            return move(array)
+        for host, result in moved:
+            if host is array or (host.shape == array.shape and host.dtype == array.dtype
+                                 and np.array_equal(host, array)):
+                return result
+        moved.append((array, move(array)))
+        return moved[-1][1]
+
+    return shared_move
 
 
 def as_features(X):
@@ -149,7 +207,7 @@ def _batch_size(est, n_samples):
         return min(200, n_samples)
     if est.batch_size > n_samples:
         warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to "
-                      "be clipped", stacklevel=3)
+                      "be clipped", stacklevel=5)
     return int(np.clip(est.batch_size, 1, n_samples))
 
 
@@ -173,9 +231,14 @@ def _validation_split(est, data, rs, validation):
     return train, data, val
 
 
-def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
+def stochastic_steps(est, data, incremental, rs, device="cpu", validation=None):
     """Mini-batch training (sgd, adam, adagrad, rmsprop, adamw), as scikit-learn's
     ``_fit_stochastic`` plus validation monitoring, callbacks and progress display.
+
+    A generator: it yields an EpochRequest for every epoch and must be sent back what the
+    backend's train_epoch returns for it. Everything around the compiled epoch (shuffling,
+    dropout seeds, schedules, validation, stopping) happens here, so that one fit driven alone
+    (drive) and many driven in lockstep (fastmlp/many.py) make the same decisions.
 
     `data` (and `validation`, an optional external validation set) live on `device` (see
     TrainingData.on); parameters and optimizer state move there for the fit and come back once
@@ -207,59 +270,82 @@ def run_stochastic(est, data, incremental, rs, device="cpu", validation=None):
     est.stopped_early_ = False
     diverged = False
 
-    with be.thread_limit(net, batch_size):  # one BLAS thread for small products
-        try:
-            est.n_iter_ = 0
-            for _ in range(est.max_iter):
-                started = time.perf_counter() - compile_seconds()  # compiling is not training
-                if est.shuffle:
-                    # scikit-learn permutes the previous epoch's order again (sklearn.utils.shuffle:
-                    # shuffle an arange, then index), so we draw the same numbers the same way.
-                    permutation = np.arange(n_train)
-                    rs.shuffle(permutation)
-                    sample_idx = sample_idx[permutation]
-                order = be.to_device(sample_idx if val_data is not data else train_rows[sample_idx])
-                if net.dropout > 0:  # fresh masks each epoch, drawn only when dropout is used
-                    net = net._replace(seed=int(rs.randint(0, 2**62)))
-                learning_rate = optimizer.current_learning_rate()  # this epoch's, for the record
-                total, step = be.train_epoch(TrainState(params, dparams, *slots), data.features,
-                                             data.Y, data.sw, order, batch_size, net,
-                                             optimizer.kernel_args()[1])
-                optimizer.epoch_done(step)
-                # A diverged epoch ends training. With validation weights to fall back on
-                # (scikit-learn issue 29504) it is recorded with a NaN score and the best weights
-                # are restored below; without them nothing usable is left, so the fit raises.
-                diverged = not np.isfinite(total)
-                if diverged and (val_rows is None or est._best_params is None):
-                    _raise_divergence(est, total, n_train)
-                val_score, val_loss = _record_epoch(
-                    est, total, n_train, diverged, val_data, val_rows,
-                    lambda: _validate(est, val_data, val_rows, device, params),
-                    lambda: be.to_host(params).copy())
-                if not diverged:
-                    optimizer.iteration_ends(est.t_)
-                record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
-                                     time.perf_counter() - compile_seconds() - started,
-                                     learning_rate, est)
-                stop_requested = any([bool(callback(record)) for callback in callbacks])
-                if _stops(est, optimizer, diverged, stop_requested, incremental):
-                    break
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", stacklevel=3)
-            est.stopped_early_ = True
-        finally:
-            # Bring parameters and optimizer state home (no-ops on the CPU backend).
-            est._params[:] = be.to_host(params)
-            for host, on_device in zip(host_slots, slots):
-                host[:] = be.to_host(on_device)
-            if progress is not None:
-                progress.close()
+    try:
+        est.n_iter_ = 0
+        for _ in range(est.max_iter):
+            started = time.perf_counter() - compile_seconds()  # compiling is not training
+            if est.shuffle:
+                # scikit-learn permutes the previous epoch's order again (sklearn.utils.shuffle:
+                # shuffle an arange, then index), so we draw the same numbers the same way.
+                permutation = np.arange(n_train)
+                rs.shuffle(permutation)
+                sample_idx = sample_idx[permutation]
+            order = sample_idx if val_data is not data else train_rows[sample_idx]  # host rows
+            if net.dropout > 0:  # fresh masks each epoch, drawn only when dropout is used
+                net = net._replace(seed=int(rs.randint(0, 2**62)))
+            learning_rate = optimizer.current_learning_rate()  # this epoch's, for the record
+            total, step = yield EpochRequest(
+                device, TrainState(params, dparams, *slots), data.features, data.Y, data.sw,
+                order, batch_size, net, optimizer.kernel_args()[1])
+            optimizer.epoch_done(step)
+            # A diverged epoch ends training. With validation weights to fall back on
+            # (scikit-learn issue 29504) it is recorded with a NaN score and the best weights
+            # are restored below; without them nothing usable is left, so the fit raises.
+            diverged = not np.isfinite(total)
+            if diverged and (val_rows is None or est._best_params is None):
+                _raise_divergence(est, total, n_train)
+            val_score, val_loss = _record_epoch(
+                est, total, n_train, diverged, val_data, val_rows,
+                lambda: _validate(est, val_data, val_rows, device, params),
+                lambda: be.to_host(params).copy())
+            if not diverged:
+                optimizer.iteration_ends(est.t_)
+            record = EpochRecord(est.n_iter_, est.loss_, val_loss, val_score,
+                                 time.perf_counter() - compile_seconds() - started,
+                                 learning_rate, est)
+            stop_requested = any([bool(callback(record)) for callback in callbacks])
+            if _stops(est, optimizer, diverged, stop_requested, incremental):
+                break
+    except KeyboardInterrupt:
+        warnings.warn("Training interrupted by user.", stacklevel=5)
+        est.stopped_early_ = True
+    finally:
+        # Bring parameters and optimizer state home (no-ops on the CPU backend).
+        est._params[:] = be.to_host(params)
+        for host, on_device in zip(host_slots, slots):
+            host[:] = be.to_host(on_device)
+        if progress is not None:
+            progress.close()
 
     # scikit-learn keeps the best validation weights at the end of an early-stopped fit; a
     # partial_fit sequence gets them when its stopping rule fires.
     if diverged or (est.early_stopping and est.restore_best_weights and
                     est._best_params is not None and (not incremental or est.stopped_early_)):
         est._params[:] = est._best_params
+
+
+def drive(steps):
+    """Run one fit's steps (a generator of EpochRequests, see stochastic_steps) alone: every epoch
+    on its backend, BLAS limited as the backend advises for the network; returns what the steps
+    return. An interrupt during an epoch goes to the steps, which end the fit there."""
+    try:
+        request = next(steps)
+    except StopIteration as done:
+        return done.value
+    be = backend(request.device)
+    with be.thread_limit(request.net, request.batch_size):  # one BLAS thread for small products
+        while True:
+            try:
+                try:
+                    result = be.train_epoch(request.state, request.features, request.Y,
+                                            request.sw, be.to_device(request.order),
+                                            request.batch_size, request.net, request.opt)
+                except KeyboardInterrupt as interrupt:
+                    request = steps.throw(interrupt)
+                    continue
+                request = steps.send(result)
+            except StopIteration as done:
+                return done.value
 
 
 def _callbacks_and_progress(est, incremental):
@@ -319,7 +405,7 @@ def _stops(est, optimizer, diverged, stop_requested, incremental):
             "Training stopped there and the weights of the best validation epoch "
             f"(score {est.best_validation_score_}) were restored. The learning rate "
             f"(learning_rate_init={est.learning_rate_init}) is probably too large, or "
-            "the input needs scaling.", ConvergenceWarning, stacklevel=4)
+            "the input needs scaling.", ConvergenceWarning, stacklevel=6)
         est.stopped_early_ = True
         return True
 
@@ -345,7 +431,7 @@ def _stops(est, optimizer, diverged, stop_requested, incremental):
     if est.n_iter_ == est.max_iter:
         warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
                       "optimization hasn't converged yet." % est.max_iter,
-                      ConvergenceWarning, stacklevel=4)
+                      ConvergenceWarning, stacklevel=6)
     return False
 
 
@@ -450,5 +536,5 @@ def _lbfgs_iterations(result, max_iter):
                     f"(max_iter={max_iter}).")
         msg += ("\nYou might also want to scale the data as shown in:\n"
                 "    https://scikit-learn.org/stable/modules/preprocessing.html")
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        warnings.warn(msg, ConvergenceWarning, stacklevel=5)
     return n_iter

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import ops
+from ..bundles import Network
 from . import kernels
 
 NAME = "cpu"
@@ -84,6 +85,42 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     return total, opt.step
 
 
+def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_size, nets, opts):
+    """One epoch of many models of one shape on the same data (fastmlp/many.py), in one compiled
+    call: train_epoch for each active model, each batch gathered once per distinct order.
+
+    states: a TrainState of (M, P) arrays (row m: model m); orders (G, n) int64, one row per
+    distinct batch order, order_of (M,) model m's row; active (A,) the models that train;
+    nets: a bundles.Networks; opts: a bundles.OptimizerSteps. Returns (totals (M,), steps (M,)):
+    train_epoch's two results for each active model, 0 for the others.
+    """
+    n_models = states.params.shape[0]
+    active = np.asarray(active, dtype=np.int64)
+    if active.shape[0] == 0:
+        return np.zeros(n_models), np.zeros(n_models, dtype=np.int64)
+    rows = max(1, min(batch_size, orders.shape[1]))
+    n_features, n_outputs = features.X.shape[1], Y.shape[1]
+    dtype = states.params.dtype
+    # One model's work buffers, with every slot that any model of the group needs.
+    codes = np.concatenate([nets.hidden[active], nets.output[active]])
+    keeping = [code for code in codes
+               if ops.by_code(ops.ACTIVATIONS, int(code)).needs_pre_activation]
+    widest = Network(nets.layers, int(keeping[0] if keeping else codes[0]), 0, 0, 0.0,
+                     float(nets.dropout[active].max()), 0)
+    work = workspace(widest, rows, n_features, n_outputs, dtype, True)._replace(
+        xbuf=np.empty(0, dtype), ybuf=np.empty(0, dtype), swbuf=np.empty(0, dtype))
+    groups = orders.shape[0]
+    staged = Workspace(*(np.empty(0, dtype),) * 5, np.empty((groups, rows * n_features), dtype),
+                       np.empty((groups, rows * n_outputs), dtype), np.empty((groups, rows), dtype))
+    totals, updates = np.zeros(n_models), np.zeros(n_models, dtype=np.int64)
+    kernels.epoch_many(states, work, staged, features, Y, sw, orders, order_of, active,
+                       batch_size, nets, opts, totals, updates)
+    counting = np.array([ops.counts_steps(int(kind)) for kind in opts.kind], dtype=bool)
+    steps = np.where(counting, opts.step + updates, opts.step)
+    steps[np.setdiff1d(np.arange(n_models), active)] = 0
+    return totals, steps
+
+
 def loss_and_gradient(dparams, params, features, Y, sw, net, chunk_rows):
     """Full-data-set regularised loss (returned) and its gradient dparams (P,) out, in chunks of
     at most chunk_rows rows so that memory stays bounded. Used by L-BFGS."""
@@ -116,6 +153,18 @@ def empty(shape, dtype):
 
 def check_available():
     """The CPU is always usable."""
+
+
+def stack_rows(arrays):
+    """An (M, P) array whose rows are copies of the M given (P,) arrays."""
+    return np.stack(arrays)
+
+
+def unstack_rows(stacked, arrays):
+    """Copy row m of stacked into arrays[m], for each one that is not None."""
+    for row, array in zip(stacked, arrays):
+        if array is not None:
+            array[:] = row
 
 
 def copy_to(destination, host_array):

@@ -24,7 +24,15 @@ import math
 import numpy as np
 
 from .. import ops
-from ..bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, WEIGHT_OFFSET
+from ..bundles import (
+    BIAS_OFFSET,
+    FAN_IN,
+    FAN_OUT,
+    WEIGHT_OFFSET,
+    Network,
+    OptimizerStep,
+    TrainState,
+)
 from ..config import entry_point, njit
 from ..numba_internals import FLUSH_DENORMALS, fp_control, matrix_view, unmanaged, vector_view
 
@@ -440,10 +448,16 @@ def update(state, n_weights, alpha, weight_sum, opt, step):
 def stage_batch(work, features, Y, sample_weight, rows):
     """Gather the listed rows of inputs, targets and weights into the workspace's staging
     buffers; returns (B, F), (B, K) and (B,) views, and the batch's weight sum."""
+    return stage_into(work.xbuf, work.ybuf, work.swbuf, features, Y, sample_weight, rows)
+
+
+@njit
+def stage_into(xbuf, ybuf, swbuf, features, Y, sample_weight, rows):
+    """stage_batch into the given flat staging buffers (B * F, B * K and B long)."""
     n = rows.shape[0]
-    Xb = matrix_view(work.xbuf, 0, n, features.X.shape[1])
-    Yb = matrix_view(work.ybuf, 0, n, Y.shape[1])
-    swb = vector_view(work.swbuf, 0, n)
+    Xb = matrix_view(xbuf, 0, n, features.X.shape[1])
+    Yb = matrix_view(ybuf, 0, n, Y.shape[1])
+    swb = vector_view(swbuf, 0, n)
     gather_rows(Xb, features, rows)
     copy_rows(Yb, Y, rows)
     weight_sum = 0.0
@@ -477,6 +491,73 @@ def epoch(state, work, features, Y, sample_weight, order, batch_size, net, opt):
         update(state, n_weights, net.alpha, weight_sum, opt, opt.step + updates)
     restore_fp(fp_before)
     return total, updates
+
+
+@entry_point
+def epoch_many(states, work, staged, features, Y, sample_weight, orders, order_of, active,
+               batch_size, nets, opts, totals, updates):
+    """One epoch of M networks of one shape on the same data, in lockstep: each mini-batch is
+    gathered once per distinct order and then trained on by every active model in turn, with
+    exactly the arithmetic `epoch` does for that model alone (so the results are identical).
+
+    states: a TrainState of (M, P) arrays, row m model m's; work: a Workspace for one model
+    (its staging slots unused); staged: a Workspace whose xbuf, ybuf and swbuf are (G, B * F),
+    (G, B * K) and (G, B) staging rows, one per order; orders (G, n) the rows each order visits;
+    order_of (M,) model m's row in orders; active (A,) the models that train; nets, opts:
+    bundles.Networks and bundles.OptimizerSteps. totals (M,) and updates (M,) out: `epoch`'s two
+    results, for the active models (others untouched).
+    """
+    states, work, staged, features, Y, sample_weight, orders, nets = unmanaged(
+        (states, work, staged, features, Y, sample_weight, orders, nets))
+    layers = nets.layers
+    n_weights = layers[0, BIAS_OFFSET]
+    for a in range(active.shape[0]):
+        totals[active[a]] = 0.0
+        updates[active[a]] = 0
+    fp_before = flush_denormals(states.params)
+    n = orders.shape[1]
+    for start in range(0, n, batch_size):
+        nb = min(batch_size, n - start)
+        for g in range(orders.shape[0]):
+            stage_into(staged.xbuf[g], staged.ybuf[g], staged.swbuf[g], features, Y,
+                       sample_weight, vector_view(orders[g], start, nb))
+        for a in range(active.shape[0]):
+            m = active[a]
+            g = order_of[m]
+            Xb = matrix_view(staged.xbuf[g], 0, nb, features.X.shape[1])
+            Yb = matrix_view(staged.ybuf[g], 0, nb, Y.shape[1])
+            swb = vector_view(staged.swbuf[g], 0, nb)
+            weight_sum = 0.0
+            for r in range(nb):  # summed as stage_batch sums it
+                weight_sum += swb[r]
+            net = model_network(nets, m)
+            loss_sum = backprop(states.dparams[m], work, states.params[m], Xb, Yb, swb, net,
+                                start)
+            if weight_sum == 0:
+                continue  # as in epoch: a batch of zero weight teaches nothing
+            squares = weight_squares(states.params[m], layers)
+            totals[m] += (loss_sum / weight_sum + 0.5 * net.alpha * squares / weight_sum) * nb
+            updates[m] += 1
+            opt = model_step(opts, m)
+            update(TrainState(states.params[m], states.dparams[m], states.slot_1[m],
+                              states.slot_2[m]), n_weights, net.alpha, weight_sum, opt,
+                   opt.step + updates[m])
+    restore_fp(fp_before)
+
+
+@njit
+def model_network(nets, m):
+    """Model m's bundles.Network out of a bundles.Networks."""
+    return Network(nets.layers, nets.hidden[m], nets.output[m], nets.loss[m], nets.alpha[m],
+                   nets.dropout[m], nets.seed[m])
+
+
+@njit
+def model_step(opts, m):
+    """Model m's bundles.OptimizerStep out of a bundles.OptimizerSteps."""
+    return OptimizerStep(opts.kind[m], opts.learning_rate[m], opts.momentum[m],
+                         opts.nesterov[m], opts.beta_1[m], opts.beta_2[m], opts.epsilon[m],
+                         opts.rho[m], opts.weight_decay[m], opts.step[m])
 
 
 @entry_point

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Run in a fresh process: fit and predict models covering every registry entry (fastmlp/ops.py),
-# both dtypes, dropout, sparse input, early stopping and partial_fit, counting numba's compile
+# both dtypes, dropout, sparse input, early stopping, partial_fit and fit_many, counting numba's compile
 # events for fastmlp's code (a cache hit loads code and raises no compile event).
 _FIT_EVERYTHING_AND_COUNT = """
 import warnings
@@ -47,6 +47,10 @@ for dtype in ("float32", "float64"):
     fastmlp.MLPClassifier(max_iter=3, dropout=0.3, early_stopping=True, dtype=dtype,
                           validation_fraction=0.3).fit(sp.csr_matrix(X), y)
     fastmlp.MLPClassifier(dtype=dtype).partial_fit(X, y, classes=[0, 1, 2]).predict(X)
+    fastmlp.fit_many([fastmlp.MLPClassifier(max_iter=2, dtype=dtype, dropout=dropout,
+                                            activation="gelu")
+                      for dropout in (0.0, 0.2)], sp.csr_matrix(X), y)
+    fastmlp.fit_many([fastmlp.MLPRegressor(max_iter=2, dtype=dtype) for _ in range(2)], X, y)
 print("compiled:", len(compiled), compiled[:5])
 """
 

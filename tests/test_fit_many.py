@@ -1,0 +1,219 @@
+"""fastmlp.fit_many: many networks trained together, each exactly as its own fit trains it.
+
+The oracle is the estimator's own `.fit` on the same data: on the CPU the grouped kernel runs
+the same arithmetic in the same order, so results must be bit-identical, not just close.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+import fastmlp
+from fastmlp import cpu
+
+rng = np.random.RandomState(0)
+X = rng.normal(size=(120, 6))
+y = (X[:, 0] + X[:, 1] ** 2 > 0.5).astype(int) + (X[:, 2] > 1)  # three classes
+y_reg = np.exp(X @ rng.normal(size=6) / 3)  # positive: the poisson loss takes it too
+
+BASE = dict(hidden_layer_sizes=(8, 5), max_iter=6, batch_size=16, tol=0, random_state=0)
+
+
+def _mixed(dtype):
+    """Estimators of every kind fit_many must train as .fit does."""
+    base = fastmlp.MLPClassifier(**BASE, dtype=dtype)
+    return [
+        clone(base).set_params(alpha=1e-2, learning_rate_init=3e-3),
+        clone(base).set_params(alpha=1e-5, beta_1=0.8, beta_2=0.99),
+        clone(base).set_params(solver="sgd", momentum=0.8, nesterovs_momentum=True,
+                               learning_rate="invscaling"),
+        clone(base).set_params(solver="sgd", momentum=0.5, nesterovs_momentum=False,
+                               random_state=3),
+        clone(base).set_params(solver="adamw", weight_decay=0.01, activation="gelu"),
+        clone(base).set_params(solver="adagrad", activation="tanh", dropout=0.25),
+        clone(base).set_params(solver="rmsprop", activation="silu", hidden_layer_sizes=(7,)),
+        clone(base).set_params(early_stopping=True, max_iter=40, tol=1e-3,
+                               n_iter_no_change=2, learning_rate_init=0.02),
+        clone(base).set_params(batch_size=25, class_weight="balanced"),
+        clone(base).set_params(solver="lbfgs", max_iter=15),
+    ]
+
+
+def _fitted_alone(estimators, X, y, **fit_params):
+    alone = [clone(est) for est in estimators]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for est in alone:
+            est.fit(X, y, **fit_params)
+    return alone
+
+
+def _assert_same_fit(together, alone):
+    assert together.n_iter_ == alone.n_iter_
+    np.testing.assert_array_equal(together._params, alone._params)
+    np.testing.assert_array_equal(getattr(together, "loss_curve_", []),
+                                  getattr(alone, "loss_curve_", []))
+    assert getattr(together, "stopped_early_", None) == getattr(alone, "stopped_early_", None)
+    for name in ("validation_scores_", "best_loss_", "t_"):
+        assert getattr(together, name, None) == getattr(alone, name, None)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_every_fit_equals_its_own_fit_bit_for_bit(dtype, n_jobs):
+    estimators = _mixed(dtype)
+    alone = _fitted_alone(estimators, X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = fastmlp.fit_many(estimators, X, y, n_jobs=n_jobs)
+    assert all(r is est for r, est in zip(result, estimators))
+    for together, single in zip(estimators, alone):
+        _assert_same_fit(together, single)
+        np.testing.assert_array_equal(together.predict_proba(X), single.predict_proba(X))
+    # The early-stopping fit stopped before the others and left the group.
+    assert estimators[7].n_iter_ < estimators[7].max_iter
+
+
+def test_regressors_sparse_input_and_sample_weights_train_as_alone():
+    base = fastmlp.MLPRegressor(**BASE, dtype="float64")
+    estimators = [clone(base).set_params(alpha=a, loss=loss)
+                  for a in (1e-4, 1e-1) for loss in ("squared_error", "poisson")]
+    weights = rng.uniform(0.5, 2.0, size=120)
+    X_sparse = sp.csr_matrix(np.where(np.abs(X) > 0.7, X, 0.0))
+    alone = _fitted_alone(estimators, X_sparse, y_reg, sample_weight=weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many(estimators, X_sparse, y_reg, sample_weight=weights)
+    for together, single in zip(estimators, alone):
+        _assert_same_fit(together, single)
+
+
+def test_fits_that_share_a_seed_share_their_batches_in_one_call(monkeypatch):
+    """Four fits of one shape: one compiled call per epoch; the two seeds give two orders."""
+    calls = []
+    original = cpu.train_epoch_many
+
+    def counting(states, features, Y, sw, orders, order_of, *args):
+        calls.append((states.params.shape[0], orders.shape[0], tuple(order_of)))
+        return original(states, features, Y, sw, orders, order_of, *args)
+
+    monkeypatch.setattr(cpu, "train_epoch_many", counting)
+    base = fastmlp.MLPClassifier(**BASE)
+    estimators = [clone(base).set_params(alpha=a, random_state=seed)
+                  for seed in (0, 1) for a in (1e-4, 1e-3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many(estimators, X, y)
+    assert calls == [(4, 2, (0, 0, 1, 1))] * BASE["max_iter"]
+
+
+def test_a_failing_fit_fails_alone():
+    base = fastmlp.MLPClassifier(**BASE)
+    diverging = clone(base).set_params(solver="sgd", learning_rate_init=1e12, momentum=0)
+    estimators = [clone(base), clone(base).set_params(alpha=-1.0), diverging,
+                  clone(base).set_params(learning_rate_init=0.01)]
+    alone = _fitted_alone([estimators[0], estimators[3]], X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fastmlp.fit_many(estimators, X, y, errors="return")
+    assert isinstance(result[1], ValueError) and "alpha" in str(result[1])
+    assert isinstance(result[2], fastmlp.DivergenceError)
+    for failed in (estimators[1], estimators[2]):  # left as before the call: unfitted
+        assert not hasattr(failed, "coefs_") and not hasattr(failed, "n_iter_")
+    _assert_same_fit(estimators[0], alone[0])
+    _assert_same_fit(estimators[3], alone[1])
+
+
+def test_errors_raise_raises_the_first_failure_after_training_the_rest():
+    estimators = [fastmlp.MLPClassifier(**BASE), fastmlp.MLPClassifier(**BASE, alpha=-1.0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.raises(ValueError, match="alpha"):
+            fastmlp.fit_many(estimators, X, y)
+    assert estimators[0].n_iter_ == BASE["max_iter"]
+
+
+def test_unseeded_fits_draw_independently():
+    estimators = [fastmlp.MLPClassifier(**{**BASE, "random_state": None}) for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many(estimators, X, y)
+    params = [est._params for est in estimators]
+    assert not np.array_equal(params[0], params[1])
+    assert not np.array_equal(params[1], params[2])
+    assert all(np.isfinite(p).all() for p in params)
+
+
+def test_callbacks_see_every_epoch_and_can_stop_their_own_fit():
+    seen = []
+
+    def stop_at_two(record):
+        seen.append(record.epoch)
+        return record.epoch == 2
+
+    stopping = fastmlp.MLPClassifier(**BASE, callbacks=[stop_at_two])
+    other = fastmlp.MLPClassifier(**BASE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many([stopping, other], X, y)
+    assert seen == [1, 2]
+    assert stopping.n_iter_ == 2 and stopping.stopped_early_
+    assert other.n_iter_ == BASE["max_iter"]
+
+
+def test_progress_bar_counts_finished_fits(capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)  # the plain lines
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many([fastmlp.MLPClassifier(**BASE) for _ in range(3)], X, y,
+                         progress_bar=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fit ")]
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"]
+
+
+def test_bad_calls_are_refused_before_any_training():
+    est = fastmlp.MLPClassifier(**BASE)
+    with pytest.raises(TypeError, match="estimators\\[1\\] is a LogisticRegression"):
+        from sklearn.linear_model import LogisticRegression
+
+        fastmlp.fit_many([est, LogisticRegression()], X, y)
+    with pytest.raises(ValueError, match="same estimator object twice"):
+        fastmlp.fit_many([est, est], X, y)
+    with pytest.raises(ValueError, match="errors must be"):
+        fastmlp.fit_many([est], X, y, errors="ignore")
+    with pytest.raises(ValueError, match="n_jobs"):
+        fastmlp.fit_many([est], X, y, n_jobs=0)
+    assert not hasattr(est, "coefs_")
+
+
+def test_stored_once_however_many_fits():
+    """The fits' validated data is one set of arrays, whatever the number of fits."""
+    from fastmlp import training
+
+    moved = []
+    original = training._shared
+
+    def recording(move):
+        shared = original(move)
+
+        def wrapper(array):
+            result = shared(array)
+            moved.append(id(result))
+            return result
+        return wrapper
+
+    training._shared, saved = recording, training._shared
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fastmlp.fit_many([fastmlp.MLPClassifier(**BASE, alpha=a) for a in (1e-4, 1e-3, 1)],
+                             X, y)
+    finally:
+        training._shared = saved
+    # Six arrays a fit (X, the three CSR parts, Y, sample weights); dense input's two empty
+    # index arrays are equal, so five stored in all.
+    assert len(moved) == 3 * 6 and len(set(moved)) == 5

@@ -6,10 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn
 from scipy.stats import loguniform
 from sklearn import model_selection as skms
 from sklearn.datasets import make_classification, make_regression
-from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
+from sklearn.exceptions import ConvergenceWarning, FitFailedWarning, UnsetMetadataPassedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import make_scorer, mean_squared_error
 from sklearn.pipeline import make_pipeline
@@ -277,3 +278,24 @@ def test_a_replay_never_hands_back_another_splits_network():
     replay = ms._Replay(pretrained, 0).fit(X, y)  # all rows: a normal fit of the candidate
     assert type(replay.model_) is MLPClassifier and replay.model_.alpha == 0.1
     assert ms._Replay(pretrained, 0).__sklearn_tags__().estimator_type == "classifier"
+
+
+def test_metadata_routing(calls):
+    """With routing on, requested weights reach the networks (batched) and the scorer; a pipeline
+    given fit parameters is left to scikit-learn's search."""
+    weights = np.linspace(0.2, 2.0, len(X))
+    grid = {"alpha": [1e-4, 1e-1]}
+    with sklearn.config_context(enable_metadata_routing=True):
+        weighted = net().set_fit_request(sample_weight=True).set_score_request(sample_weight=True)
+        ours, theirs = both(ms.GridSearchCV(weighted, grid, cv=3),
+                            skms.GridSearchCV(weighted, grid, cv=3), X, y, sample_weight=weights)
+        assert_same_results(ours, theirs)
+        assert calls["fit_many"] == [2, 2, 2]
+        with pytest.raises(UnsetMetadataPassedError):  # not requested: scikit-learn's error
+            ms.GridSearchCV(net(), grid, cv=3).fit(X, y, sample_weight=weights)
+        pipe = make_pipeline(StandardScaler().set_fit_request(sample_weight=False), weighted)
+        pipe_grid = {"mlpclassifier__alpha": [1e-4, 1e-1]}
+        ours, theirs = both(ms.GridSearchCV(pipe, pipe_grid, cv=3),
+                            skms.GridSearchCV(pipe, pipe_grid, cv=3), X, y, sample_weight=weights)
+        assert_same_results(ours, theirs)
+        assert calls["fit_many"] == [2, 2, 2]  # the fallback: no fit_many

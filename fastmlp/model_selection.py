@@ -16,7 +16,6 @@ from sklearn import model_selection as sk_model_selection
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
-from sklearn.model_selection._search import _yield_masked_array_for_each_param
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags, indexable
 from sklearn.utils._available_if import available_if
@@ -69,6 +68,18 @@ def _fingerprint(X, y, fit_params):
     return X.shape[0], digest.hexdigest()
 
 
+def _same(a, b):
+    """Whether a deep copy of a parameter value equals the original (unsure means no)."""
+    if a is b:
+        return True
+    try:
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            return type(a) is type(b) and np.array_equal(a, b)
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
+        return False
+
+
 class _Pretrained:
     """The networks trained for every (candidate, split), handed out once each.
 
@@ -81,7 +92,7 @@ class _Pretrained:
         self.models = {}  # (candidate, split) -> fitted estimator or the exception its fit raised
         self.fingerprints = []  # by split
         self.fit_times = np.zeros((len(candidates), n_splits))
-        self.next_split = [0] * len(candidates)
+        self.calls = 0
 
     def __deepcopy__(self, memo):
         return self
@@ -92,23 +103,26 @@ class _Pretrained:
     def __repr__(self):
         return f"<{len(self.models)} pre-trained fits>"
 
-    def fresh(self, candidate):
-        """An unfitted estimator with the candidate's parameters, as scikit-learn makes one."""
-        return clone(self.estimator).set_params(
-            **clone(self.candidates[candidate], safe=False))
+    def fresh(self, params):
+        """An unfitted estimator with these parameters, as scikit-learn's search makes one."""
+        return clone(self.estimator).set_params(**params)
 
-    def take(self, candidate, X, y, fit_params):
-        """The pre-trained result for this candidate fitted on these rows, or _MISS.
+    def take(self, params, X, y, fit_params):
+        """The pre-trained result of fitting with these parameters on these rows, or _MISS.
 
-        scikit-learn (n_jobs=1) fits each candidate's splits in order; the data must also match
-        that split's fingerprint, so a different call order or data can only cost a fresh fit,
-        never return another split's network."""
-        split = self.next_split[candidate]
-        if split >= len(self.fingerprints):
+        scikit-learn's search (n_jobs=1) fits candidate by candidate, split by split: the k-th
+        fit is candidate k // n_splits on split k % n_splits. It is handed that network only if
+        the parameters equal that candidate's and the rows match that split's fingerprint, so
+        anything unexpected costs a fresh fit, never another fit's network."""
+        candidate, split = divmod(self.calls, len(self.fingerprints))
+        self.calls += 1
+        if candidate >= len(self.candidates):
+            return _MISS  # the refit on all rows
+        expected = self.candidates[candidate]
+        if (params.keys() != expected.keys()
+                or not all(_same(params[key], expected[key]) for key in params)
+                or _fingerprint(X, y, fit_params) != self.fingerprints[split]):
             return _MISS
-        if _fingerprint(X, y, fit_params) != self.fingerprints[split]:
-            return _MISS
-        self.next_split[candidate] += 1
         return self.models.pop((candidate, split))
 
 
@@ -118,20 +132,24 @@ def _delegates(name):
 
 
 class _Replay(BaseEstimator):
-    """Stands in for the user's estimator inside scikit-learn's search: its only parameter that
-    varies is the candidate's index, and fitting it hands back the network pre-trained for that
-    candidate on those rows (or raises the exception that fit raised)."""
+    """Stands in for the user's estimator inside scikit-learn's search: it takes the candidates'
+    parameters, whatever their names, and fitting it hands back the network pre-trained with
+    them on those rows (or raises the exception that fit raised)."""
 
-    def __init__(self, pretrained=None, candidate=None):
+    def __init__(self, pretrained=None):
         self.pretrained = pretrained
-        self.candidate = candidate
+
+    def set_params(self, **params):
+        self._candidate = params
+        return self
 
     def fit(self, X, y=None, **fit_params):
-        found = self.pretrained.take(self.candidate, X, y, fit_params)
+        params = self.__dict__.get("_candidate", {})
+        found = self.pretrained.take(params, X, y, fit_params)
         if isinstance(found, BaseException):
             raise found
         if found is _MISS:  # the refit on all rows, or anything not pre-trained: a normal fit
-            found = self.pretrained.fresh(self.candidate)
+            found = self.pretrained.fresh(params)
             if y is None:
                 found.fit(X, **fit_params)
             else:
@@ -280,19 +298,6 @@ def _pretrain_fold(search, plan, pretrained, split, train):
         pretrained.models[candidate, split] = result
 
 
-def _user_results(results, candidates):
-    """cv_results_ with the user's parameters in place of the candidate indices."""
-    out = {}
-    for key, value in results.items():
-        if key == "param_candidate":
-            out.update(_yield_masked_array_for_each_param(candidates))
-        elif key == "params":
-            out[key] = candidates
-        else:
-            out[key] = value
-    return out
-
-
 class _BatchedSearch:
     """fit for scikit-learn's searches: pre-train with fit_many, then replay through
     scikit-learn's own fit."""
@@ -327,12 +332,9 @@ class _BatchedSearch:
         return self
 
     def _replay(self, plan, pretrained):
-        """scikit-learn's fit over the candidates' indices with the pre-trained networks, then the
-        user's estimator, parameters and measured fit times put back."""
-        saved = {name: getattr(self, name) for name in ("estimator", "cv", "n_jobs", "refit")}
-        if callable(self.refit):
-            user_refit = self.refit
-            self.refit = lambda results: user_refit(_user_results(results, plan.candidates))
+        """scikit-learn's fit over the candidates with the pre-trained networks, then the user's
+        estimator and the measured fit times put in."""
+        saved = {name: getattr(self, name) for name in ("estimator", "cv", "n_jobs")}
         self.estimator = _Replay(pretrained)
         self.cv, self.n_jobs = plan.splits, 1
         self._replay_candidates = plan.candidates
@@ -343,12 +345,9 @@ class _BatchedSearch:
                 setattr(self, name, value)
             del self._replay_candidates
         self._checked_cv_orig = plan.cv
-        self.cv_results_ = _user_results(self.cv_results_, plan.candidates)
         times = pretrained.fit_times
         self.cv_results_["mean_fit_time"] = times.mean(axis=1)
         self.cv_results_["std_fit_time"] = times.std(axis=1)
-        if hasattr(self, "best_index_"):
-            self.best_params_ = plan.candidates[self.best_index_]
         if hasattr(self, "best_estimator_"):
             self.best_estimator_ = self.best_estimator_.model_
         scorers, _ = self._get_scorers()  # scorers bound to the user's estimator, not the replay
@@ -360,13 +359,13 @@ class _BatchedSearch:
             if callback_ctx is None:
                 return super()._run_search(evaluate_candidates)
             return super()._run_search(evaluate_candidates, callback_ctx=callback_ctx)
-        indices = [{"candidate": index} for index in range(len(candidates))]
+        # The candidates drawn for the pre-training, not a second draw.
         if callback_ctx is None:
-            return evaluate_candidates(indices)
+            return evaluate_candidates(candidates)
         search_ctx = callback_ctx.subcontext(
-            task_name="search", max_subtasks=len(indices) * self.n_splits_,
+            task_name="search", max_subtasks=len(candidates) * self.n_splits_,
             sequential_subtasks=False).call_on_fit_task_begin(estimator=self)
-        evaluate_candidates(indices, callback_ctx=search_ctx)
+        evaluate_candidates(candidates, callback_ctx=search_ctx)
         search_ctx.call_on_fit_task_end(estimator=self)
 
 

@@ -2,6 +2,7 @@
 same search run by scikit-learn over the same fastmlp estimator), while training each fold's
 candidates with one fit_many call, and fall back to scikit-learn's search where they cannot."""
 
+import re
 import warnings
 
 import numpy as np
@@ -19,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 import fastmlp.model_selection as ms
 from fastmlp import MLPClassifier, MLPRegressor
 
+rng = np.random.RandomState
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 X, y = make_classification(n_samples=120, n_features=5, n_informative=3, random_state=0)
@@ -41,9 +43,9 @@ def calls(monkeypatch):
         record["fit_many"].append(len(estimators))
         return real_fit_many(estimators, *args, **kwargs)
 
-    def counting_fresh(self, candidate):
+    def counting_fresh(self, params):
         record["fresh"] += 1
-        return real_fresh(self, candidate)
+        return real_fresh(self, params)
 
     monkeypatch.setattr(ms, "fit_many", counting_fit_many)
     monkeypatch.setattr(ms._Pretrained, "fresh", counting_fresh)
@@ -259,25 +261,41 @@ def test_unseeded_networks_fit_independently():
     assert np.all((scores >= 0) & (scores <= 1)) and search.best_estimator_.n_iter_ == 3
 
 
-def test_a_replay_never_hands_back_another_splits_network():
-    """The replay gives split j's network only to a fit on split j's rows, in scikit-learn's
-    order; anything else is fitted afresh."""
+def test_a_replay_never_hands_back_another_fits_network():
+    """The k-th fit gets candidate k // n_splits's network on split k % n_splits only when its
+    parameters and rows are that candidate's and split's; anything else is fitted afresh."""
     splits = [np.arange(0, 60), np.arange(60, 120)]
-    pretrained = ms._Pretrained(net(), [{"alpha": 0.1}], len(splits))
-    for split, rows in enumerate(splits):
-        pretrained.fingerprints.append(ms._fingerprint(X[rows], y[rows], {}))
-        pretrained.models[0, split] = f"network {split}"
-    assert pretrained.take(0, X[splits[1]], y[splits[1]], {}) is ms._MISS  # split 0 is due
-    assert pretrained.take(0, X[splits[0]], y[splits[0]], {"sample_weight": None}) is ms._MISS
+    candidates = [{"alpha": 0.1}, {"alpha": 0.2}]
+
+    def pretrained():
+        store = ms._Pretrained(net(), candidates, len(splits))
+        for split, rows in enumerate(splits):
+            store.fingerprints.append(ms._fingerprint(X[rows], y[rows], {}))
+            for candidate in range(len(candidates)):
+                store.models[candidate, split] = f"network {candidate}, {split}"
+        return store
+
+    rows = [(X[r], y[r]) for r in splits]
+    store = pretrained()
+    assert store.take({"alpha": 0.1}, *rows[0], {}) == "network 0, 0"
+    assert store.take({"alpha": 0.1}, *rows[1], {}) == "network 0, 1"
+    assert store.take({"alpha": 0.2}, *rows[0], {}) == "network 1, 0"
+    assert store.take({"alpha": 0.2}, *rows[1], {}) == "network 1, 1"
+    assert store.take({"alpha": 0.2}, X, y, {}) is ms._MISS  # the refit
     flipped = y[splits[0]].copy()
     flipped[0] = 1 - flipped[0]
-    assert pretrained.take(0, X[splits[0]], flipped, {}) is ms._MISS
-    assert pretrained.take(0, X[splits[0]], y[splits[0]], {}) == "network 0"
-    assert pretrained.take(0, X[splits[0]], y[splits[0]], {}) is ms._MISS  # handed out once
-    assert pretrained.take(0, X[splits[1]], y[splits[1]], {}) == "network 1"
-    replay = ms._Replay(pretrained, 0).fit(X, y)  # all rows: a normal fit of the candidate
-    assert type(replay.model_) is MLPClassifier and replay.model_.alpha == 0.1
-    assert ms._Replay(pretrained, 0).__sklearn_tags__().estimator_type == "classifier"
+    for params, data, fit_params in [({"alpha": 0.1}, rows[1], {}),  # split 0 is due
+                                     ({"alpha": 0.2}, rows[0], {}),  # candidate 0 is due
+                                     ({"alpha": 0.1, "tol": 1e-4}, rows[0], {}),
+                                     ({"alpha": np.float32(0.1)}, rows[0], {}),
+                                     ({"alpha": 0.1}, rows[0], {"sample_weight": None}),
+                                     ({"alpha": 0.1}, (X[splits[0]], flipped), {})]:
+        store = pretrained()
+        assert store.take(params, *data, fit_params) is ms._MISS
+        assert store.take({"alpha": 0.1}, *rows[1], {}) == "network 0, 1"  # the order goes on
+    replay = ms._Replay(pretrained()).set_params(alpha=0.3).fit(X, y)  # a normal fit
+    assert type(replay.model_) is MLPClassifier and replay.model_.alpha == 0.3
+    assert ms._Replay(store).__sklearn_tags__().estimator_type == "classifier"
 
 
 def test_metadata_routing(calls):
@@ -299,3 +317,28 @@ def test_metadata_routing(calls):
                             skms.GridSearchCV(pipe, pipe_grid, cv=3), X, y, sample_weight=weights)
         assert_same_results(ours, theirs)
         assert calls["fit_many"] == [2, 2, 2]  # the fallback: no fit_many
+
+
+def test_verbose_lines_are_scikit_learns(capsys):
+    grid = {"alpha": [1e-4, 1e-1]}
+    outputs = []
+    for cls in (ms.GridSearchCV, skms.GridSearchCV):
+        cls(net(), grid, cv=2, verbose=3, return_train_score=True).fit(X, y)
+        outputs.append(re.sub(r"total time=\s*[\d.]+s", "", capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and "alpha=0.0001" in outputs[0]
+
+
+def test_shuffled_splits_are_drawn_once(calls):
+    """A splitter that shuffles differently at each split() call: the networks are trained and
+    scored on the same splits, drawn once, as in scikit-learn's search."""
+    grid = {"alpha": [1e-4, 1e-1]}
+    search = ms.GridSearchCV(net(), grid, cv=skms.KFold(3, shuffle=True), scoring=LOSS)
+    search.fit(X, y)
+    assert calls["fresh"] == 1  # the refit: every fold's network came from fit_many
+    kwargs = dict(scoring=LOSS, return_train_score=True)
+    ours, theirs = both(
+        ms.GridSearchCV(net(), grid, cv=skms.KFold(3, shuffle=True, random_state=rng(0)),
+                        **kwargs),
+        skms.GridSearchCV(net(), grid, cv=skms.KFold(3, shuffle=True, random_state=rng(0)),
+                          **kwargs), X, y)
+    assert_same_results(ours, theirs)

@@ -281,13 +281,18 @@ def _pretrain_fold(search, plan, pretrained, split, train):
     start = time.perf_counter()
     head = None
     if plan.last is None:
-        X_fit = X_train
+        results = fit_many(networks, X_train, y_train, sample_weight, n_jobs=search.n_jobs,
+                           errors="return")
     else:
         # The pipeline with its last step passed through: Pipeline.fit's own transform path.
         head = clone(estimator).set_params(**{plan.last: "passthrough"})
-        X_fit = head.fit_transform(X_train, y_train)
-    results = fit_many(networks, X_fit, y_train, sample_weight, n_jobs=search.n_jobs,
-                       errors="return")
+        try:
+            X_fit = head.fit_transform(X_train, y_train)
+        except Exception as exc:  # noqa: BLE001 - every candidate's fit on this fold fails so
+            results = [exc] * len(networks)
+        else:
+            results = fit_many(networks, X_fit, y_train, sample_weight, n_jobs=search.n_jobs,
+                               errors="return")
     # Each fit's time is its share of the fold's wall time (earlier steps included).
     pretrained.fit_times[:, split] = (time.perf_counter() - start) / max(len(networks), 1)
     for candidate, result in enumerate(results):
@@ -382,9 +387,10 @@ _SHARED_DOC = """
     (routed to the network) and anything else are left to scikit-learn's search as it is.
 
     ``n_jobs`` is the number of threads ``fit_many`` uses when the fits are batched (scoring is
-    then serial); otherwise it is scikit-learn's number of joblib jobs. When batched,
-    ``mean_fit_time`` and ``std_fit_time`` give each fit an equal share of its fold's
-    ``fit_many`` wall time (earlier pipeline steps included).
+    then serial, and ``pre_dispatch`` unused); otherwise it is scikit-learn's number of joblib
+    jobs. When batched, ``mean_fit_time`` and ``std_fit_time`` give each fit an equal share of
+    its fold's ``fit_many`` wall time (earlier pipeline steps included), and every fold's
+    networks are held in memory until scikit-learn's search has scored them.
 
     See scikit-learn's :class:`sklearn.model_selection.{name}` for every parameter.
 """

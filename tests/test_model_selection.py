@@ -342,3 +342,25 @@ def test_shuffled_splits_are_drawn_once(calls):
         skms.GridSearchCV(net(), grid, cv=skms.KFold(3, shuffle=True, random_state=rng(0)),
                           **kwargs), X, y)
     assert_same_results(ours, theirs)
+
+
+ROWS = X
+
+
+class FailingScaler(StandardScaler):
+    def fit(self, X, y=None, sample_weight=None):
+        if np.array_equal(X[-1], ROWS[79]):  # the last split's training rows: 0 to 79
+            raise ValueError("this fold cannot be scaled")
+        return super().fit(X, y, sample_weight)
+
+
+def test_an_earlier_step_failing_fails_that_folds_fits(calls):
+    grid = {"mlpclassifier__alpha": [1e-4, 1e-1]}
+    ours, theirs = (cls(make_pipeline(FailingScaler(), net()), grid, cv=skms.KFold(3),
+                        scoring=LOSS, error_score=-9.0) for cls in (ms.GridSearchCV,
+                                                                     skms.GridSearchCV))
+    ours_warned, theirs_warned = fit_recording(ours), fit_recording(theirs)
+    assert_same_results(ours, theirs)
+    assert list(ours.cv_results_["split2_test_score"]) == [-9.0, -9.0]
+    assert len(ours_warned) == len(theirs_warned) == 1
+    assert calls["fit_many"] == [2, 2]

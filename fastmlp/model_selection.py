@@ -225,7 +225,7 @@ def _batched_parts(estimator, candidates):
                            for params in candidates]
 
 
-def _sample_weight_key(estimator, last):
+def _sample_weight_key(last):
     return "sample_weight" if last is None else f"{last}__sample_weight"
 
 
@@ -246,7 +246,7 @@ def _plan(search, X, y, params):
     fit_params = dict(routed.estimator.fit)
     last = None if type(estimator) in NETWORKS else estimator.steps[-1][0]
     allowed = set() if (last is not None and _routing_enabled()) else {
-        _sample_weight_key(estimator, last)}
+        _sample_weight_key(last)}
     if not set(fit_params) <= allowed:
         return None
     split_params = routed.splitter.split
@@ -268,6 +268,15 @@ def _plan(search, X, y, params):
                  network_params=network_params)
 
 
+def _copies(exc, n):
+    """n copies of an exception with its traceback: re-raising one object n times would grow
+    its traceback at each raise, and scikit-learn groups failures by their traceback's text."""
+    try:
+        return [copy.copy(exc).with_traceback(exc.__traceback__) for _ in range(n)]
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied is shared
+        return [exc] * n
+
+
 def _pretrain_fold(search, plan, pretrained, split, train):
     """Fit the pipeline's earlier steps once, then every candidate's network with one fit_many
     call, on this split's training rows."""
@@ -275,7 +284,7 @@ def _pretrain_fold(search, plan, pretrained, split, train):
     X_train, y_train = _safe_split(estimator, plan.X, plan.y, train)
     fit_params = _check_method_params(plan.X, params=plan.fit_params, indices=train)
     pretrained.fingerprints.append(_fingerprint(X_train, y_train, fit_params))
-    sample_weight = fit_params.get(_sample_weight_key(estimator, plan.last))
+    sample_weight = fit_params.get(_sample_weight_key(plan.last))
     networks = [clone(plan.network).set_params(**clone(params, safe=False))
                 for params in plan.network_params]
     start = time.perf_counter()
@@ -289,7 +298,7 @@ def _pretrain_fold(search, plan, pretrained, split, train):
         try:
             X_fit = head.fit_transform(X_train, y_train)
         except Exception as exc:  # noqa: BLE001 - every candidate's fit on this fold fails so
-            results = [exc] * len(networks)
+            results = _copies(exc, len(networks))
         else:
             results = fit_many(networks, X_fit, y_train, sample_weight, n_jobs=search.n_jobs,
                                errors="return")

@@ -182,6 +182,7 @@ def test_a_failing_candidate_fails_alone_with_scikit_learns_warning(calls):
                                 (ours_warned, theirs_warned))
     assert ours_lines[:3] == theirs_lines[:3]  # "3 fits failed out of a total of 9." ...
     assert ours_lines[-1] == theirs_lines[-1]  # the error itself
+    assert sum("fits failed with the following error" in line for line in ours_lines) == 1
     nan_grid = {"alpha": [1e-4, -1.0]}
     ours, theirs = ms.GridSearchCV(net(), nan_grid, cv=3), skms.GridSearchCV(net(), nan_grid, cv=3)
     fit_recording(ours), fit_recording(theirs)
@@ -363,4 +364,7 @@ def test_an_earlier_step_failing_fails_that_folds_fits(calls):
     assert_same_results(ours, theirs)
     assert list(ours.cv_results_["split2_test_score"]) == [-9.0, -9.0]
     assert len(ours_warned) == len(theirs_warned) == 1
+    groups = [str(w[0].message).count("fits failed with the following error")
+              for w in (ours_warned, theirs_warned)]
+    assert groups == [1, 1]  # "2 fits failed with the following error": one traceback
     assert calls["fit_many"] == [2, 2]

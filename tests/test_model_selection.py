@@ -17,6 +17,7 @@ from sklearn.metrics import make_scorer, mean_squared_error
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import fastmlp
 import fastmlp.model_selection as ms
 from fastmlp import MLPClassifier, MLPRegressor
 
@@ -41,6 +42,7 @@ def calls(monkeypatch):
 
     def counting_fit_many(estimators, *args, **kwargs):
         record["fit_many"].append(len(estimators))
+        record["n_jobs"] = kwargs["n_jobs"]
         return real_fit_many(estimators, *args, **kwargs)
 
     def counting_fresh(self, params):
@@ -87,8 +89,9 @@ def both(search, sk_search, *args, **params):
 def test_grid_search_equals_scikit_learns(calls, dtype):
     grid = {"alpha": [1e-4, 1e-1], "learning_rate_init": [1e-3, 1e-2]}
     kwargs = dict(cv=3, scoring=LOSS)
-    ours, theirs = both(ms.GridSearchCV(net(dtype), grid, **kwargs),
-                        skms.GridSearchCV(net(dtype), grid, **kwargs), X, y)
+    ours, theirs = both(fastmlp.model_selection.GridSearchCV(net(dtype), grid, n_jobs=2, **kwargs),
+                        skms.GridSearchCV(net(dtype), grid, n_jobs=1, **kwargs), X, y)
+    assert calls["n_jobs"] == 2  # n_jobs is fit_many's threads
     assert_same_results(ours, theirs)
     assert calls["fit_many"] == [4, 4, 4]  # one call per fold, every candidate in it
     assert calls["fresh"] == 1  # the refit only: every fold's fit came from fit_many

@@ -9,6 +9,7 @@ import copy
 import hashlib
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
@@ -202,27 +203,26 @@ class _Replay(BaseEstimator):
         return self.model_.score(X, y, **params)
 
 
-class _Plan:
-    """How one search's fits are batched: the data, splits, candidates and fit parameters."""
-
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
-
-
-def _batched_parts(estimator, candidates):
-    """(network, name of the pipeline's last step or None, candidates' network parameters), or
-    None when the search cannot be batched."""
+def _network_step(estimator):
+    """(the network, the name of its pipeline step or None) where fit_many can train the
+    estimator's final network, else None."""
     if type(estimator) in NETWORKS:
-        return estimator, None, candidates
-    if not (isinstance(estimator, Pipeline) and type(estimator.steps[-1][1]) in NETWORKS):
-        return None
-    last, network = estimator.steps[-1]
+        return estimator, None
+    if isinstance(estimator, Pipeline) and type(estimator.steps[-1][1]) in NETWORKS:
+        return estimator.steps[-1][1], estimator.steps[-1][0]
+    return None
+
+
+def _network_params(last, candidates):
+    """The candidates' parameters as the network's own, or None where one touches anything but
+    the pipeline's last step (an earlier step, or the step itself)."""
+    if last is None:
+        return candidates
     prefix = last + "__"
     if any(not key.startswith(prefix) or "__" in key[len(prefix):]
            for params in candidates for key in params):
-        return None  # the grid touches an earlier step (or replaces the last one)
-    return network, last, [{key[len(prefix):]: value for key, value in params.items()}
-                           for params in candidates]
+        return None
+    return [{key[len(prefix):]: value for key, value in params.items()} for params in candidates]
 
 
 def _sample_weight_key(last):
@@ -233,9 +233,10 @@ def _plan(search, X, y, params):
     """Everything scikit-learn's fit would compute before fitting, or None to leave the search to
     scikit-learn (not a fastmlp network, a grid over earlier pipeline steps, other fit params)."""
     estimator = search.estimator
-    if y is None or not (type(estimator) in NETWORKS or (
-            isinstance(estimator, Pipeline) and type(estimator.steps[-1][1]) in NETWORKS)):
+    step = _network_step(estimator)
+    if y is None or step is None:
         return None
+    network, last = step
     search._validate_params()
     X, y = indexable(X, y)
     params = _check_method_params(X, params=params)
@@ -244,7 +245,6 @@ def _plan(search, X, y, params):
         search._get_scorers()
         routed = search._get_routed_params_for_fit(params)
     fit_params = dict(routed.estimator.fit)
-    last = None if type(estimator) in NETWORKS else estimator.steps[-1][0]
     allowed = set() if (last is not None and _routing_enabled()) else {
         _sample_weight_key(last)}
     if not set(fit_params) <= allowed:
@@ -257,15 +257,14 @@ def _plan(search, X, y, params):
     if len(splits) != n_splits:
         return None  # scikit-learn raises its own error
     candidates = search._candidates()
-    parts = _batched_parts(estimator, candidates)
-    if parts is None:
+    network_params = _network_params(last, candidates)
+    if network_params is None:
         return None
     for params_ in candidates:  # an unknown parameter fails here, as in scikit-learn's fit
         clone(estimator).set_params(**clone(params_, safe=False))
-    network, last, network_params = parts
-    return _Plan(X=X, y=y, params=params, fit_params=fit_params, cv=cv, splits=splits,
-                 candidates=candidates, network=network, last=last,
-                 network_params=network_params)
+    return SimpleNamespace(X=X, y=y, params=params, fit_params=fit_params, cv=cv, splits=splits,
+                           candidates=candidates, network=network, last=last,
+                           network_params=network_params)
 
 
 def _copies(exc, n):

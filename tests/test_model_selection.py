@@ -100,16 +100,18 @@ def test_grid_search_equals_scikit_learns(calls, dtype):
     assert "fit_many" not in str(ours.cv_results_["params"])
 
 
-def test_randomized_search_draws_scikit_learns_candidates(calls):
+@pytest.mark.parametrize("seed", [0, rng])  # an int, or a RandomState drawn from once
+def test_randomized_search_draws_scikit_learns_candidates(calls, seed):
     distributions = {"alpha": loguniform(1e-5, 1e-1), "hidden_layer_sizes": [(4,), (8,)],
                      "learning_rate_init": loguniform(1e-3, 1e-1)}
+    kwargs = dict(n_iter=4, cv=3, scoring=LOSS)
     ours, theirs = both(
-        ms.RandomizedSearchCV(net(), distributions, n_iter=4, cv=3, random_state=0,
-                              scoring=LOSS),
-        skms.RandomizedSearchCV(net(), distributions, n_iter=4, cv=3, random_state=0,
-                              scoring=LOSS), X, y)
+        ms.RandomizedSearchCV(net(), distributions, random_state=seed(0) if callable(seed)
+                              else seed, **kwargs),
+        skms.RandomizedSearchCV(net(), distributions, random_state=seed(0) if callable(seed)
+                                else seed, **kwargs), X, y)
     assert_same_results(ours, theirs)
-    assert calls["fit_many"] == [4, 4, 4]
+    assert calls["fit_many"] == [4, 4, 4] and calls["fresh"] == 1  # the refit only
 
 
 class CountingScaler(StandardScaler):

@@ -391,8 +391,9 @@ _SHARED_DOC = """
     searched parameters are all the last step's, every candidate network of a cross-validation
     fold is trained together by one :func:`fastmlp.fit_many` call (a pipeline's earlier steps
     are fitted once per fold), then scikit-learn's own search scores them, ranks them and refits
-    the best on all rows with a normal ``fit``. Fit parameters other than ``sample_weight``
-    (routed to the network) and anything else are left to scikit-learn's search as it is.
+    the best on all rows with a normal ``fit``. ``sample_weight`` goes to the networks.
+    Anything else (other estimators, a grid over an earlier pipeline step, other fit
+    parameters) is left to scikit-learn's search as it is.
 
     ``n_jobs`` is the number of threads ``fit_many`` uses when the fits are batched (scoring is
     then serial, and ``pre_dispatch`` unused); otherwise it is scikit-learn's number of joblib

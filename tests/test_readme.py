@@ -139,6 +139,18 @@ def _check_plot(out, ns):
     assert Path("loss_curve.png").read_bytes().startswith(b"\x89PNG")
 
 
+def _check_search(out, ns):
+    from sklearn.model_selection import RandomizedSearchCV
+
+    ours = ns["search"]  # the random search; scikit-learn's own gives the same results
+    theirs = RandomizedSearchCV(ours.estimator, ours.param_distributions, n_iter=4, cv=3,
+                                random_state=0).fit(ns["X"][:600] / 16, ns["y"][:600])
+    assert ours.best_params_ == theirs.best_params_
+    assert list(ours.cv_results_["mean_test_score"]) == list(theirs.cv_results_["mean_test_score"])
+    grid_line, random_line = out.splitlines()
+    assert "mlpclassifier__alpha" in grid_line and random_line == str(ours.best_params_)
+
+
 def _check_onnx(out, ns):
     assert float(out) < 1e-5  # "~1e-7: float32 rounding"
 
@@ -153,6 +165,7 @@ CHECKS = {
     "callbacks=[stop_when_good]": _check_callback_stop,
     'ax.figure.savefig("loss_curve.png")': _check_plot,
     "session.run(None": _check_onnx,
+    "print(search.fit(X[:600] / 16, y[:600]).best_params_)": _check_search,
 }
 
 

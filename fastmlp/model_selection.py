@@ -1,0 +1,423 @@
+"""Hyper-parameter searches that train each cross-validation fold's candidate networks together.
+
+GridSearchCV and RandomizedSearchCV are scikit-learn's, subclassed: this module only pre-trains
+the networks (one `fit_many` call per fold) and hands them to scikit-learn's own `fit`, which
+scores, ranks, refits and formats `cv_results_`. It must not score or rank anything itself.
+"""
+
+import copy
+import hashlib
+import time
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn import model_selection as sk_model_selection
+from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.metrics._scorer import _MultimetricScorer
+from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
+from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags, indexable
+from sklearn.utils._available_if import available_if
+from sklearn.utils.metadata_routing import _routing_enabled, get_routing_for_object
+from sklearn.utils.metaestimators import _safe_split
+from sklearn.utils.validation import _check_method_params
+
+from .estimators import MLPClassifier, MLPRegressor
+from .many import fit_many
+
+__all__ = ["GridSearchCV", "RandomizedSearchCV"]
+
+# Exact types: a subclass may override fit, which a grouped fit_many need not call.
+NETWORKS = (MLPClassifier, MLPRegressor)
+# Above this many bytes, X is fingerprinted by a sample of its rows (y and weights in full).
+FULL_HASH_BYTES = 8 << 20
+SAMPLED_ROWS = 1024
+_MISS = object()
+
+
+def _feed(digest, value, sample=False):
+    """Add one array-like (or None) to a fingerprint."""
+    if value is None:
+        digest.update(b"none")
+        return
+    if sp.issparse(value):
+        value = value.tocsr()
+        digest.update(repr((value.shape, value.dtype.str)).encode())
+        for part in (value.data, value.indices, value.indptr):
+            digest.update(np.ascontiguousarray(part))
+        return
+    array = np.asarray(value)
+    digest.update(repr((array.shape, array.dtype.str)).encode())
+    if array.dtype == object:
+        digest.update("\x00".join(map(repr, array.ravel().tolist())).encode())
+        return
+    if sample and array.ndim and array.nbytes > FULL_HASH_BYTES:
+        array = array[np.linspace(0, len(array) - 1, SAMPLED_ROWS).astype(np.intp)]
+    digest.update(np.ascontiguousarray(array))
+
+
+def _fingerprint(X, y, fit_params):
+    """What identifies a fold's training data: its rows' count and a hash of its contents."""
+    digest = hashlib.blake2b(digest_size=16)
+    _feed(digest, X, sample=True)
+    _feed(digest, y)
+    for key in sorted(fit_params):
+        digest.update(key.encode())
+        _feed(digest, fit_params[key])
+    return X.shape[0], digest.hexdigest()
+
+
+def _same(a, b):
+    """Whether a deep copy of a parameter value equals the original (unsure means no)."""
+    if a is b:
+        return True
+    try:
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            return type(a) is type(b) and np.array_equal(a, b)
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not the same
+        return False
+
+
+class _Pretrained:
+    """The networks trained for every (candidate, split), handed out once each.
+
+    Shared, never copied, by every clone of the replay estimator (clone deep-copies constructor
+    parameters)."""
+
+    def __init__(self, estimator, candidates, n_splits):
+        self.estimator = estimator
+        self.candidates = candidates
+        self.models = {}  # (candidate, split) -> fitted estimator or the exception its fit raised
+        self.fingerprints = []  # by split
+        self.fit_times = np.zeros((len(candidates), n_splits))
+        self.calls = 0
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __repr__(self):
+        return f"<{len(self.models)} pre-trained fits>"
+
+    def fresh(self, params):
+        """An unfitted estimator with these parameters, as scikit-learn's search makes one."""
+        return clone(self.estimator).set_params(**params)
+
+    def take(self, params, X, y, fit_params):
+        """The pre-trained result of fitting with these parameters on these rows, or _MISS.
+
+        scikit-learn's search (n_jobs=1) fits candidate by candidate, split by split: the k-th
+        fit is candidate k // n_splits on split k % n_splits. It is handed that network only if
+        the parameters equal that candidate's and the rows match that split's fingerprint, so
+        anything unexpected costs a fresh fit, never another fit's network."""
+        candidate, split = divmod(self.calls, len(self.fingerprints))
+        self.calls += 1
+        if candidate >= len(self.candidates):
+            return _MISS  # the refit on all rows
+        expected = self.candidates[candidate]
+        if (params.keys() != expected.keys()
+                or not all(_same(params[key], expected[key]) for key in params)
+                or _fingerprint(X, y, fit_params) != self.fingerprints[split]):
+            return _MISS
+        return self.models.pop((candidate, split))
+
+
+def _delegates(name):
+    """available_if check: the method exists when the wrapped (or user's) estimator has it."""
+    return lambda self: hasattr(self._target(), name)
+
+
+class _Replay(BaseEstimator):
+    """Stands in for the user's estimator inside scikit-learn's search: it takes the candidates'
+    parameters, whatever their names, and fitting it hands back the network pre-trained with
+    them on those rows (or raises the exception that fit raised)."""
+
+    def __init__(self, pretrained=None):
+        self.pretrained = pretrained
+
+    def set_params(self, **params):
+        self._candidate = params
+        return self
+
+    def fit(self, X, y=None, **fit_params):
+        params = self.__dict__.get("_candidate", {})
+        found = self.pretrained.take(params, X, y, fit_params)
+        if isinstance(found, BaseException):
+            raise found
+        if found is _MISS:  # the refit on all rows, or anything not pre-trained: a normal fit
+            found = self.pretrained.fresh(params)
+            if y is None:
+                found.fit(X, **fit_params)
+            else:
+                found.fit(X, y, **fit_params)
+        self.model_ = found
+        return self
+
+    def _target(self):
+        return self.__dict__.get("model_", self.pretrained.estimator)
+
+    def __getattr__(self, name):
+        # Fitted attributes (classes_, n_features_in_, feature_names_in_...) are the model's.
+        model = self.__dict__.get("model_")
+        if model is None or name.startswith("_") or not name.endswith("_"):
+            raise AttributeError(name)
+        return getattr(model, name)
+
+    def __sklearn_tags__(self):
+        return copy.deepcopy(get_tags(self.pretrained.estimator))
+
+    def get_metadata_routing(self):
+        return get_routing_for_object(self.pretrained.estimator)
+
+    @available_if(_delegates("predict"))
+    def predict(self, X, **params):
+        return self.model_.predict(X, **params)
+
+    @available_if(_delegates("predict_proba"))
+    def predict_proba(self, X, **params):
+        return self.model_.predict_proba(X, **params)
+
+    @available_if(_delegates("predict_log_proba"))
+    def predict_log_proba(self, X, **params):
+        return self.model_.predict_log_proba(X, **params)
+
+    @available_if(_delegates("decision_function"))
+    def decision_function(self, X, **params):
+        return self.model_.decision_function(X, **params)
+
+    @available_if(_delegates("transform"))
+    def transform(self, X, **params):
+        return self.model_.transform(X, **params)
+
+    @available_if(_delegates("score"))
+    def score(self, X, y=None, sample_weight=None, **params):
+        # sample_weight is named so that scikit-learn sees the score accepts it, as the real
+        # estimator's does.
+        if sample_weight is not None:
+            params["sample_weight"] = sample_weight
+        return self.model_.score(X, y, **params)
+
+
+def _network_step(estimator):
+    """(the network, the name of its pipeline step or None) where fit_many can train the
+    estimator's final network, else None."""
+    if type(estimator) in NETWORKS:
+        return estimator, None
+    if isinstance(estimator, Pipeline) and type(estimator.steps[-1][1]) in NETWORKS:
+        return estimator.steps[-1][1], estimator.steps[-1][0]
+    return None
+
+
+def _network_params(last, candidates):
+    """The candidates' parameters as the network's own, or None where one touches anything but
+    the pipeline's last step (an earlier step, or the step itself)."""
+    if last is None:
+        return candidates
+    prefix = last + "__"
+    if any(not key.startswith(prefix) or "__" in key[len(prefix):]
+           for params in candidates for key in params):
+        return None
+    return [{key[len(prefix):]: value for key, value in params.items()} for params in candidates]
+
+
+def _sample_weight_key(last):
+    return "sample_weight" if last is None else f"{last}__sample_weight"
+
+
+def _plan(search, X, y, params):
+    """Everything scikit-learn's fit would compute before fitting, or None to leave the search to
+    scikit-learn (not a fastmlp network, a grid over earlier pipeline steps, other fit params)."""
+    estimator = search.estimator
+    step = _network_step(estimator)
+    if y is None or step is None:
+        return None
+    network, last = step
+    search._validate_params()
+    X, y = indexable(X, y)
+    params = _check_method_params(X, params=params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's own fit warns about these, once
+        search._get_scorers()
+        routed = search._get_routed_params_for_fit(params)
+    fit_params = dict(routed.estimator.fit)
+    allowed = set() if (last is not None and _routing_enabled()) else {
+        _sample_weight_key(last)}
+    if not set(fit_params) <= allowed:
+        return None
+    split_params = routed.splitter.split
+    cv = check_cv(search.cv, y, classifier=is_classifier(estimator))
+    n_splits = cv.get_n_splits(X, y, **split_params)
+    # The splits are drawn once and replayed as a list, so that both passes see the same ones.
+    splits = list(cv.split(X, y, **split_params))
+    if len(splits) != n_splits:
+        return None  # scikit-learn raises its own error
+    candidates = search._candidates()
+    network_params = _network_params(last, candidates)
+    if network_params is None:
+        return None
+    for params_ in candidates:  # an unknown parameter fails here, as in scikit-learn's fit
+        clone(estimator).set_params(**clone(params_, safe=False))
+    return SimpleNamespace(X=X, y=y, params=params, fit_params=fit_params, cv=cv, splits=splits,
+                           candidates=candidates, network=network, last=last,
+                           network_params=network_params)
+
+
+def _copies(exc, n):
+    """n copies of an exception with its traceback: re-raising one object n times would grow
+    its traceback at each raise, and scikit-learn groups failures by their traceback's text."""
+    try:
+        return [copy.copy(exc).with_traceback(exc.__traceback__) for _ in range(n)]
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied is shared
+        return [exc] * n
+
+
+def _pretrain_fold(search, plan, pretrained, split, train):
+    """Fit the pipeline's earlier steps once, then every candidate's network with one fit_many
+    call, on this split's training rows."""
+    estimator = search.estimator
+    X_train, y_train = _safe_split(estimator, plan.X, plan.y, train)
+    fit_params = _check_method_params(plan.X, params=plan.fit_params, indices=train)
+    pretrained.fingerprints.append(_fingerprint(X_train, y_train, fit_params))
+    sample_weight = fit_params.get(_sample_weight_key(plan.last))
+    networks = [clone(plan.network).set_params(**clone(params, safe=False))
+                for params in plan.network_params]
+    start = time.perf_counter()
+    head = None
+    if plan.last is None:
+        results = fit_many(networks, X_train, y_train, sample_weight, n_jobs=search.n_jobs,
+                           errors="return")
+    else:
+        # The pipeline with its last step passed through: Pipeline.fit's own transform path.
+        head = clone(estimator).set_params(**{plan.last: "passthrough"})
+        try:
+            X_fit = head.fit_transform(X_train, y_train)
+        except Exception as exc:  # noqa: BLE001 - every candidate's fit on this fold fails so
+            results = _copies(exc, len(networks))
+        else:
+            results = fit_many(networks, X_fit, y_train, sample_weight, n_jobs=search.n_jobs,
+                               errors="return")
+    # Each fit's time is its share of the fold's wall time (earlier steps included).
+    pretrained.fit_times[:, split] = (time.perf_counter() - start) / max(len(networks), 1)
+    for candidate, result in enumerate(results):
+        if head is not None and not isinstance(result, BaseException):
+            fitted = copy.copy(head)  # the fold's fitted earlier steps, shared read-only
+            fitted.steps = [*head.steps[:-1], (plan.last, result)]
+            result = fitted
+        pretrained.models[candidate, split] = result
+
+
+class _BatchedSearch:
+    """fit for scikit-learn's searches: pre-train with fit_many, then replay through
+    scikit-learn's own fit."""
+
+    def fit(self, X, y=None, **params):
+        """Run fit with all sets of parameters (scikit-learn's ``fit``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training vectors.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Target relative to X.
+        **params : dict of str -> object
+            Parameters passed to the estimator's ``fit``, the scorer and the CV splitter.
+
+        Returns
+        -------
+        self : object
+            Instance of fitted estimator.
+        """
+        try:
+            plan = _plan(self, X, y, params)
+        except Exception:  # noqa: BLE001 - scikit-learn's fit raises its own error for it
+            plan = None
+        if plan is None:
+            return super().fit(X, y, **params)
+        pretrained = _Pretrained(self.estimator, plan.candidates, len(plan.splits))
+        for split, (train, _) in enumerate(plan.splits):
+            _pretrain_fold(self, plan, pretrained, split, train)
+        self._replay(plan, pretrained)
+        return self
+
+    def _replay(self, plan, pretrained):
+        """scikit-learn's fit over the candidates with the pre-trained networks, then the user's
+        estimator and the measured fit times put in."""
+        saved = {name: getattr(self, name) for name in ("estimator", "cv", "n_jobs")}
+        self.estimator = _Replay(pretrained)
+        self.cv, self.n_jobs = plan.splits, 1
+        self._replay_candidates = plan.candidates
+        try:
+            super().fit(plan.X, plan.y, **plan.params)
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+            del self._replay_candidates
+        self._checked_cv_orig = plan.cv
+        times = pretrained.fit_times
+        self.cv_results_["mean_fit_time"] = times.mean(axis=1)
+        self.cv_results_["std_fit_time"] = times.std(axis=1)
+        if hasattr(self, "best_estimator_"):
+            self.best_estimator_ = self.best_estimator_.model_
+        scorers, _ = self._get_scorers()  # scorers bound to the user's estimator, not the replay
+        self.scorer_ = scorers._scorers if isinstance(scorers, _MultimetricScorer) else scorers
+
+    def _run_search(self, evaluate_candidates, *, callback_ctx=None):
+        candidates = getattr(self, "_replay_candidates", None)
+        if candidates is None:
+            if callback_ctx is None:
+                return super()._run_search(evaluate_candidates)
+            return super()._run_search(evaluate_candidates, callback_ctx=callback_ctx)
+        # The candidates drawn for the pre-training, not a second draw.
+        if callback_ctx is None:
+            return evaluate_candidates(candidates)
+        search_ctx = callback_ctx.subcontext(
+            task_name="search", max_subtasks=len(candidates) * self.n_splits_,
+            sequential_subtasks=False).call_on_fit_task_begin(estimator=self)
+        evaluate_candidates(candidates, callback_ctx=search_ctx)
+        search_ctx.call_on_fit_task_end(estimator=self)
+
+
+_SHARED_DOC = """
+    Drop-in for scikit-learn's {name}, with the same parameters, attributes and results
+    (``cv_results_``, ``best_*``, ``refit_time_``, ``multimetric_``, ``scorer_``...).
+
+    When ``estimator`` is a fastmlp :class:`~fastmlp.MLPClassifier` or
+    :class:`~fastmlp.MLPRegressor`, or a :class:`~sklearn.pipeline.Pipeline` ending in one whose
+    searched parameters are all the last step's, every candidate network of a cross-validation
+    fold is trained together by one :func:`fastmlp.fit_many` call (a pipeline's earlier steps
+    are fitted once per fold), then scikit-learn's own search scores them, ranks them and refits
+    the best on all rows with a normal ``fit``. ``sample_weight`` goes to the networks.
+    Anything else (other estimators, a grid over an earlier pipeline step, other fit
+    parameters) is left to scikit-learn's search as it is.
+
+    ``n_jobs`` is the number of threads ``fit_many`` uses when the fits are batched (scoring is
+    then serial, and ``pre_dispatch`` unused); otherwise it is scikit-learn's number of joblib
+    jobs. When batched, ``mean_fit_time`` and ``std_fit_time`` give each fit an equal share of
+    its fold's ``fit_many`` wall time (earlier pipeline steps included), and every fold's
+    networks are held in memory until scikit-learn's search has scored them.
+
+    See scikit-learn's :class:`sklearn.model_selection.{name}` for every parameter.
+"""
+
+
+class GridSearchCV(_BatchedSearch, sk_model_selection.GridSearchCV):
+    __doc__ = "Exhaustive search over specified parameter values for an estimator.\n" + \
+        _SHARED_DOC.format(name="GridSearchCV")
+
+    def _candidates(self):
+        return list(ParameterGrid(self.param_grid))
+
+
+class RandomizedSearchCV(_BatchedSearch, sk_model_selection.RandomizedSearchCV):
+    __doc__ = "Randomized search on hyper parameters.\n" + \
+        _SHARED_DOC.format(name="RandomizedSearchCV")
+
+    def _candidates(self):
+        # Drawn once, as scikit-learn's search draws them (random_state handled by the sampler).
+        return list(ParameterSampler(self.param_distributions, self.n_iter,
+                                     random_state=self.random_state))

@@ -197,8 +197,11 @@ def predict_rows(est, features, rows, device="cpu", params=None):
     params = be.to_device(est._params) if params is None else params
     check_buffers(table, params, features)
     out = be.empty((len(rows), int(table[-1, FAN_OUT])), params.dtype)
-    be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)), net,
-               CHUNK_ROWS)
+    # BLAS as training uses it: one thread for small products (a few thousand rows of a small
+    # network took 20x longer on two threads while the other core was busy).
+    with be.thread_limit(net, min(CHUNK_ROWS, len(rows))):
+        be.predict(out, params, features, be.to_device(np.asarray(rows, dtype=np.int64)), net,
+                   CHUNK_ROWS)
     return be.to_host(out)
 
 

@@ -71,8 +71,8 @@ def test_the_command_prepares_every_configuration_in_one_go(tmp_path):
     assert out.count("fastmlp: compiling its CPU kernels") == 1  # said once, not per dtype
     # numba makes one folder per source folder (cpu_<hash>, and an empty one for config.py)
     assert {p.name.split("-")[0] for p in Path(cache).rglob("*.nbi")} == {
-        "kernels.epoch", "kernels.full_loss_and_gradient", "kernels.output_delta_and_loss",
-        "kernels.predict_rows"}
+        "kernels.epoch", "kernels.epoch_many", "kernels.full_loss_and_gradient",
+        "kernels.output_delta_and_loss", "kernels.predict_rows"}
     out = _python(["-c", _FIT_EVERYTHING_AND_COUNT], NUMBA_CACHE_DIR=cache,
                   PYTHONPATH=str(ROOT))
     assert "compiled: 0 []" in out, out
@@ -91,8 +91,8 @@ def test_the_package_build_ships_compiled_kernels(tmp_path):
     assert setup_script.compile_into(str(build))
     shipped = sorted(p.name for p in (build / "fastmlp" / "cpu" / "__pycache__").glob("*.nbi"))
     assert [name.split("-")[0] for name in shipped] == [
-        "kernels.epoch", "kernels.full_loss_and_gradient", "kernels.output_delta_and_loss",
-        "kernels.predict_rows"]
+        "kernels.epoch", "kernels.epoch_many", "kernels.full_loss_and_gradient",
+        "kernels.output_delta_and_loss", "kernels.predict_rows"]
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env.update(PYTHONPATH=str(build))
     result = subprocess.run([sys.executable, "-c", _FIT_EVERYTHING_AND_COUNT], env=env,

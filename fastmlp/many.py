@@ -174,9 +174,12 @@ def _train_together(fits, threads):
         while fits:
             calls = [call for group in _groups(fits)
                      for call in _calls(group, threads)]
-            futures = [pool.submit(call.run, threads == 1) for call in calls]
+            # CPU calls go to the pool; a GPU call runs here, in the thread that owns the
+            # fits' device arrays (it only queues kernels, and its backend syncs at the end).
+            futures = [pool.submit(call.run, threads == 1) if call.on_cpu else None
+                       for call in calls]
             for call, future in zip(calls, futures):
-                call.deliver(*future.result())
+                call.deliver(*(future.result() if future else call.run(True)))
             fits = [fit for fit in fits if fit.request is not None]
 
 
@@ -222,6 +225,7 @@ class _GroupCall:
         requests = [fit.request for fit in fits]
         first = requests[0]
         self.be = backend(first.device)
+        self.on_cpu = first.device == "cpu"
         # Distinct batch orders: fits with the same random_state visit the same rows.
         orders, order_of = [], []
         for r in requests:

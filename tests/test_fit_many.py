@@ -217,3 +217,41 @@ def test_stored_once_however_many_fits():
     # Six arrays a fit (X, the three CSR parts, Y, sample weights); dense input's two empty
     # index arrays are equal, so five stored in all.
     assert len(moved) == 3 * 6 and len(set(moved)) == 5
+
+
+def test_an_interrupt_stops_every_fit_where_it_is(monkeypatch):
+    """Ctrl-C during fit_many ends every fit as it ends one fit: after the epochs done, with a
+    warning, stopped_early_ set, the weights so far kept."""
+    original, calls = cpu.train_epoch_many, []
+
+    def interrupted_second_epoch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(cpu, "train_epoch_many", interrupted_second_epoch)
+    estimators = [fastmlp.MLPClassifier(**BASE, alpha=a) for a in (1e-4, 1e-3)]
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        result = fastmlp.fit_many(estimators, X, y)
+    assert result == estimators
+    for est in estimators:
+        assert est.n_iter_ == 1 and est.stopped_early_ and np.isfinite(est._params).all()
+
+
+def test_an_estimator_fitted_elsewhere_fails_alone():
+    """The guard of fit: an estimator already being fitted (here by the fit_many call itself,
+    through a callback) is refused, and that refusal is its result alone."""
+    inner = fastmlp.MLPClassifier(**BASE)
+    results = []
+
+    def fit_the_other(record):
+        if record.epoch == 1:
+            results.extend(fastmlp.fit_many([inner], X, y, errors="return"))
+
+    outer = fastmlp.MLPClassifier(**BASE, callbacks=[fit_the_other])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many([outer, inner], X, y)
+    assert isinstance(results[0], RuntimeError) and "already being fitted" in str(results[0])
+    assert outer.n_iter_ == inner.n_iter_ == BASE["max_iter"]

@@ -174,3 +174,70 @@ def test_compiling_is_kept_out_of_epoch_times_and_the_progress_clock(monkeypatch
         X, X[:, 0] > 0)
     assert [r.seconds for r in records] == [0.0, 0.0]
     assert bars[0].started == 1100.0  # the bar's clock starts after the compile
+
+
+# Each kind of kernel call, on fixed data, printing a digest of what it computed: run one kind per
+# process to fill a cache piecemeal, or all kinds in one process to read it back.
+_EACH_KIND = """
+import hashlib, sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np, scipy.sparse as sp
+from fastmlp import cpu, ops
+from fastmlp.bundles import Network, Networks, OptimizerStep, OptimizerSteps, TrainState
+from fastmlp.layout import Layout
+from fastmlp.training import as_features
+
+def digest(*arrays):
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+rng = np.random.RandomState(0)
+layout = Layout((4, 5, 3, 2))
+X = rng.normal(size=(10, 4))
+X[np.abs(X) < 0.6] = 0
+Y, sw = rng.normal(size=(10, 2)), rng.uniform(0.5, 2, 10)
+start = rng.uniform(-0.6, 0.6, layout.n_params)
+net = Network(layout.table, ops.ACTIVATION["tanh"].code, ops.ACTIVATION["identity"].code,
+              ops.LOSS["squared_error"].code, 0.01, 0.3, 99)
+adam = OptimizerStep(ops.OPTIMIZER["adam"].code, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0, 0.0, 5)
+relu = Network(layout.table, ops.ACTIVATION["relu"].code, ops.ACTIVATION["softmax"].code,
+               ops.LOSS["log_loss"].code, 0.0, 0.0, 0)
+for kind in sys.argv[1:]:
+    p = start.copy()
+    state = TrainState(p, np.empty_like(p), np.zeros_like(p), np.zeros_like(p))
+    if kind == "train":
+        cpu.train_epoch(state, as_features(sp.csr_matrix(X)), Y, sw, np.arange(10)[::-1].copy(), 4, net,
+                        adam)
+        print(kind, digest(*state))
+    elif kind == "predict":
+        out = np.empty((7, 2))
+        cpu.predict(out, p, as_features(X), np.array([3, 1, 4, 1, 5, 9, 2]), relu, 3)
+        print(kind, digest(out))
+    elif kind == "gradient":
+        loss = cpu.loss_and_gradient(state.dparams, p, as_features(X), Y, sw, net._replace(
+            dropout=0.0, hidden=ops.ACTIVATION["gelu"].code), 4)
+        print(kind, digest(state.dparams, np.array(loss)))
+    elif kind == "many":
+        states = TrainState(*(np.stack([a, a]) for a in state))
+        opts = [adam, adam._replace(kind=ops.OPTIMIZER["rmsprop"].code, rho=0.9)]
+        cpu.train_epoch_many(states, as_features(X), Y, sw, np.stack([np.arange(10)]),
+                             np.zeros(2, dtype=np.int64), np.arange(2), 4,
+                             Networks.of([relu._replace(loss=ops.LOSS["squared_error"].code,
+                                                        output=ops.ACTIVATION["identity"].code),
+                                          net]), OptimizerSteps.of(opts))
+        print(kind, digest(*states))
+"""
+
+
+def test_a_cache_filled_by_several_processes_computes_what_one_process_does(tmp_path):
+    """numba names compiled code by qualified name and a per-process counter: kernels cached by
+    different processes must not mix up two different functions that once shared a name (they
+    did: each operation's loop was one inner function, and predictions came out wrong)."""
+    kinds = ["predict", "train", "gradient", "many"]
+    piecemeal, whole = str(tmp_path / "piecemeal"), str(tmp_path / "whole")
+    for kind in kinds:  # each process compiles only what its call needs
+        _python(["-c", _EACH_KIND, kind], NUMBA_CACHE_DIR=piecemeal, PYTHONPATH=str(ROOT))
+    mixed = _python(["-c", _EACH_KIND, *kinds], NUMBA_CACHE_DIR=piecemeal, PYTHONPATH=str(ROOT))
+    alone = _python(["-c", _EACH_KIND, *kinds], NUMBA_CACHE_DIR=whole, PYTHONPATH=str(ROOT))
+    lines = sorted(line for line in alone.splitlines() if line.split(" ")[0] in kinds)
+    assert len(lines) == len(kinds)
+    assert sorted(line for line in mixed.splitlines() if line.split(" ")[0] in kinds) == lines

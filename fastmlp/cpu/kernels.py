@@ -135,13 +135,23 @@ def softmax_rows(Z):
 # `dispatch` makes the function that runs the loop whose code it is given.
 # ---------------------------------------------------------------------------------------------
 
-def dispatch(loops, arguments):
-    """An inner function (code, <arguments>) that runs loops[code](<arguments>), for a
+def compiled_as(name, function):
+    """njit(function), named `name` for numba. numba names compiled code by the function's
+    qualified name and a counter of the process that compiled it; the loops below are one inner
+    function per operation, so without their own names two different loops, compiled by two
+    processes into the on-disk cache, could carry one name, and a process that loads both runs
+    one in place of the other (wrong results, found by a test). Each gets its operation's name."""
+    function.__name__ = function.__qualname__ = name
+    return njit(function)
+
+
+def dispatch(name, loops, arguments):
+    """A function name(code, <arguments>) that runs loops[code](<arguments>), for a
     {code: loop} dict and the loops' argument names ("Z" or "dZ, A, Z", say).
 
     Generated as one flat chain of comparisons, the way one would write it by hand:
 
-        def run(code, Z):
+        def activate(code, Z):
             if code == 0:
                 return loop_0(Z)
             ...
@@ -150,14 +160,14 @@ def dispatch(loops, arguments):
     A code with no loop raises: no operation falls back silently to another. The estimators only
     ever pass registry codes.
     """
-    lines = [f"def run(code, {arguments}):"]
+    lines = [f"def {name}(code, {arguments}):"]
     for code in sorted(loops):
         lines += [f"    if code == {code}:", f"        return loop_{code}({arguments})"]
     lines.append('    raise ValueError("fastmlp: no kernel for this operation code")')
     namespace = {f"loop_{code}": loop for code, loop in loops.items()}
     namespace["__name__"] = __name__  # the generated function belongs to this module
     exec("\n".join(lines), namespace)  # source built above from integer codes only
-    return njit(namespace["run"])
+    return compiled_as(name, namespace[name])
 
 
 @functools.cache
@@ -178,13 +188,12 @@ def _activation_loop(activation):
         return softmax_rows
     f = scalar(activation.value)
 
-    @njit
     def activate_elements(Z):
         for i in range(Z.shape[0]):
             for j in range(Z.shape[1]):
                 Z[i, j] = f(Z[i, j])
 
-    return activate_elements
+    return compiled_as(f"activate_{activation.name}", activate_elements)
 
 
 def _derivative_loop(activation):
@@ -192,21 +201,19 @@ def _derivative_loop(activation):
     need it, the pre-activations Z (B, O) (an empty view otherwise, never read)."""
     backward, from_z = scalar(activation.backward), activation.needs_pre_activation
 
-    @njit
     def times_derivative_elements(dZ, A, Z):
         for i in range(dZ.shape[0]):
             for j in range(dZ.shape[1]):
                 a = A[i, j]
                 dZ[i, j] = backward(dZ[i, j], a, Z[i, j] if from_z else a)
 
-    return times_derivative_elements
+    return compiled_as(f"times_{activation.name}_derivative", times_derivative_elements)
 
 
 def _loss_loop(loss):
     """Output delta dZ (B, K) and the weighted loss sum: see output_delta_and_loss."""
     term, mean = scalar(loss.term), loss.mean_over_outputs
 
-    @njit
     def delta_and_loss(dZ, P, Y, sw, eps):
         k = P.shape[1]
         total = 0.0
@@ -220,21 +227,21 @@ def _loss_loop(loss):
             total += sw[i] * sample
         return total
 
-    return delta_and_loss
+    return compiled_as(f"{loss.name}_delta_and_loss", delta_and_loss)
 
 
 def _update_loop(optimizer):
     """One optimizer step over every entry of the flat buffers: see update."""
     step = scalar(optimizer.step)
 
-    @njit
     def update_entries(params, dparams, slot_1, slot_2, n_weights, alpha, norm, decayed, kept):
         for k in range(params.shape[0]):
             g = finished_gradient(dparams[k], params[k], k, n_weights, alpha, norm)
             h = decayed if k < n_weights else kept
             params[k], slot_1[k], slot_2[k] = step(params[k], g, slot_1[k], slot_2[k], h)
 
-    return update_entries
+    # Named by the step function: optimizers that share one (Adam, AdamW) share this loop.
+    return compiled_as(f"update_by_{optimizer.step.__name__}", update_entries)
 
 
 def _loops(entries, make_loop, shared_by=lambda entry: entry.code):
@@ -249,12 +256,14 @@ def _loops(entries, make_loop, shared_by=lambda entry: entry.code):
     return loops
 
 
-activate = dispatch(_loops(ops.ACTIVATIONS, _activation_loop), "Z")
-derivative_loop = dispatch(_loops([a for a in ops.ACTIVATIONS if a.backward is not None],
-                                   _derivative_loop), "dZ, A, Z")
-loss_loop = dispatch(_loops(ops.LOSSES, _loss_loop), "dZ, P, Y, sw, eps")
-update_loop = dispatch(_loops(ops.OPTIMIZERS, _update_loop, shared_by=lambda o: o.step),
-                       "params, dparams, slot_1, slot_2, n_weights, alpha, norm, decayed, kept")
+activate = dispatch("activate", _loops(ops.ACTIVATIONS, _activation_loop), "Z")
+derivative_loop = dispatch(
+    "derivative_loop", _loops([a for a in ops.ACTIVATIONS if a.backward is not None],
+                              _derivative_loop), "dZ, A, Z")
+loss_loop = dispatch("loss_loop", _loops(ops.LOSSES, _loss_loop), "dZ, P, Y, sw, eps")
+update_loop = dispatch(
+    "update_loop", _loops(ops.OPTIMIZERS, _update_loop, shared_by=lambda o: o.step),
+    "params, dparams, slot_1, slot_2, n_weights, alpha, norm, decayed, kept")
 
 # Activations whose derivative reads the pre-activation, by code: the forward pass keeps z.
 NEEDS_PRE_ACTIVATION = np.zeros(max(a.code for a in ops.ACTIVATIONS) + 1, dtype=np.bool_)

@@ -393,16 +393,15 @@ import numpy as np
 import numba
 from numba import cuda, float32, float64, int64, boolean
 from numba.cuda.cudadrv.error import CudaSupportError
-from fastmlp.bundles import Features, Network, OptimizerStep
+from fastmlp.bundles import Features
 from fastmlp.cuda import fused
 from fastmlp.cuda import kernels as K
 
 
 def signatures(T):
     M, V, F, I, D = T[:, ::1], T[::1], float64[::1], int64[::1], numba.int32[::1]
+    F2, I2 = float64[:, ::1], int64[:, ::1]
     features = numba.types.NamedTuple([M, V, I, I], Features)
-    net = numba.typeof(Network(np.zeros((2, 4), np.int64), 1, 2, 3, 0.1, 0.0, 5))
-    opt = numba.typeof(OptimizerStep(1, 0.1, 0.0, False, 0.9, 0.99, 1e-8, 0.0, 0.0, 3))
     x = np.dtype(str(T)).type(0)
     scalars = numba.typeof(K.StepScalars(x, x, False, x, x, x, x, x, x))
     return {
@@ -420,7 +419,7 @@ def signatures(T):
         "finish_gradient_squares": (V, F, V, F, T, int64),
         "update_batch": (V, V, V, F, V, F, D, int64, T, scalars, F, T, int64, float64, int64),
         "add_into": (V, V, boolean),
-        "train_epoch_fused": (V, V, V, F, features, M, V, I, F, int64, net, opt, float64),
+        "train_epoch_fused": (M, M, M, F2, features, M, V, I2, int64, I2, I2, F2, float64),
     }
 
 

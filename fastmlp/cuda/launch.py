@@ -228,22 +228,23 @@ def fused_shared_bytes(params, table, batch_size, n_features, n_outputs, net):
     size, or None when they do not fit in one block beside its static arrays (the limit is the
     device's shared memory per block; see device.shared_bytes_per_block)."""
     return _fused_bytes(params, table, batch_size, n_features, n_outputs,
-                        _needs_pre(net.hidden), net.dropout > 0)
+                        _needs_pre(net.hidden), net.dropout > 0, device.shared_bytes_per_block())
 
 
 def _needs_pre(hidden):
     return ops.by_code(ops.ACTIVATIONS, int(hidden)).needs_pre_activation
 
 
-def _fused_bytes(params, table, batch_size, n_features, n_outputs, keep_pre, dropping):
+def _fused_bytes(params, table, batch_size, n_features, n_outputs, keep_pre, dropping, limit):
     """fused_shared_bytes for a network whose hidden activation does (keep_pre) or does not keep
-    its pre-activations and that has (dropping) or has not dropout."""
+    its pre-activations and that has (dropping) or has not dropout, in at most `limit` shared
+    bytes per block."""
     fused = _fused()
     n_params = params.shape[len(params.shape) - 1]  # (P,) or (M, P); the simulator's shape
     elements = fused.shared_elements(n_params, batch_size, n_features, n_outputs,
                                      int(table[:, FAN_OUT].sum()), keep_pre, dropping)
     needed = elements * params.dtype.itemsize
-    if needed + fused.STATIC_SHARED_BYTES > device.shared_bytes_per_block():
+    if needed + fused.STATIC_SHARED_BYTES > limit:
         return None
     return needed
 
@@ -251,11 +252,17 @@ def _fused_bytes(params, table, batch_size, n_features, n_outputs, keep_pre, dro
 def group_shared_bytes(params, table, batch_size, n_features, n_outputs, nets, active):
     """fused_shared_bytes for the active models of a group (train_epoch_many): one launch gives
     every block the same dynamic shared memory, sized for the most demanding model (one that
-    keeps pre-activations, one with dropout), or None when that does not fit."""
+    keeps pre-activations, one with dropout), or None when that does not fit. The limit is the
+    device's opt-in maximum (device.shared_bytes_opt_in: up to 227 KiB instead of 48), which the
+    launch then opts in to: the alternative for a group, one model after another, is slower
+    however the one-block kernel compares with the per-layer kernels. (train_epoch keeps the
+    default limit for one model: beyond it the per-layer kernels may well be faster; unmeasured.)
+    """
     active = np.asarray(active, dtype=np.int64)
     return _fused_bytes(params, table, batch_size, n_features, n_outputs,
                         any(_needs_pre(nets.hidden[m]) for m in active),
-                        bool(np.any(np.asarray(nets.dropout)[active] > 0)))
+                        bool(np.any(np.asarray(nets.dropout)[active] > 0)),
+                        device.shared_bytes_opt_in())
 
 
 def epoch_path(params, layers, batch_size, n_features, n_outputs, net):
@@ -407,9 +414,10 @@ def _train_group_fused(states, features, Y, sw, orders, order_of, active, batch_
     codes, numbers = _block_tables(nets, opts, active, order_of,
                                    blocks(orders.shape[1], batch_size))
     out = device.empty((len(active), 2), np.float64)
-    launcher(fused.train_epoch_fused, len(active), fused.THREADS, shared)(
-        params, states.slot_1, states.slot_2, out, features, Y, sw, orders, batch_size, layers,
-        device.to_device(codes), device.to_device(numbers), float(np.finfo(params.dtype).eps))
+    args = (params, states.slot_1, states.slot_2, out, features, Y, sw, orders, batch_size, layers,
+            device.to_device(codes), device.to_device(numbers), float(np.finfo(params.dtype).eps))
+    device.allow_dynamic_shared(fused.train_epoch_fused, args, shared, fused.STATIC_SHARED_BYTES)
+    launcher(fused.train_epoch_fused, len(active), fused.THREADS, shared)(*args)
     result = out.copy_to_host()
     totals, steps = np.zeros(params.shape[0]), np.zeros(params.shape[0], dtype=np.int64)
     for b, m in enumerate(active):

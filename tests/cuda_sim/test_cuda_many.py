@@ -18,7 +18,7 @@ from test_cuda_backend import _count_launches  # noqa: E402 (pytest puts this fo
 from fastmlp import cuda as gpu  # noqa: E402
 from fastmlp import ops  # noqa: E402
 from fastmlp.bundles import Networks, OptimizerSteps, TrainState  # noqa: E402
-from fastmlp.cuda import launch  # noqa: E402
+from fastmlp.cuda import device, launch  # noqa: E402
 from fastmlp.layout import Layout  # noqa: E402
 from fastmlp.training import as_features  # noqa: E402
 
@@ -180,3 +180,59 @@ def test_the_group_launch_is_sized_for_its_most_demanding_model():
         plain + 8 * BATCH * (units + 2 * 4))
     assert launch.group_shared_bytes(params, table, 2000, F, K, nets, [0]) is None
     assert launch.group_path(params, table, 2000, F, K, nets, [0]) == "per-layer"
+
+
+def test_the_shared_memory_limit_is_the_devices_opt_in_maximum():
+    """The decision on plain numbers (the simulator cannot opt in): the opt-in maximum where the
+    device reports a larger one, else its default limit, else 48 KiB."""
+    default = device.DEFAULT_SHARED_BYTES
+    assert device.shared_bytes_limit(default, 227 * 1024) == 227 * 1024  # Hopper
+    assert device.shared_bytes_limit(default, None) == default
+    assert device.shared_bytes_limit(default, 0) == default
+    assert device.shared_bytes_limit(None, None) == default
+    assert device.shared_bytes_limit(96 * 1024, 64 * 1024) == 96 * 1024
+    assert device.shared_bytes_opt_in() == default  # the simulator's
+    device.allow_dynamic_shared(None, (), 10**6, 0)  # nothing to do, nothing touched
+
+
+def test_a_group_uses_the_opt_in_limit_and_one_model_the_default(monkeypatch):
+    """A group too large for 48 KiB still takes one launch where the device lets kernels opt in
+    to more; train_epoch keeps the default limit for one model."""
+    params = np.zeros((2, LAYOUT.n_params))
+    nets, _ = _group(MODELS[:2])
+    net, _ = launch.model_of(nets, _group(MODELS[:2])[1], 0)
+    batch = 1000  # 8 bytes x 1000 rows x (3 + 3 + 1 + 2 x 7) = 168 kB: over 48 KiB
+    assert launch.group_path(params, LAYOUT.table, batch, F, K, nets, [0]) == "per-layer"
+    monkeypatch.setattr(device, "shared_bytes_opt_in", lambda: 227 * 1024)
+    assert launch.group_path(params, LAYOUT.table, batch, F, K, nets, [0]) == "fused"
+    assert launch.epoch_path(params[0], LAYOUT.table, batch, F, K, net) == "per-layer"
+
+
+@pytest.mark.gpu
+def test_a_group_beyond_48_kib_runs_in_one_launch_on_a_gpu():
+    """On a GPU that lets kernels opt in to more shared memory: a float64 group whose blocks need
+    about 170 kB trains in one launch, as each model alone does with the per-layer kernels (another
+    summation order: close, not bit-identical)."""
+    if device.shared_bytes_opt_in() < 200 * 1024:
+        pytest.skip("this GPU does not let a kernel opt in to 200 kB of shared memory")
+    rng = np.random.RandomState(0)
+    n, batch = 1200, 1000
+    X, Y = rng.normal(size=(n, F)), np.eye(K)[rng.randint(0, K, n)]
+    features = as_features(X)
+    data = (type(features)(*(gpu.to_device(a) for a in features)), gpu.to_device(Y),
+            gpu.to_device(np.ones(n)))
+    states = [rng.uniform(-0.6, 0.6, (2, LAYOUT.n_params)), *np.zeros((3, 2, LAYOUT.n_params))]
+    nets, opts = _group([MODELS[0], MODELS[3]])
+    orders = np.stack([rng.permutation(n)]).astype(np.int64)
+    assert launch.group_path(states[0], LAYOUT.table, batch, F, K, nets, [0, 1]) == "fused"
+    together, results = _together(states, data, orders, np.zeros(2, np.int64), np.arange(2),
+                                  nets, opts, 1)
+    for m in range(2):
+        state = TrainState(*(gpu.to_device(a[m].copy()) for a in states))
+        total, step = gpu.train_epoch(state, *data, gpu.to_device(orders[0]), batch,
+                                      *launch.model_of(nets, opts, m))
+        assert launch.LAST_EPOCH["path"] == "per-layer"
+        np.testing.assert_allclose(together[0][m], gpu.to_host(state.params), rtol=1e-10,
+                                   atol=1e-12)
+        np.testing.assert_allclose(results[0][0][m], total, rtol=1e-10)
+        assert results[0][1][m] == step

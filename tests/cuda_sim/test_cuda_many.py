@@ -236,3 +236,18 @@ def test_a_group_beyond_48_kib_runs_in_one_launch_on_a_gpu():
                                    atol=1e-12)
         np.testing.assert_allclose(results[0][0][m], total, rtol=1e-10)
         assert results[0][1][m] == step
+
+
+def test_the_group_benchmark_runs_its_smoke_shapes():
+    """bench/gpu_many.py's harness end to end on tiny shapes (its figures mean nothing here)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_many.py"
+    spec = importlib.util.spec_from_file_location("gpu_many", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--smoke", "--contestants", "fastmlp"])
+    assert any(label.startswith("fastmlp train_epoch_many, 3 models (fused)")
+               for label in results)
+    assert all(seconds > 0 for seconds, _ in results.values())

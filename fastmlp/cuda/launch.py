@@ -2,7 +2,8 @@
 with the CPU backend's arguments and results.
 
 An epoch of a network that fits in one block's shared memory is ONE launch of the persistent
-kernel (fused.py). A wider network takes 3L + 2 launches per mini-batch of L weight layers (see
+kernel (fused.py), and so is an epoch of a whole group of such networks (train_epoch_many: one
+block per model). A wider network takes 3L + 2 launches per mini-batch of L weight layers (see
 _Network), all configured once per call: no allocation, host-device copy or launch
 configuration happens per batch. They are: the gather of inputs, targets and weights; per layer
 one product + bias + activation; the softmax, output delta and loss; per layer the weight and

@@ -16,6 +16,7 @@ on first use.
 """
 
 import contextlib
+import math
 import types
 import warnings
 
@@ -299,11 +300,13 @@ def model_of(nets, opts, m):
 
 def _block_tables(nets, opts, active, order_of, n_batches):
     """The persistent kernel's per-block (codes, numbers) tables (columns in fused.py) for the
-    active models, as host arrays: block b trains model active[b]. Adam's step sizes come from
-    the CPU's own function (bit-identical), 0 for the optimizers that do not use them."""
+    active models, as host arrays: block b trains model active[b]. Adam's step sizes are the
+    CPU's ops.adam_step_size, bit for bit (_bias_corrections), 0 for the optimizers that do not
+    use them."""
     fused = _fused()
     codes = np.zeros((len(active), fused.N_CODES), dtype=np.int64)
     numbers = np.zeros((len(active), fused.STEP_SIZES + n_batches), dtype=np.float64)
+    corrections = {}  # models of a search mostly share their betas and step counter
     for b, m in enumerate(active):
         net, opt = model_of(nets, opts, m)
         codes[b] = (m, order_of[m], net.hidden, net.output, net.loss, net.seed, opt.kind,
@@ -312,10 +315,23 @@ def _block_tables(nets, opts, active, order_of, n_batches):
                                          opt.momentum, opt.beta_1, opt.beta_2, opt.epsilon,
                                          opt.rho, opt.weight_decay)
         if ops.counts_steps(opt.kind):
-            numbers[b, fused.STEP_SIZES:] = [
-                ops.adam_step_size(opt.learning_rate, opt.beta_1, opt.beta_2, opt.step + j + 1)
-                for j in range(n_batches)]
+            key = (opt.beta_1, opt.beta_2, opt.step)
+            if key not in corrections:
+                corrections[key] = _bias_corrections(*key, n_batches)
+            root, denominator = corrections[key]
+            numbers[b, fused.STEP_SIZES:] = opt.learning_rate * root / denominator
     return codes, numbers
+
+
+def _bias_corrections(beta_1, beta_2, step, n_batches):
+    """(sqrt(1 - beta_2 ** t), 1 - beta_1 ** t) for the updates t = step + 1 ... step +
+    n_batches, as float64 arrays: learning_rate * root / denominator, elementwise, is then
+    ops.adam_step_size's own expression in its own order (the powers by Python's float pow, as
+    there; multiply, divide and sqrt are correctly rounded everywhere) at one NumPy operation per
+    model instead of n_batches Python calls."""
+    ts = [float(step + j + 1) for j in range(n_batches)]
+    return (np.array([math.sqrt(1 - beta_2 ** t) for t in ts]),
+            np.array([1 - beta_1 ** t for t in ts]))
 
 
 def _step_sizes(opt, n_batches):

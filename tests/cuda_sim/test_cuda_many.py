@@ -251,3 +251,18 @@ def test_the_group_benchmark_runs_its_smoke_shapes():
     assert any(label.startswith("fastmlp train_epoch_many, 3 models (fused)")
                for label in results)
     assert all(seconds > 0 for seconds, _ in results.values())
+
+
+def test_the_groups_adam_step_sizes_are_the_cpus_bit_for_bit():
+    """The host makes every block's step sizes with one NumPy expression per model: the same
+    bits as the CPU's ops.adam_step_size, update by update."""
+    models = [m for m in MODELS if m[1][0].startswith("adam")]
+    rates = [1e-4, 3.3e-3, 0.01, 0.7]
+    nets, opts = _group([models[i % 2] for i in range(4)])
+    opts = opts._replace(learning_rate=np.array(rates), step=np.array([0, 3, 17, 123456]))
+    codes, numbers = launch._block_tables(nets, opts, np.array([3, 1, 0]), np.zeros(4, int), 50)
+    for b, m in enumerate([3, 1, 0]):
+        expected = [ops.adam_step_size(rates[m], float(opts.beta_1[m]), float(opts.beta_2[m]),
+                                       int(opts.step[m]) + j + 1) for j in range(50)]
+        assert numbers[b, launch._fused().STEP_SIZES:].tolist() == expected
+        assert codes[b, launch._fused().MODEL] == m

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One-shot check of fastmlp's CUDA backend on a machine with an NVIDIA GPU (issue #23), in about
 # 7 minutes: versions; tests/cuda_sim on the real GPU; compute-sanitizer racecheck and synccheck
-# over tiny fits (bench/gpu_tiny_fits.py); bench/compare_gpu.py with a short budget; memcheck
-# if time is left. Every step has a timeout and the script goes on after a failing one; the
-# whole run stays under GPU_CHECK_SECONDS (default 450). It installs and downloads nothing.
+# over tiny fits (bench/gpu_tiny_fits.py); bench/compare_gpu.py with a short budget; 128 small
+# models trained together (bench/gpu_many.py, issue #24); memcheck if time is left. Every step
+# has a timeout and the script goes on after a failing one; the whole run stays under
+# GPU_CHECK_SECONDS (default 450). It installs and downloads nothing.
 #
 #   bash bench/gpu_check.sh [OUTPUT_DIR] [FASHION_MNIST_DIR]
 #
@@ -11,7 +12,7 @@
 # .data/fashion-mnist in the repository when it exists, else W1 and W4 of the benchmark train
 # on a synthetic stand-in of the same shape. Writes these flat files into OUTPUT_DIR:
 # summary.txt versions.log pytest-cuda.log racecheck.log synccheck.log compare.log
-# GPU_RESULTS.md memcheck.log.
+# GPU_RESULTS.md many.log many.txt memcheck.log.
 # numba-cuda <= 0.30.4 with NumPy 2.5 fails at the first kernel compile (np.row_stack is gone);
 # the Python steps run through bench/with_row_stack.py, which shims it for this run only and
 # says so in each log. fastmlp itself refuses that combination with an error naming the fix.
@@ -207,6 +208,12 @@ step "bench/compare_gpu.py" compare.log 150 \
     "${SHIM[@]}" bench/compare_gpu.py --epochs 2 --repeats 3 --budget 70 \
     --out "$OUTDIR/GPU_RESULTS.md"
 highlights compare.log "done$|failed|Error|shimmed|Fashion-MNIST not found" 12
+
+# ---- (e) many networks per launch: 128 W2-sized models, fastmlp's train_epoch_many and, when
+# a CUDA torch is importable, batched bmm layers in one CUDA graph
+step "bench/gpu_many.py (128 models)" many.log 90 \
+    "${SHIM[@]}" bench/gpu_many.py --models 128 --epochs 3 --out "$OUTDIR/many.txt"
+highlights many.log "gpu_many on|s/epoch|skipped|Error|shimmed" 8
 
 # ---- memcheck, only with time to spare
 if [ -n "$SAN" ] && [ $(( DEADLINE_S - $(elapsed) )) -ge 60 ]; then

@@ -239,6 +239,54 @@ def shared_bytes_per_block():
 _SHARED_BYTES = None
 
 
+def shared_bytes_limit(per_block, opt_in):
+    """Shared bytes one block may use once a kernel opts in: the device's opt-in maximum
+    (cudaDevAttrMaxSharedMemoryPerBlockOptin, 227 KiB on Hopper) where it reports one larger
+    than its default per-block limit, else that limit; DEFAULT_SHARED_BYTES when the device
+    reports neither (None or 0)."""
+    per_block = int(per_block) if per_block else DEFAULT_SHARED_BYTES
+    return max(per_block, int(opt_in)) if opt_in else per_block
+
+
+def shared_bytes_opt_in():
+    """shared_bytes_limit of the current device (DEFAULT_SHARED_BYTES under the simulator, which
+    cannot opt in). Asked once per process."""
+    global _OPT_IN_BYTES
+    if _OPT_IN_BYTES is None:
+        opt_in = None
+        if not simulator():
+            try:
+                opt_in = import_cuda().get_current_device().MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+            except Exception:  # noqa: BLE001 - an older driver without the attribute
+                opt_in = None
+        _OPT_IN_BYTES = shared_bytes_limit(shared_bytes_per_block(), opt_in)
+    return _OPT_IN_BYTES
+
+
+_OPT_IN_BYTES = None
+_OPTED_IN = {}  # id of a compiled kernel's function -> dynamic shared bytes it is allowed
+
+
+def allow_dynamic_shared(kernel, args, dynamic_bytes, static_bytes):
+    """Let `kernel`, compiled for these arguments, launch with dynamic_bytes of dynamic shared
+    memory beside its static_bytes beyond the default per-block limit
+    (cudaFuncAttributeMaxDynamicSharedMemorySize; the caller checked that the sum is at most
+    shared_bytes_opt_in()). Compiles the kernel for args first (the launch then reuses that
+    compilation). Nothing to do under the simulator or within the default limit."""
+    if simulator() or dynamic_bytes + static_bytes <= shared_bytes_per_block():
+        return
+    from numba.cuda.cudadrv.driver import binding, driver
+
+    compiled = kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
+    function = compiled._codelibrary.get_cufunc()  # noqa: SLF001 - numba-cuda has no public way
+    if _OPTED_IN.get(id(function), 0) >= dynamic_bytes:
+        return
+    driver.cuKernelSetAttribute(
+        binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        int(dynamic_bytes), function.handle, function.device.id)
+    _OPTED_IN[id(function)] = dynamic_bytes
+
+
 # ---------------------------------------------------------------------------------------------
 # Moving arrays
 # ---------------------------------------------------------------------------------------------

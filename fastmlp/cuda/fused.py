@@ -1,8 +1,10 @@
-"""The persistent CUDA kernel: a whole training epoch of a small network in ONE launch.
+"""The persistent CUDA kernel: a whole training epoch of a small network in ONE launch, for one
+model or for a group of models of the same shape (one block per model).
 
-One block runs every mini-batch (gather, forward, loss, backward, gradient finishing and the
-optimizer update) with the parameters and the batch's activations in shared memory, phases
-separated by cuda.syncthreads(); only the epoch's loss and update count are written out. Sums
+One block runs every mini-batch of its model (gather, forward, loss, backward, gradient finishing
+and the optimizer update) with the parameters and the batch's activations in shared memory,
+phases separated by cuda.syncthreads(); only the epoch's loss and update count are written out.
+Sums
 use fixed-order block reductions, never atomics, so results are deterministic. Launched only by
 fastmlp/cuda/launch.py, which checks that the network fits (shared_elements) before using it.
 The arithmetic is the per-batch kernels' (kernels.py): the same device functions.
@@ -14,7 +16,7 @@ import numba
 from numba import cuda
 
 from .. import ops
-from ..bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, WEIGHT_OFFSET
+from ..bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, WEIGHT_OFFSET, Network, OptimizerStep
 from .kernels import (
     SIMULATOR,
     StepScalars,
@@ -33,8 +35,17 @@ from .kernels import (
 # Threads of the one block (a power of two: block_sum halves it). The simulator runs one Python
 # thread per CUDA thread: few there.
 THREADS = 16 if SIMULATOR else 256
-# Slots of the float64 `totals` array train_epoch_fused writes once, at the end of the epoch.
+# Columns of the float64 `totals` array train_epoch_fused writes once per block, at the end of
+# the epoch.
 EPOCH_TOTAL, UPDATES = 0, 1
+# Columns of the per-block tables train_epoch_fused takes (launch.py's _block_tables makes them):
+# `codes` (int64) names the model a block trains, its batch order row, its activation, loss and
+# optimizer codes, its dropout seed and Nesterov switch; `numbers` (float64) its hyper-parameters,
+# then from STEP_SIZES on Adam's step size of each update of the epoch.
+MODEL, ORDER_ROW, HIDDEN, OUTPUT, LOSS, SEED, KIND, NESTEROV = range(8)
+N_CODES = 8
+ALPHA, DROPOUT, LEARNING_RATE, MOMENTUM, BETA_1, BETA_2, EPSILON, RHO, WEIGHT_DECAY = range(9)
+STEP_SIZES = 9
 
 
 def shared_elements(n_params, batch_size, n_features, n_outputs, units, keep_pre, dropping):
@@ -277,52 +288,74 @@ def _backward_and_update(sh, partial, slot_1, slot_2, c, layers, net, opt, nb, s
     return block_sum(partial, squares)
 
 
-@cuda.jit
-def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, order, step_sizes,
-                      batch_size, net, opt, eps):
-    """One epoch of mini-batch training, every batch in this one launch (the CPU train_epoch).
+@cuda.jit(device=True)
+def _block_model(layers, codes, numbers, b):
+    """(Network, OptimizerStep) of the model block b trains, from its rows of the tables."""
+    net = Network(layers, codes[b, HIDDEN], codes[b, OUTPUT], codes[b, LOSS], numbers[b, ALPHA],
+                  numbers[b, DROPOUT], codes[b, SEED])
+    opt = OptimizerStep(codes[b, KIND], numbers[b, LEARNING_RATE], numbers[b, MOMENTUM],
+                        codes[b, NESTEROV] != 0, numbers[b, BETA_1], numbers[b, BETA_2],
+                        numbers[b, EPSILON], numbers[b, RHO], numbers[b, WEIGHT_DECAY], 0)
+    return net, opt
 
-    params, slot_1, slot_2 (P,) updated in place (the parameters live in shared memory during the
-    epoch and are written back at its end); totals (2,) float64 out: [EPOCH_TOTAL] the sum over
-    batches of batch loss * batch rows, [UPDATES] the number of updates made. features: a
-    bundles.Features of device arrays; Y (N, K); sw (N,) sample weights; order (n,) rows in
-    visiting order; step_sizes (S,) float64: Adam's bias-corrected step size of this epoch's
-    first, second, ... update (unused by the other optimizers); net: a bundles.Network (layers
-    on the device); opt: a bundles.OptimizerStep; eps: the dtype's machine epsilon. Each batch's
-    parameter gradient is consumed where it is made: layer i's weights are updated right after
-    the delta of layer i - 1 has been computed from them, so no gradient buffer is needed.
-    Phases (device functions above): gather, forward, output delta and loss, backward + update.
-    Launch: ONE block of THREADS threads, shared_elements(...) x itemsize dynamic shared bytes.
+
+@cuda.jit
+def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, orders, batch_size,
+                      layers, codes, numbers, eps):
+    """One epoch of mini-batch training, every batch in this one launch (the CPU train_epoch),
+    for as many models of one layer table as there are blocks: block b trains one model.
+
+    params, slot_1, slot_2 (M, P): model m's rows updated in place (the parameters live in
+    shared memory during the epoch and are written back at its end; slot_2 may be slot_1 for a
+    one-slot optimizer). totals (A, 2) float64 out: block b's [EPOCH_TOTAL] the sum over batches
+    of batch loss * batch rows, [UPDATES] the number of updates made. features: a
+    bundles.Features of device arrays; Y (N, K); sw (N,) sample weights, shared by every model;
+    orders (G, n): rows in visiting order, one row per distinct order; layers: the (L, 4) table.
+    codes (A, N_CODES) int64 and numbers (A, STEP_SIZES + S) float64: block b's model, order row,
+    codes and hyper-parameters (columns named above) and from column STEP_SIZES on Adam's
+    bias-corrected step size of this epoch's first, second, ... update (unused by the other
+    optimizers); eps: the dtype's machine epsilon. Each batch's parameter gradient is consumed
+    where it is made: layer i's weights are updated right after the delta of layer i - 1 has
+    been computed from them, so no gradient buffer is needed. Phases (device functions above):
+    gather, forward, output delta and loss, backward + update. Blocks share nothing but the
+    read-only data. Launch: A blocks of THREADS threads, shared_elements(...) x itemsize dynamic
+    shared bytes (sized for the group's most demanding model).
     """
     sh = cuda.shared.array(0, dtype=params.dtype)
     partial = cuda.shared.array(THREADS, dtype=numba.float64)
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
+    b = cuda.blockIdx.x
     dt = params.dtype.type
-    n_params = params.shape[0]
-    c = _carve(net.layers, n_params, batch_size, features.X.shape[1], Y.shape[1], net)
+    net, opt = _block_model(layers, codes, numbers, b)
+    m = codes[b, MODEL]
+    model_params, model_slot_1, model_slot_2 = params[m], slot_1[m], slot_2[m]
+    order = orders[codes[b, ORDER_ROW]]
+    step_sizes = numbers[b, STEP_SIZES:]
+    n_params = params.shape[1]
+    c = _carve(layers, n_params, batch_size, features.X.shape[1], Y.shape[1], net)
 
     for k in range(t, n_params, T):
-        sh[k] = params[k]
+        sh[k] = model_params[k]
     total = 0.0
     updates = 0
     n = order.shape[0]
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
         _gather(sh, c, features, Y, sw, order, start, nb)
-        _forward(sh, c, net.layers, net, start, nb)
+        _forward(sh, c, layers, net, start, nb)
         loss_sum, weight_sum = _output_delta_and_loss(sh, partial, c, net, nb, eps)
         if weight_sum == 0:
             continue  # every sample has zero weight: nothing to learn (the same for all threads)
-        step_size = dt(step_sizes[updates]) if step_sizes.shape[0] > updates else dt(0)
-        squares = _backward_and_update(sh, partial, slot_1, slot_2, c, net.layers, net, opt, nb,
-                                       step_size, dt(weight_sum))
+        step_size = dt(step_sizes[updates])
+        squares = _backward_and_update(sh, partial, model_slot_1, model_slot_2, c, layers, net,
+                                       opt, nb, step_size, dt(weight_sum))
         total += (loss_sum / weight_sum + 0.5 * net.alpha * squares / weight_sum) * nb
         updates += 1
 
     cuda.syncthreads()
     for k in range(t, n_params, T):
-        params[k] = sh[k]
+        model_params[k] = sh[k]
     if t == 0:
-        totals[EPOCH_TOTAL] = total
-        totals[UPDATES] = updates
+        totals[b, EPOCH_TOTAL] = total
+        totals[b, UPDATES] = updates

@@ -2,7 +2,8 @@
 with the CPU backend's arguments and results.
 
 An epoch of a network that fits in one block's shared memory is ONE launch of the persistent
-kernel (fused.py). A wider network takes 3L + 2 launches per mini-batch of L weight layers (see
+kernel (fused.py), and so is an epoch of a whole group of such networks (train_epoch_many: one
+block per model). A wider network takes 3L + 2 launches per mini-batch of L weight layers (see
 _Network), all configured once per call: no allocation, host-device copy or launch
 configuration happens per batch. They are: the gather of inputs, targets and weights; per layer
 one product + bias + activation; the softmax, output delta and loss; per layer the weight and
@@ -15,13 +16,24 @@ on first use.
 """
 
 import contextlib
+import math
 import types
 import warnings
 
 import numpy as np
 
 from .. import ops
-from ..bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, WEIGHT_OFFSET
+from ..bundles import (
+    BIAS_OFFSET,
+    FAN_IN,
+    FAN_OUT,
+    WEIGHT_OFFSET,
+    Network,
+    Networks,
+    OptimizerStep,
+    OptimizerSteps,
+    TrainState,
+)
 from . import device
 
 # Products with at least this many multiply-adds (rows x fan-in x fan-out) go to cuBLAS when
@@ -217,15 +229,42 @@ def fused_shared_bytes(params, table, batch_size, n_features, n_outputs, net):
     """Dynamic shared-memory bytes the persistent epoch kernel needs for this network and batch
     size, or None when they do not fit in one block beside its static arrays (the limit is the
     device's shared memory per block; see device.shared_bytes_per_block)."""
+    return _fused_bytes(params, table, batch_size, n_features, n_outputs,
+                        _needs_pre(net.hidden), net.dropout > 0, device.shared_bytes_per_block())
+
+
+def _needs_pre(hidden):
+    return ops.by_code(ops.ACTIVATIONS, int(hidden)).needs_pre_activation
+
+
+def _fused_bytes(params, table, batch_size, n_features, n_outputs, keep_pre, dropping, limit):
+    """fused_shared_bytes for a network whose hidden activation does (keep_pre) or does not keep
+    its pre-activations and that has (dropping) or has not dropout, in at most `limit` shared
+    bytes per block."""
     fused = _fused()
-    elements = fused.shared_elements(params.shape[0], batch_size, n_features, n_outputs,
-                                 int(table[:, FAN_OUT].sum()),
-                                 ops.by_code(ops.ACTIVATIONS, net.hidden).needs_pre_activation,
-                                 net.dropout > 0)
+    n_params = params.shape[len(params.shape) - 1]  # (P,) or (M, P); the simulator's shape
+    elements = fused.shared_elements(n_params, batch_size, n_features, n_outputs,
+                                     int(table[:, FAN_OUT].sum()), keep_pre, dropping)
     needed = elements * params.dtype.itemsize
-    if needed + fused.STATIC_SHARED_BYTES > device.shared_bytes_per_block():
+    if needed + fused.STATIC_SHARED_BYTES > limit:
         return None
     return needed
+
+
+def group_shared_bytes(params, table, batch_size, n_features, n_outputs, nets, active):
+    """fused_shared_bytes for the active models of a group (train_epoch_many): one launch gives
+    every block the same dynamic shared memory, sized for the most demanding model (one that
+    keeps pre-activations, one with dropout), or None when that does not fit. The limit is the
+    device's opt-in maximum (device.shared_bytes_opt_in: up to 227 KiB instead of 48), which the
+    launch then opts in to: the alternative for a group, one model after another, is slower
+    however the one-block kernel compares with the per-layer kernels. (train_epoch keeps the
+    default limit for one model: beyond it the per-layer kernels may well be faster; unmeasured.)
+    """
+    active = np.asarray(active, dtype=np.int64)
+    return _fused_bytes(params, table, batch_size, n_features, n_outputs,
+                        any(_needs_pre(nets.hidden[m]) for m in active),
+                        bool(np.any(np.asarray(nets.dropout)[active] > 0)),
+                        device.shared_bytes_opt_in())
 
 
 def epoch_path(params, layers, batch_size, n_features, n_outputs, net):
@@ -237,6 +276,64 @@ def epoch_path(params, layers, batch_size, n_features, n_outputs, net):
     return "per-layer"
 
 
+def group_path(params, layers, batch_size, n_features, n_outputs, nets, active):
+    """"fused" when train_epoch_many runs the group's epoch in one launch (one block per active
+    model), else "per-layer" (one train_epoch per model)."""
+    table = device.host_table(layers)
+    if FUSED_EPOCHS and group_shared_bytes(params, table, batch_size, n_features, n_outputs,
+                                           nets, active) is not None:
+        return "fused"
+    return "per-layer"
+
+
+def model_of(nets, opts, m):
+    """(Network, OptimizerStep) of model m of a group, every scalar a plain Python number (as
+    training.network() and the optimizers make them)."""
+    net = Network(nets.layers, int(nets.hidden[m]), int(nets.output[m]), int(nets.loss[m]),
+                  float(nets.alpha[m]), float(nets.dropout[m]), int(nets.seed[m]))
+    opt = OptimizerStep(int(opts.kind[m]), float(opts.learning_rate[m]),
+                        float(opts.momentum[m]), bool(opts.nesterov[m]), float(opts.beta_1[m]),
+                        float(opts.beta_2[m]), float(opts.epsilon[m]), float(opts.rho[m]),
+                        float(opts.weight_decay[m]), int(opts.step[m]))
+    return net, opt
+
+
+def _block_tables(nets, opts, active, order_of, n_batches):
+    """The persistent kernel's per-block (codes, numbers) tables (columns in fused.py) for the
+    active models, as host arrays: block b trains model active[b]. Adam's step sizes are the
+    CPU's ops.adam_step_size, bit for bit (_bias_corrections), 0 for the optimizers that do not
+    use them."""
+    fused = _fused()
+    codes = np.zeros((len(active), fused.N_CODES), dtype=np.int64)
+    numbers = np.zeros((len(active), fused.STEP_SIZES + n_batches), dtype=np.float64)
+    corrections = {}  # models of a search mostly share their betas and step counter
+    for b, m in enumerate(active):
+        net, opt = model_of(nets, opts, m)
+        codes[b] = (m, order_of[m], net.hidden, net.output, net.loss, net.seed, opt.kind,
+                    opt.nesterov)
+        numbers[b, :fused.STEP_SIZES] = (net.alpha, net.dropout, opt.learning_rate,
+                                         opt.momentum, opt.beta_1, opt.beta_2, opt.epsilon,
+                                         opt.rho, opt.weight_decay)
+        if ops.counts_steps(opt.kind):
+            key = (opt.beta_1, opt.beta_2, opt.step)
+            if key not in corrections:
+                corrections[key] = _bias_corrections(*key, n_batches)
+            root, denominator = corrections[key]
+            numbers[b, fused.STEP_SIZES:] = opt.learning_rate * root / denominator
+    return codes, numbers
+
+
+def _bias_corrections(beta_1, beta_2, step, n_batches):
+    """(sqrt(1 - beta_2 ** t), 1 - beta_1 ** t) for the updates t = step + 1 ... step +
+    n_batches, as float64 arrays: learning_rate * root / denominator, elementwise, is then
+    ops.adam_step_size's own expression in its own order (the powers by Python's float pow, as
+    there; multiply, divide and sqrt are correctly rounded everywhere) at one NumPy operation per
+    model instead of n_batches Python calls."""
+    ts = [float(step + j + 1) for j in range(n_batches)]
+    return (np.array([math.sqrt(1 - beta_2 ** t) for t in ts]),
+            np.array([1 - beta_1 ** t for t in ts]))
+
+
 def _step_sizes(opt, n_batches):
     """Adam's bias-corrected step size of every update this epoch can make, by the CPU's own
     function (bit-identical), as a float64 device array sent once per epoch; empty for the
@@ -246,17 +343,6 @@ def _step_sizes(opt, n_batches):
     return device.to_device(np.array(
         [ops.adam_step_size(opt.learning_rate, opt.beta_1, opt.beta_2, opt.step + j + 1)
          for j in range(n_batches)], dtype=np.float64))
-
-
-def _plain(net, opt):
-    """net and opt with every scalar a plain Python number of one type per field, so that the
-    persistent kernel, which takes them whole, compiles once per dtype."""
-    net = net._replace(hidden=int(net.hidden), output=int(net.output), loss=int(net.loss),
-                       alpha=float(net.alpha), dropout=float(net.dropout), seed=int(net.seed))
-    opt = type(opt)(int(opt.kind), float(opt.learning_rate), float(opt.momentum),
-                    bool(opt.nesterov), float(opt.beta_1), float(opt.beta_2),
-                    float(opt.epsilon), float(opt.rho), float(opt.weight_decay), int(opt.step))
-    return net, opt
 
 
 # What the latest train_epoch call in this process ran, for benchmarks to report (nothing in
@@ -283,22 +369,80 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
 
 
 def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
-    """train_epoch in one launch of the persistent kernel (fused.py)."""
+    """train_epoch in one launch of the persistent kernel (fused.py): a group of one."""
+    P, n = state.params.shape[0], order.shape[0]
+    one = TrainState(*(a.reshape(1, P) for a in state))
+    nets = Networks(net.layers, *(np.array([field]) for field in net[1:]))
+    opts = OptimizerSteps(*(np.array([field]) for field in opt))
+    first = np.zeros(1, dtype=np.int64)
+    totals, steps = _train_group_fused(one, features, Y, sw, order.reshape(1, n), first, first,
+                                       batch_size, nets, opts)
+    return float(totals[0]), int(steps[0])
+
+
+def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_size, nets, opts):
+    """One epoch of each active model of a group of M models of one layer table and dtype, on the
+    same data: for model m in active, what train_epoch(row m of states, features, Y, sw,
+    orders[order_of[m]], batch_size, *model_of(nets, opts, m)) does and returns, as (totals (M,)
+    float64, steps (M,) int64) host arrays, 0 for the models not in active (left untouched).
+
+    states: a TrainState of (M, P) device arrays (slot_2 its own array); orders (G, n) device
+    rows in visiting order; order_of (M,) and active (A,) int64 host arrays; nets, opts: a
+    bundles.Networks and OptimizerSteps. When the group fits the persistent kernel
+    (group_path), the whole epoch is ONE launch of A blocks, block b training model active[b].
+    Otherwise the models are trained one after another with train_epoch on row views: correct,
+    but not batched (each model then takes its own launches).
+    """
+    M = states.params.shape[0]
+    active = np.asarray(active, dtype=np.int64)
+    order_of = np.asarray(order_of, dtype=np.int64)
+    for m in active:
+        ops.check_codes(*model_of(nets, opts, m))
+    totals, steps = np.zeros(M), np.zeros(M, dtype=np.int64)
+    n = orders.shape[1]
+    if len(active) == 0:
+        return totals, steps
+    if n == 0:
+        steps[active] = np.asarray(opts.step)[active]
+        return totals, steps
+    batch_size = min(batch_size, n)
+    if group_path(states.params, nets.layers, batch_size, features.X.shape[1], Y.shape[1], nets,
+                  active) == "fused":
+        LAST_EPOCH.update(path="fused", products=())
+        return _train_group_fused(states, features, Y, sw, orders, order_of, active, batch_size,
+                                  nets, opts)
+    for m in active:
+        state = TrainState(*(a[m] for a in states))
+        totals[m], steps[m] = train_epoch(state, features, Y, sw, orders[order_of[m]],
+                                          batch_size, *model_of(nets, opts, m))
+    return totals, steps
+
+
+def _train_group_fused(states, features, Y, sw, orders, order_of, active, batch_size, nets,
+                       opts):
+    """train_epoch_many in one launch of the persistent kernel: one block per active model."""
     fused = _fused()
-    params = state.params
-    net, opt = _plain(net, opt)
-    shared = fused_shared_bytes(params, device.host_table(net.layers), batch_size,
-                                features.X.shape[1], Y.shape[1], net)
-    totals = device.empty(2, np.float64)
-    launcher(fused.train_epoch_fused, 1, fused.THREADS, shared)(
-        params, state.slot_1, state.slot_2, totals, features, Y, sw, order,
-        _step_sizes(opt, blocks(order.shape[0], batch_size)), batch_size, net, opt,
-        float(np.finfo(params.dtype).eps))
-    result = totals.copy_to_host()
-    step = opt.step
-    if ops.counts_steps(opt.kind):  # Adam's bias correction
-        step += int(result[fused.UPDATES])
-    return float(result[fused.EPOCH_TOTAL]), step
+    params = states.params
+    layers = nets.layers
+    if isinstance(layers, np.ndarray):
+        layers = device.to_device(layers)
+    shared = group_shared_bytes(params, device.host_table(layers), batch_size,
+                                features.X.shape[1], Y.shape[1], nets, active)
+    codes, numbers = _block_tables(nets, opts, active, order_of,
+                                   blocks(orders.shape[1], batch_size))
+    out = device.empty((len(active), 2), np.float64)
+    args = (params, states.slot_1, states.slot_2, out, features, Y, sw, orders, batch_size, layers,
+            device.to_device(codes), device.to_device(numbers), float(np.finfo(params.dtype).eps))
+    device.allow_dynamic_shared(fused.train_epoch_fused, args, shared, fused.STATIC_SHARED_BYTES)
+    launcher(fused.train_epoch_fused, len(active), fused.THREADS, shared)(*args)
+    result = out.copy_to_host()
+    totals, steps = np.zeros(params.shape[0]), np.zeros(params.shape[0], dtype=np.int64)
+    for b, m in enumerate(active):
+        totals[m] = result[b, fused.EPOCH_TOTAL]
+        steps[m] = opts.step[m]
+        if ops.counts_steps(int(opts.kind[m])):  # Adam's bias correction
+            steps[m] += int(result[b, fused.UPDATES])
+    return totals, steps
 
 
 def _update(network, state, squares, stats, done, alpha, opt, n_batches):

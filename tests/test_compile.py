@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # Run in a fresh process: fit and predict models covering every registry entry (fastmlp/ops.py),
-# both dtypes, dropout, sparse input, early stopping, partial_fit and fit_many, counting numba's compile
-# events for fastmlp's code (a cache hit loads code and raises no compile event).
+# both dtypes, dropout, sparse input, early stopping, partial_fit and fit_many, counting numba's
+# compile events for fastmlp's code (a cache hit loads code and raises no compile event).
 _FIT_EVERYTHING_AND_COUNT = """
 import warnings
 warnings.simplefilter("ignore")
@@ -205,8 +205,8 @@ for kind in sys.argv[1:]:
     p = start.copy()
     state = TrainState(p, np.empty_like(p), np.zeros_like(p), np.zeros_like(p))
     if kind == "train":
-        cpu.train_epoch(state, as_features(sp.csr_matrix(X)), Y, sw, np.arange(10)[::-1].copy(), 4, net,
-                        adam)
+        backwards = np.arange(10)[::-1].copy()
+        cpu.train_epoch(state, as_features(sp.csr_matrix(X)), Y, sw, backwards, 4, net, adam)
         print(kind, digest(*state))
     elif kind == "predict":
         out = np.empty((7, 2))

@@ -317,6 +317,22 @@ def copy_to(destination, host_array):
     destination.copy_to_device(np.ascontiguousarray(host_array, dtype=destination.dtype))
 
 
+def stack_rows(arrays):
+    """An (M, P) device array whose rows are copies of the M given (P,) device arrays, copied on
+    the device."""
+    stacked = empty((len(arrays), arrays[0].shape[0]), arrays[0].dtype)
+    for row, array in zip(stacked, arrays):
+        row.copy_to_device(array)
+    return stacked
+
+
+def unstack_rows(stacked, arrays):
+    """Copy row m of a stacked device array into arrays[m], for each one that is not None."""
+    for m, array in enumerate(arrays):
+        if array is not None:
+            array.copy_to_device(stacked[m])
+
+
 def host_table(layers):
     """The layers table (L, 4) on the host: the copy to_device kept, else read back once."""
     if isinstance(layers, np.ndarray):

@@ -1,0 +1,57 @@
+"""fastmlp.fit_many with device="cuda": each network as its own fit on the device trains it, a
+whole group in one launch per epoch on the fused path. Tiny shapes under the simulator."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fastmlp.cuda.device import target
+
+if target() is None:
+    pytest.skip("CUDA code cannot run in this process: these tests need numba's CUDA simulator "
+                "(NUMBA_ENABLE_CUDASIM=1 before numba is imported, as tests/test_cuda.py runs "
+                "them) or a usable GPU", allow_module_level=True)
+
+from test_cuda_backend import _count_launches  # noqa: E402 (pytest puts this folder on sys.path)
+
+import fastmlp  # noqa: E402
+
+rng = np.random.RandomState(0)
+X = rng.normal(size=(20, 3))
+y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+BASE = dict(hidden_layer_sizes=(4,), max_iter=2, batch_size=7, tol=0, random_state=0,
+            device="cuda")
+
+
+def _group(dtype):
+    return [fastmlp.MLPClassifier(**BASE, dtype=dtype, alpha=1e-3),
+            fastmlp.MLPClassifier(**BASE, dtype=dtype, learning_rate_init=0.01,
+                                  solver="sgd", momentum=0.9),
+            fastmlp.MLPClassifier(**{**BASE, "random_state": 1}, dtype=dtype, activation="tanh")]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_each_network_equals_its_own_fit_on_the_device(dtype):
+    together, alone = _group(dtype), _group(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: 2 epochs
+        fastmlp.fit_many(together, X, y)
+        for est in alone:
+            est.fit(X, y)
+    for a, b in zip(together, alone):
+        # The same kernel arithmetic, one block per network: bit for bit.
+        np.testing.assert_array_equal(a._params, b._params)
+        np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+        assert a.n_iter_ == b.n_iter_
+
+
+def test_a_group_takes_one_launch_per_epoch(monkeypatch):
+    counts = _count_launches(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fastmlp.fit_many([fastmlp.MLPClassifier(**BASE, alpha=a) for a in (1e-4, 1e-3, 1e-2)],
+                         X, y)
+    # Training: one launch per epoch for the three networks; the rest is the gathering of the
+    # data and nothing per network or per mini-batch.
+    assert counts["train_epoch_fused"] == BASE["max_iter"], counts

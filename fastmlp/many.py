@@ -13,7 +13,7 @@ are prepared.
 import contextlib
 import numbers
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -169,18 +169,30 @@ class _Fit:
 
 
 def _train_together(fits, threads):
-    """Run the fits' epochs in lockstep until every one has ended."""
+    """Run the fits' epochs until every one has ended. The fits are split into one call per
+    thread at first; when a call's epoch is done its fits decide what comes next (in this
+    thread: callbacks, validation and stopping run where the user's code runs) and go on as one
+    call again, while the other threads still train theirs."""
     with ThreadPoolExecutor(max_workers=threads) as pool, _blas_single_thread(threads):
-        while fits:
-            calls = [call for group in _groups(fits)
-                     for call in _calls(group, threads)]
-            # CPU calls go to the pool; a GPU call runs here, in the thread that owns the
-            # fits' device arrays (it only queues kernels, and its backend syncs at the end).
-            futures = [pool.submit(call.run, threads == 1) if call.on_cpu else None
-                       for call in calls]
-            for call, future in zip(calls, futures):
-                call.deliver(*(future.result() if future else call.run(True)))
-            fits = [fit for fit in fits if fit.request is not None]
+        pending = {}
+
+        def start(fits, parts):
+            for group in _groups(fits):
+                for call in _calls(group, parts):
+                    if call.on_cpu:
+                        pending[pool.submit(call.run, threads == 1)] = call
+                    else:  # here, in the thread that owns the fits' device arrays
+                        done = Future()
+                        done.set_result(call.run(True))
+                        pending[done] = call
+
+        start(fits, threads)
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                call = pending.pop(future)
+                call.deliver(*future.result())
+                start([fit for fit in call.fits if fit.request is not None], 1)
 
 
 def _blas_single_thread(threads):
@@ -205,13 +217,13 @@ def _groups(fits):
     return list(groups.values())
 
 
-def _calls(group, threads):
-    """A group's epoch as compiled calls: split over the threads on the CPU, and into calls
-    whose stacked state stays under STACK_BYTES."""
+def _calls(group, parts):
+    """A group's epoch as compiled calls: in `parts` calls on the CPU (one per thread), and in
+    calls whose stacked state stays under STACK_BYTES."""
     request = group[0].request
     per_model = 4 * request.state.params.nbytes
     most = max(1, STACK_BYTES // max(1, per_model))
-    parts = threads if request.device == "cpu" else 1
+    parts = parts if request.device == "cpu" else 1
     size = max(1, min(most, -(-len(group) // parts)))
     return [_GroupCall(group[i:i + size]) for i in range(0, len(group), size)]
 

@@ -2,7 +2,8 @@
 # One-shot check of fastmlp's CUDA backend on a machine with an NVIDIA GPU (issue #23), in about
 # 7 minutes: versions; tests/cuda_sim on the real GPU; compute-sanitizer racecheck and synccheck
 # over tiny fits (bench/gpu_tiny_fits.py); bench/compare_gpu.py with a short budget; 128 small
-# models trained together (bench/gpu_many.py, issue #24); memcheck if time is left. Every step
+# models trained together (bench/gpu_many.py, issue #24); the W8 search on the GPU
+# (bench/search.py); memcheck if time is left. Every step
 # has a timeout and the script goes on after a failing one; the whole run stays under
 # GPU_CHECK_SECONDS (default 450). It installs and downloads nothing.
 #
@@ -12,7 +13,7 @@
 # .data/fashion-mnist in the repository when it exists, else W1 and W4 of the benchmark train
 # on a synthetic stand-in of the same shape. Writes these flat files into OUTPUT_DIR:
 # summary.txt versions.log pytest-cuda.log racecheck.log synccheck.log compare.log
-# GPU_RESULTS.md many.log many.txt memcheck.log.
+# GPU_RESULTS.md many.log many.txt search.log memcheck.log.
 # numba-cuda <= 0.30.4 with NumPy 2.5 fails at the first kernel compile (np.row_stack is gone);
 # the Python steps run through bench/with_row_stack.py, which shims it for this run only and
 # says so in each log. fastmlp itself refuses that combination with an error naming the fix.
@@ -214,6 +215,12 @@ highlights compare.log "done$|failed|Error|shimmed|Fashion-MNIST not found" 12
 step "bench/gpu_many.py (128 models)" many.log 90 \
     "${SHIM[@]}" bench/gpu_many.py --models 128 --epochs 3 --out "$OUTDIR/many.txt"
 highlights many.log "gpu_many on|s/epoch|skipped|Error|shimmed" 8
+
+# ---- (f) W8: a 5-fold x 24-candidate search, fastmlp's networks trained together on the GPU
+# against scikit-learn's GridSearchCV(n_jobs=-1) over fastmlp on the host's cores
+step "bench/search.py --device cuda (W8)" search.log 120 \
+    "${SHIM[@]}" bench/search.py --device cuda --repeats 1 --out "$OUTDIR/GPU_RESULTS.md"
+highlights search.log "GridSearchCV|cv_results_|Error|shimmed" 8
 
 # ---- memcheck, only with time to spare
 if [ -n "$SAN" ] && [ $(( DEADLINE_S - $(elapsed) )) -ge 60 ]; then

@@ -16,6 +16,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
+from sklearn.base import is_classifier
 
 from .bundles import Networks, OptimizerSteps, TrainState
 from .callbacks import ProgressBar
@@ -79,9 +80,10 @@ def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise
     fits = [_Fit(est) for est in estimators]
     try:
         with shared_arrays():  # the fits' data: validated each, stored and moved once
-            for fit in fits:
-                fit.start(X, y, sample_weight, progress)
-        _train_together([fit for fit in fits if fit.request is not None], threads)
+            for wave in _waves(fits, X, y):
+                for fit in wave:
+                    fit.start(X, y, sample_weight, progress)
+                _train_together([fit for fit in wave if fit.request is not None], threads)
     except KeyboardInterrupt as interruption:  # as .fit does: every fit stops where it is
         for fit in fits:
             fit.interrupt(interruption)
@@ -96,6 +98,55 @@ def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise
             if isinstance(result, BaseException):
                 raise result
     return results
+
+
+def _waves(fits, X, y):
+    """The fits in consecutive waves, each trained (and holding its state) only after the one
+    before has ended: one wave, unless the fits that train on a GPU would together hold more
+    than half its free memory (their parameters, gradients, two optimizer slots and the
+    stacked copies of an epoch: 8 parameter vectors each)."""
+    budget = _memory_budget()
+    waves, wave, used = [], [], 0
+    for fit in fits:
+        cost = _wave_cost(fit.est, X, y)
+        if wave and budget is not None and used + cost > budget:
+            waves.append(wave)
+            wave, used = [], 0
+        wave.append(fit)
+        used += cost
+    return [*waves, wave] if wave else waves
+
+
+def _memory_budget():
+    """Bytes the GPU fits of one wave may hold: half the device's free memory; None (no
+    limit) without a usable device."""
+    from .cuda import device
+
+    try:
+        free = device.free_bytes() if device.target() == "gpu" else None
+    except Exception:  # noqa: BLE001 - no device to ask: the fits will say why themselves
+        free = None
+    return None if free is None else free // 2
+
+
+def _wave_cost(est, X, y):
+    """The GPU memory a fit's state takes, in bytes (8 parameter vectors), from its parameters
+    and the data's shape before anything is validated: an estimate for _waves, never used to
+    size a buffer; 0 for a fit on the CPU, or where the parameters do not say (the fit will
+    then fail with its own error)."""
+    if est.device != "cuda":
+        return 0
+    try:
+        hidden = est.hidden_layer_sizes
+        hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
+        y = np.asarray(y)
+        classes = len(np.unique(y)) if y.ndim == 1 and is_classifier(est) else 1
+        outputs = y.shape[1] if y.ndim == 2 else (classes if classes > 2 else 1)
+        units = [int(np.shape(X)[1]), *map(int, hidden), int(outputs)]
+        n_params = sum((a + 1) * b for a, b in zip(units, units[1:]))
+        return 8 * n_params * np.dtype(est.dtype).itemsize
+    except Exception:  # noqa: BLE001 - bad parameters fail in the fit itself, alone
+        return 0
 
 
 def _threads(n_jobs):

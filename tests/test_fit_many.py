@@ -255,3 +255,37 @@ def test_an_estimator_fitted_elsewhere_fails_alone():
         fastmlp.fit_many([outer, inner], X, y)
     assert isinstance(results[0], RuntimeError) and "already being fitted" in str(results[0])
     assert outer.n_iter_ == inner.n_iter_ == BASE["max_iter"]
+
+
+def test_fits_beyond_the_memory_budget_train_in_waves(monkeypatch):
+    """Fits whose state would not fit in the device's memory at once train in consecutive
+    waves, each as it would alone (here on the CPU, with a budget of two fits)."""
+    from fastmlp import many
+
+    monkeypatch.setattr(many, "_memory_budget", lambda: 2)
+    monkeypatch.setattr(many, "_wave_cost", lambda est, X, y: 1)
+    calls, original = [], cpu.train_epoch_many
+
+    def counting(states, *args):
+        calls.append(states.params.shape[0])
+        return original(states, *args)
+
+    monkeypatch.setattr(cpu, "train_epoch_many", counting)
+    estimators = [fastmlp.MLPClassifier(**BASE, alpha=a) for a in (1e-4, 1e-3, 1e-2, 1e-1, 1)]
+    alone = _fitted_alone(estimators, X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many(estimators, X, y)
+    assert calls == [2] * BASE["max_iter"] * 2 + [1] * BASE["max_iter"]
+    for together, single in zip(estimators, alone):
+        _assert_same_fit(together, single)
+
+
+def test_the_wave_estimate_counts_a_gpu_fits_parameter_vectors():
+    from fastmlp import many
+
+    est = fastmlp.MLPClassifier(hidden_layer_sizes=(8, 5), device="cuda", dtype="float64")
+    n_params = (6 + 1) * 8 + (8 + 1) * 5 + (5 + 1) * 3  # three classes in y
+    assert many._wave_cost(est, X, y) == 8 * n_params * 8
+    assert many._wave_cost(est.set_params(device="cpu"), X, y) == 0
+    assert many._wave_cost(est.set_params(device="cuda", hidden_layer_sizes="x"), X, y) == 0

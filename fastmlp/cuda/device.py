@@ -317,6 +317,14 @@ def copy_to(destination, host_array):
     destination.copy_to_device(np.ascontiguousarray(host_array, dtype=destination.dtype))
 
 
+def free_bytes():
+    """Free memory on the current device, in bytes; None where it cannot be asked (the
+    simulator)."""
+    if simulator():
+        return None
+    return int(import_cuda().current_context().get_memory_info()[0])
+
+
 def stack_rows(arrays):
     """An (M, P) device array whose rows are copies of the M given (P,) device arrays, copied on
     the device."""

@@ -39,11 +39,11 @@ SECTION = "## W8 hyper-parameter search (bench/search.py)"
 
 def contestants(args):
     """{name: a function(X, y) running the whole search and returning its cv_results_}."""
-    import fastmlp.model_selection as fms
     import sklearn.model_selection as skms
     from sklearn.neural_network import MLPClassifier as SklearnMLP
 
     import fastmlp
+    import fastmlp.model_selection as fms
 
     settings = dict(W2_PARAMS, max_iter=args.epochs, tol=0.0, random_state=0)
     ours = fastmlp.MLPClassifier(**settings, device=args.device)
@@ -88,6 +88,7 @@ def markdown(args, medians, times, worst, same_ranks):
     baseline = medians["sklearn GridSearchCV over fastmlp"]
     lines = [SECTION, "",
              f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, "
+             f"load average before/after {args.load_before:.1f}/{os.getloadavg()[0]:.1f}, "
              f"{os.cpu_count()} cores, n_jobs={args.n_jobs}, fastmlp device={args.device}; "
              f"{args.folds}-fold x {len(GRID['alpha']) * len(GRID['learning_rate_init'])} "
              f"candidates, {args.rows} rows, {args.epochs} epochs, {args.repeats} repeat(s)"
@@ -136,6 +137,7 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
+    args.load_before = os.getloadavg()[0]  # other work on the machine skews every figure
     warnings.filterwarnings("ignore", message=".*Maximum iterations.*")
     text = markdown(args, *run(args))
     print(text)

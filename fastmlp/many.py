@@ -105,10 +105,11 @@ def _waves(fits, X, y):
     before has ended: one wave, unless the fits that train on a GPU would together hold more
     than half its free memory (their parameters, gradients, two optimizer slots and the
     stacked copies of an epoch: 8 parameter vectors each)."""
-    budget = _memory_budget()
+    costs = [_wave_cost(fit.est, X, y) for fit in fits]
+    # Asked only where a GPU fit is: importing the CUDA bindings takes about a second.
+    budget = _memory_budget() if any(costs) else None
     waves, wave, used = [], [], 0
-    for fit in fits:
-        cost = _wave_cost(fit.est, X, y)
+    for fit, cost in zip(fits, costs):
         if wave and budget is not None and used + cost > budget:
             waves.append(wave)
             wave, used = [], 0

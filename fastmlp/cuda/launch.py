@@ -229,11 +229,14 @@ def fused_shared_bytes(params, table, batch_size, n_features, n_outputs, net):
 
 
 def epoch_path(params, layers, batch_size, n_features, n_outputs, net):
-    """"fused" when train_epoch runs this network's epochs in one launch, else "per-layer"."""
+    """"fused" when train_epoch runs this network's epochs in one launch of the one-block
+    kernel, "persistent" in one cooperative launch of the grid-wide one, else "per-layer"."""
     table = device.host_table(layers)
     if FUSED_EPOCHS and fused_shared_bytes(params, table, batch_size, n_features, n_outputs,
                                            net) is not None:
         return "fused"
+    if persistent_epochs_possible():
+        return "persistent"
     return "per-layer"
 
 
@@ -279,6 +282,9 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
                   net) == "fused":
         LAST_EPOCH.update(path="fused", products=())
         return _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt)
+    if persistent_epochs_possible():  # (the persistent path's hook: see its section below)
+        LAST_EPOCH.update(path="persistent", products=())
+        return _train_epoch_persistent(state, features, Y, sw, order, batch_size, net, opt)
     return _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt)
 
 
@@ -299,6 +305,73 @@ def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
     if ops.counts_steps(opt.kind):  # Adam's bias correction
         step += int(result[fused.UPDATES])
     return float(result[fused.EPOCH_TOTAL]), step
+
+
+# ---------------------------------------------------------------------------------------------
+# The persistent path (persistent.py): a network too wide for the fused kernel, an epoch in ONE
+# cooperative launch of a grid-wide kernel whose phases are separated by grid barriers (2L + 2 per
+# batch, ~1.4-1.9 us each on an H200) instead of 3L + 2 launches (23-58 us each) per batch.
+# ---------------------------------------------------------------------------------------------
+
+# Whether train_epoch may take the persistent path where the fused kernel does not fit. OFF by
+# default: it has not been measured on a GPU yet (only its results, under the simulator, with
+# one block). Its hand-tiled products (16 x 16 tiles, no cuBLAS) may well lose to the per-layer
+# path's cuBLAS products for W1-sized layers; switch it on by default only once
+# bench/compare_gpu.py --persistent shows it faster on an H200. Tests and benchmarks set it.
+PERSISTENT_EPOCHS = False
+
+
+def persistent_epochs_possible():
+    """True when PERSISTENT_EPOCHS is set and the device can launch cooperatively (a grid-wide
+    barrier needs every block resident at once); the simulator can, with a one-block grid."""
+    if not PERSISTENT_EPOCHS:
+        return False
+    if device.simulator():
+        return True
+    gpu = device.import_cuda().get_current_device()
+    return bool(getattr(gpu, "COOPERATIVE_LAUNCH", False))
+
+
+def _persistent():
+    from . import persistent
+
+    return persistent
+
+
+def _train_epoch_persistent(state, features, Y, sw, order, batch_size, net, opt):
+    """train_epoch in one cooperative launch of persistent.py's kernel: work buffers allocated
+    here once per epoch, the grid as large as can be resident (at most the most tiles a phase
+    has)."""
+    persistent = _persistent()
+    params = state.params
+    dt = params.dtype.type
+    net, opt = _plain(net, opt)
+    table = device.host_table(net.layers)
+    fans = table[:, [FAN_IN, FAN_OUT]].tolist()
+    units = int(table[:, FAN_OUT].sum())
+    keep_pre = ops.by_code(ops.ACTIVATIONS, net.hidden).needs_pre_activation
+    work = device.empty(persistent.work_elements(batch_size, features.X.shape[1], Y.shape[1],
+                                                 units, keep_pre, net.dropout > 0), params.dtype)
+    sums = device.empty(1 + persistent.chunks(params.shape[0]), np.float64)
+    totals = device.empty(2, np.float64)
+    scalars = ops.StepScalars(dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
+                              dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
+                              dt(0), dt(1))
+    args = (params, state.dparams, state.slot_1, state.slot_2, work, sums, totals, features, Y,
+            sw, order, _step_sizes(opt, blocks(order.shape[0], batch_size)), batch_size, net,
+            scalars, dt(ops.weight_keep(opt.learning_rate, opt.weight_decay)), int(opt.kind),
+            float(np.finfo(params.dtype).eps))
+    tile = persistent.TILE
+    most = max([persistent.chunks(params.shape[0]), batch_size]
+               + [blocks(i + 1, tile) * blocks(o, tile) + blocks(batch_size, tile)
+                  * blocks(i, tile) for i, o in fans])
+    grid = persistent.grid_blocks(persistent.train_epoch_persistent, args, 0, most)
+    launcher(persistent.train_epoch_persistent, grid, persistent.THREADS)(*args)
+    result = totals.copy_to_host()
+    step = opt.step
+    if ops.counts_steps(opt.kind):  # Adam's bias correction
+        step += int(result[persistent.UPDATES])
+    return float(result[persistent.EPOCH_TOTAL]), step
 
 
 def _update(network, state, squares, stats, done, alpha, opt, n_batches):

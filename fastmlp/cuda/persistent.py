@@ -157,13 +157,15 @@ def _load_b(tile, B, b, k0, col0, n_inner, n_cols):
 
 
 @cuda.jit(device=True)
-def _tile_product(A, a, B, b, n_rows, n_cols, n_inner, ones_row, row0, col0):
+def _tile_product(tiles, A, a, B, b, n_rows, n_cols, n_inner, ones_row, row0, col0):
     """(op(A) @ op(B))[row, col] for this thread's (row0 + ty, col0 + tx), op(A) (n_rows
     [+ 1 row of ones], n_inner), op(B) (n_inner, n_cols); a, b: their Operands. Sums run over k
     in increasing order (kernels._tiled_dot's order, the same bits). Every thread of the block
-    calls this; the result of one outside the product is meaningless."""
-    sA = cuda.shared.array((TILE, TILE), dtype=A.dtype)
-    sB = cuda.shared.array((TILE, TILE), dtype=A.dtype)
+    calls this; the result of one outside the product is meaningless. tiles (2, TILE, TILE):
+    shared memory, declared once in the kernel (numba-cuda gives each specialization of a
+    device function declaring its own shared array the same symbol name: they would clash)."""
+    sA = tiles[0]
+    sB = tiles[1]
     t = cuda.threadIdx.x
     ty, tx = t // TILE, t % TILE
     acc = A.dtype.type(0)
@@ -212,7 +214,7 @@ def _gather(work, c, features, Y, sw, order, start, nb):
 
 
 @cuda.jit(device=True)
-def _forward_layer(work, params, c, layers, net, i, offset, in_at, start, nb):
+def _forward_layer(tiles, work, params, c, layers, net, i, offset, in_at, start, nb):
     """Layer i: Z = f(A @ W + b) into acts (offset: units before layer i), pre-activations kept
     for GELU and SiLU, dropout on hidden layers (kernels.dense_forward_activate then
     dropout_forward). in_at: where its input rows start in work."""
@@ -227,7 +229,7 @@ def _forward_layer(work, params, c, layers, net, i, offset, in_at, start, nb):
     for q in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):
         row0 = (q // across) * TILE
         col0 = (q - (q // across) * across) * TILE
-        z = _tile_product(work, Operand(in_at, fan_in, False), params,
+        z = _tile_product(tiles, work, Operand(in_at, fan_in, False), params,
                           Operand(layers[i, WEIGHT_OFFSET], fan_out, False), nb, fan_out,
                           fan_in, False, row0, col0)
         r = row0 + t // TILE
@@ -295,7 +297,7 @@ def _loss(work, partial, c, net, nb, eps):
 
 
 @cuda.jit(device=True)
-def _backward_layer(work, dparams, params, c, layers, hidden, i, offset, in_at, nb):
+def _backward_layer(tiles, work, dparams, params, c, layers, hidden, i, offset, in_at, nb):
     """Layer i's raw gradient [A, 1].T @ dZ (weights, then the bias row) into dparams and, for
     i > 0, the delta below, ((dZ @ W.T) * mask) * f'(z) (kernels.dense_backward and
     backward_input): the tiles of both products in one grid-stride loop."""
@@ -311,8 +313,8 @@ def _backward_layer(work, dparams, params, c, layers, hidden, i, offset, in_at, 
         if q < g_tiles:
             row0 = (q // g_across) * TILE
             col0 = (q - (q // g_across) * g_across) * TILE
-            g = _tile_product(work, Operand(in_at, fan_in, True), work, dz, fan_in, fan_out, nb,
-                              True, row0, col0)
+            g = _tile_product(tiles, work, Operand(in_at, fan_in, True), work, dz, fan_in,
+                              fan_out, nb, True, row0, col0)
             row = row0 + t // TILE
             col = col0 + t % TILE
             if col < fan_out:
@@ -324,7 +326,7 @@ def _backward_layer(work, dparams, params, c, layers, hidden, i, offset, in_at, 
             q -= g_tiles
             row0 = (q // d_across) * TILE
             col0 = (q - (q // d_across) * d_across) * TILE
-            g = _tile_product(work, dz, params, Operand(w_at, fan_out, True), nb, fan_in,
+            g = _tile_product(tiles, work, dz, params, Operand(w_at, fan_out, True), nb, fan_in,
                               fan_out, False, row0, col0)
             r = row0 + t // TILE
             j = col0 + t % TILE
@@ -381,25 +383,27 @@ def _squares(sums, partial, n_chunks):
 
 
 @cuda.jit(device=True)
-def _forward(work, params, c, layers, net, grid, start, nb):
+def _forward(tiles, work, params, c, layers, net, start, nb):
     """Every layer's forward phase, a grid barrier after each."""
+    grid = cuda.cg.this_grid()
     in_at = c.x
     offset = 0  # units of the layers before i
     for i in range(layers.shape[0]):
-        _forward_layer(work, params, c, layers, net, i, offset, in_at, start, nb)
+        _forward_layer(tiles, work, params, c, layers, net, i, offset, in_at, start, nb)
         grid.sync()  # layer i's outputs are complete before layer i + 1 (or the loss) reads them
         in_at = (c.dropped if c.dropping else c.acts) + c.B * offset
         offset += layers[i, FAN_OUT]
 
 
 @cuda.jit(device=True)
-def _backward(work, dparams, params, c, layers, hidden, grid, nb):
+def _backward(tiles, work, dparams, params, c, layers, hidden, nb):
     """Every layer's backward phase, last layer first, a grid barrier after each."""
+    grid = cuda.cg.this_grid()
     offset = c.units - c.K  # units before layer i
     for i in range(layers.shape[0] - 1, -1, -1):
         below = offset - layers[i, FAN_IN]
         in_at = c.x if i == 0 else (c.dropped if c.dropping else c.acts) + c.B * below
-        _backward_layer(work, dparams, params, c, layers, hidden, i, offset, in_at, nb)
+        _backward_layer(tiles, work, dparams, params, c, layers, hidden, i, offset, in_at, nb)
         grid.sync()  # the delta below is complete; after layer 0, the whole raw gradient
         offset = below
 
@@ -428,6 +432,7 @@ def train_epoch_persistent(params, dparams, slot_1, slot_2, work, sums, totals, 
     """
     grid = cuda.cg.this_grid()
     partial = cuda.shared.array(BLOCK, dtype=numba.float64)
+    tiles = cuda.shared.array((2, TILE, TILE), dtype=params.dtype)
     dt = params.dtype.type
     layers = net.layers
     c = _carve(layers, batch_size, features.X.shape[1], Y.shape[1], net)
@@ -444,7 +449,7 @@ def train_epoch_persistent(params, dparams, slot_1, slot_2, work, sums, totals, 
         nb = min(batch_size, n - start)
         _gather(work, c, features, Y, sw, order, start, nb)
         grid.sync()  # the batch is staged and the previous update is done
-        _forward(work, params, c, layers, net, grid, start, nb)
+        _forward(tiles, work, params, c, layers, net, start, nb)
         if first:
             if closing_rows > 0:
                 squares = _squares(sums, partial, n_chunks)
@@ -457,7 +462,7 @@ def train_epoch_persistent(params, dparams, slot_1, slot_2, work, sums, totals, 
         closing_rows = 0
         if sums[WEIGHT_SUM] == 0:
             continue  # every sample has zero weight: no update (the same for every block)
-        _backward(work, dparams, params, c, layers, net.hidden, grid, nb)
+        _backward(tiles, work, dparams, params, c, layers, net.hidden, nb)
         step_size = dt(step_sizes[updates]) if step_sizes.shape[0] > 0 else dt(0)
         _update(params, slot_1, slot_2, sums, partial, dparams, n_weights, dt(net.alpha),
                 scalars, keep, kind, step_size)

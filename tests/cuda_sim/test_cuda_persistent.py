@@ -103,7 +103,7 @@ def _check(case, monkeypatch, epochs=1):
     got, got_state = _epochs("persistent", problem, net, solver, epochs, monkeypatch)
     assert [step for _, step in got] == [step for _, step in expected]
     _same(np.array([total for total, _ in got]), np.array([t for t, _ in expected]), dtype)
-    for name, a, b in zip(("params", "slot_1", "slot_2"), got_state, expected_state):
+    for a, b in zip(got_state, expected_state):  # params, slot_1, slot_2
         _same(a, b, dtype)
     assert not np.array_equal(got_state[0], problem[1])  # it did train
 

@@ -2,7 +2,9 @@
 with the CPU backend's arguments and results.
 
 An epoch of a network that fits in one block's shared memory is ONE launch of the persistent
-kernel (fused.py). A wider network takes 3L + 2 launches per mini-batch of L weight layers (see
+kernel (fused.py). A wider network can take ONE cooperative launch of the grid-wide persistent
+kernel (persistent.py), off by default until measured (PERSISTENT_EPOCHS); otherwise it takes
+3L + 2 launches per mini-batch of L weight layers (see
 _Network), all configured once per call: no allocation, host-device copy or launch
 configuration happens per batch. They are: the gather of inputs, targets and weights; per layer
 one product + bias + activation; the softmax, output delta and loss; per layer the weight and
@@ -263,8 +265,9 @@ def _plain(net, opt):
 
 
 # What the latest train_epoch call in this process ran, for benchmarks to report (nothing in
-# fastmlp reads it back): "path" is "fused" (one launch per epoch) or "per-layer"; "products"
-# names, per weight layer of a full per-layer batch, who made its products: "cublas" or "tiled".
+# fastmlp reads it back): "path" is "fused" or "persistent" (one launch per epoch) or
+# "per-layer"; "products" names, per weight layer of a full per-layer batch, who made its
+# products: "cublas" or "tiled".
 LAST_EPOCH = {"path": None, "products": ()}
 
 

@@ -84,7 +84,10 @@ def _fastmlp_epochs(device, X, y, params, epochs, dtype, compile_first):
 
 
 def describe_path(last):
-    """'fused' or 'per-layer (cuBLAS, cuBLAS, tiled)' from launch.LAST_EPOCH."""
+    """'fused', 'persistent (264 blocks)' or 'per-layer (cuBLAS, cuBLAS, tiled)' from
+    launch.LAST_EPOCH."""
+    if last["path"] == "persistent":
+        return f"persistent ({last.get('blocks')} blocks)"
     if last["path"] != "per-layer":
         return str(last["path"])
     names = {"cublas": "cuBLAS", "tiled": "tiled"}

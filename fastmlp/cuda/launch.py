@@ -267,7 +267,7 @@ def _plain(net, opt):
 # What the latest train_epoch call in this process ran, for benchmarks to report (nothing in
 # fastmlp reads it back): "path" is "fused" or "persistent" (one launch per epoch) or
 # "per-layer"; "products" names, per weight layer of a full per-layer batch, who made its
-# products: "cublas" or "tiled".
+# products: "cublas" or "tiled"; "blocks", after a persistent epoch, the size of its grid.
 LAST_EPOCH = {"path": None, "products": ()}
 
 
@@ -369,6 +369,7 @@ def _train_epoch_persistent(state, features, Y, sw, order, batch_size, net, opt)
                + [blocks(i + 1, tile) * blocks(o, tile) + blocks(batch_size, tile)
                   * blocks(i, tile) for i, o in fans])
     grid = persistent.grid_blocks(persistent.train_epoch_persistent, args, 0, most)
+    LAST_EPOCH["blocks"] = grid
     launcher(persistent.train_epoch_persistent, grid, persistent.THREADS)(*args)
     result = totals.copy_to_host()
     step = opt.step

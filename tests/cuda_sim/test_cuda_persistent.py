@@ -181,3 +181,34 @@ def test_the_persistent_path_is_off_by_default_and_never_replaces_the_fused_one(
         patch.setattr(launch, "PERSISTENT_EPOCHS", True)
         assert launch.epoch_path(params, layout.table, 4, N_FEATURES, 3, net) == "fused"
         assert launch.epoch_path(params, layout.table, 400, N_FEATURES, 3, net) == "persistent"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_grid_has_many_blocks_and_agrees(monkeypatch):
+    """On a real GPU the grid is as large as can be resident (at most the most tiles a phase
+    has): several blocks meet at every grid barrier, and the epoch still agrees with the
+    per-layer path. (The simulator runs one block only.)"""
+    rng = np.random.RandomState(4)
+    layout = Layout((40, 48, 24, 3))
+    X = rng.normal(size=(96, 40)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 96)]
+    sw = np.ones(96, np.float32)
+    params = rng.uniform(-0.3, 0.3, layout.n_params).astype(np.float32)
+    problem = (layout, params, as_features(X), Y, sw)
+    net = _net(layout, "relu", "log_loss", dropout=0.1)
+    monkeypatch.setattr(launch, "FUSED_EPOCHS", False)
+    results = {}
+    for path in ("per-layer", "persistent"):
+        monkeypatch.setattr(launch, "PERSISTENT_EPOCHS", path == "persistent")
+        state = _on_device(TrainState(params.copy(), np.zeros_like(params),
+                                      np.zeros_like(params), np.zeros_like(params)))
+        order = gpu.to_device(rng.permutation(96))
+        total, step = gpu.train_epoch(state, _on_device(problem[2]), *_on_device((Y, sw)), order,
+                                      32, _device_net(net), _opt("adam"))
+        assert launch.LAST_EPOCH["path"] == path
+        results[path] = total, step, gpu.to_host(state.params), gpu.to_host(state.slot_2)
+    assert launch.LAST_EPOCH["blocks"] > 1
+    expected, got = results["per-layer"], results["persistent"]
+    assert got[1] == expected[1]  # the step counter
+    for a, b in zip(got[0:1] + got[2:], expected[0:1] + expected[2:]):  # total, params, slot_2
+        assert_allclose(a, b, **TOL[np.float32])

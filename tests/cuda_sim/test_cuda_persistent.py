@@ -197,12 +197,12 @@ def test_on_a_gpu_the_grid_has_many_blocks_and_agrees(monkeypatch):
     problem = (layout, params, as_features(X), Y, sw)
     net = _net(layout, "relu", "log_loss", dropout=0.1)
     monkeypatch.setattr(launch, "FUSED_EPOCHS", False)
+    order = gpu.to_device(rng.permutation(96))
     results = {}
     for path in ("per-layer", "persistent"):
         monkeypatch.setattr(launch, "PERSISTENT_EPOCHS", path == "persistent")
         state = _on_device(TrainState(params.copy(), np.zeros_like(params),
                                       np.zeros_like(params), np.zeros_like(params)))
-        order = gpu.to_device(rng.permutation(96))
         total, step = gpu.train_epoch(state, _on_device(problem[2]), *_on_device((Y, sw)), order,
                                       32, _device_net(net), _opt("adam"))
         assert launch.LAST_EPOCH["path"] == path

@@ -189,15 +189,15 @@ def test_on_a_gpu_the_grid_has_many_blocks_and_agrees(monkeypatch):
     has): several blocks meet at every grid barrier, and the epoch still agrees with the
     per-layer path. (The simulator runs one block only.)"""
     rng = np.random.RandomState(4)
-    layout = Layout((40, 48, 24, 3))
-    X = rng.normal(size=(96, 40)).astype(np.float32)
-    Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 96)]
-    sw = np.ones(96, np.float32)
+    layout = Layout((20, 24, 18, 3))
+    X = rng.normal(size=(64, 20)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.randint(0, 3, 64)]
+    sw = np.ones(64, np.float32)
     params = rng.uniform(-0.3, 0.3, layout.n_params).astype(np.float32)
     problem = (layout, params, as_features(X), Y, sw)
     net = _net(layout, "relu", "log_loss", dropout=0.1)
     monkeypatch.setattr(launch, "FUSED_EPOCHS", False)
-    order = gpu.to_device(rng.permutation(96))
+    order = gpu.to_device(rng.permutation(64))
     results = {}
     for path in ("per-layer", "persistent"):
         monkeypatch.setattr(launch, "PERSISTENT_EPOCHS", path == "persistent")

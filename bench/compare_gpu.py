@@ -3,6 +3,7 @@
     python bench/compare_gpu.py                # W1, W2, W4 in float32 and float64
     python bench/compare_gpu.py --epochs 2 --repeats 2 --budget 150 --out /tmp/GPU_RESULTS.md
     NUMBA_ENABLE_CUDASIM=1 python bench/compare_gpu.py --smoke --out /tmp/smoke.md  # harness only
+    python bench/compare_gpu.py --persistent --workloads W1 --dtypes float32  # + persistent path
 
 W1: Fashion-MNIST 784-256-128-10, batch 256. W2: synthetic 100,000 x 20, 3 classes, 64-32,
 batch 32. W4: Fashion-MNIST 784-1024-1024-10, batch 1024 (the one size where the GPU led in
@@ -12,7 +13,10 @@ its whole training step captured in one CUDA graph (static index tensor, batch g
 device, Adam with capturable=True: PyTorch's documented whole-network capture). They alternate
 on every repeat; figures are medians. The "cuda path" column is what fastmlp's backend reports
 it ran (fastmlp.cuda.launch.LAST_EPOCH): fused = the whole epoch in one launch; per-layer, with
-who made each layer's products (cuBLAS through CuPy, or fastmlp's tiled kernel). Results are
+who made each layer's products (cuBLAS through CuPy, or fastmlp's tiled kernel); persistent = the
+whole epoch in one cooperative launch of the grid-wide kernel. --persistent adds the contestant
+"fastmlp cuda persistent" to W1: fastmlp cuda with that path forced (launch.PERSISTENT_EPOCHS,
+off by default until this benchmark shows it faster than the per-layer path). Results are
 written after every workload, so a run cut short keeps what it measured. Fashion-MNIST is found
 as fastmlp.datasets.load_fashion_mnist finds it (FASTMLP_FASHION_MNIST, ...); without it, W1 and
 W4 train on a synthetic stand-in of the same shape (timings only; the table says so). Needs an
@@ -20,6 +24,7 @@ NVIDIA GPU, numba-cuda and, for the PyTorch contestants, a CUDA build of torch.
 """
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -40,14 +45,33 @@ from fastmlp.datasets import load_fashion_mnist, make_tabular
 
 BENCH = Path(__file__).resolve().parent
 CONTESTANTS = ("fastmlp cuda", "fastmlp cpu", "torch cuda", "torch cuda graph")
+# --persistent: fastmlp cuda on the persistent path (one cooperative launch per epoch), W1 only.
+PERSISTENT = "fastmlp cuda persistent"
+PERSISTENT_WORKLOADS = ("W1",)
 # Targets of issue #23, float32 only: (workload, contestant) -> wanted speed-up of fastmlp cuda.
 TARGETS = {("W1", "torch cuda"): 1.5, ("W1", "fastmlp cpu"): 10.0, ("W2", "torch cuda"): 3.0}
 
 
-def fastmlp_epochs(device, X, y, params, epochs, dtype, compile_first):
+def fastmlp_epochs(device, X, y, params, epochs, dtype, compile_first, persistent=False):
     """Seconds per epoch of one fit of `epochs` epochs (the data goes to the device once per
     fit, as in real use), the model, and the CUDA path the backend reports for it.
-    compile_first: fit 512 rows first, untimed, to compile (once per device and workload)."""
+    compile_first: fit 512 rows first, untimed, to compile (once per contestant and workload).
+    persistent: force the persistent path where the fused kernel does not fit."""
+    with _persistent_epochs(persistent):
+        return _fastmlp_epochs(device, X, y, params, epochs, dtype, compile_first)
+
+
+@contextlib.contextmanager
+def _persistent_epochs(on):
+    saved = launch.PERSISTENT_EPOCHS
+    launch.PERSISTENT_EPOCHS = on
+    try:
+        yield
+    finally:
+        launch.PERSISTENT_EPOCHS = saved
+
+
+def _fastmlp_epochs(device, X, y, params, epochs, dtype, compile_first):
     if compile_first:
         MLPClassifier(device=device, max_iter=1, dtype=dtype, **params).fit(X[:512], y[:512])
     launch.LAST_EPOCH.update(path=None, products=())
@@ -60,7 +84,10 @@ def fastmlp_epochs(device, X, y, params, epochs, dtype, compile_first):
 
 
 def describe_path(last):
-    """'fused' or 'per-layer (cuBLAS, cuBLAS, tiled)' from launch.LAST_EPOCH."""
+    """'fused', 'persistent (264 blocks)' or 'per-layer (cuBLAS, cuBLAS, tiled)' from
+    launch.LAST_EPOCH."""
+    if last["path"] == "persistent":
+        return f"persistent ({last.get('blocks')} blocks)"
     if last["path"] != "per-layer":
         return str(last["path"])
     names = {"cublas": "cuBLAS", "tiled": "tiled"}
@@ -228,8 +255,9 @@ def _run(who, X, y, X_test, y_test, params, epochs, dtype, warmed):
     device = who.split()[1]
     # The simulator compiles nothing for the GPU; the CPU's compile is quick to skip there too.
     times, model, last = fastmlp_epochs(device, X, y, params, epochs, dtype,
-                                        device not in warmed and not numba.config.ENABLE_CUDASIM)
-    warmed.add(device)
+                                        who not in warmed and not numba.config.ENABLE_CUDASIM,
+                                        persistent=who == PERSISTENT)
+    warmed.add(who)
     accuracy = None
     if X_test is not None:
         accuracy = model.set_params(device="cpu").score(X_test.astype(dtype), y_test)
@@ -255,7 +283,7 @@ def _table(args, header, rows, notes):
             if target is not None and cuda:
                 goal = f">= {target:g}x: {'met' if seconds / cuda >= target else 'NOT met'}"
             acc = f"{accuracy[who]:.4f}" if accuracy.get(who) is not None else ""
-            where = path if who == "fastmlp cuda" else ""
+            where = path.get(who, "")
             lines.append(f"| {name}, {dtype} | {who} | {seconds:.4f} | {ratio} | {goal} | {acc} "
                          f"| {where} |")
     lines += ["", *notes, "", "speed-up: the contestant's seconds over fastmlp cuda's (above 1: "
@@ -263,7 +291,8 @@ def _table(args, header, rows, notes):
               "points of fastmlp cpu.", "", "cuda path, as the backend reports it: fused = the "
               "whole epoch in one kernel launch (the network fits in one block's shared memory); "
               "per-layer = 3L + 2 launches per mini-batch, each layer's products by cuBLAS "
-              "(CuPy) or fastmlp's tiled kernel."]
+              "(CuPy) or fastmlp's tiled kernel; persistent = the whole epoch in one cooperative "
+              "launch of the grid-wide kernel, phases separated by grid barriers (--persistent)."]
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)
     return text
@@ -281,6 +310,10 @@ def main(argv=None):
                         help="start no further repeat after this many seconds (every workload "
                              "still gets one)")
     parser.add_argument("--out", type=Path, default=BENCH / "GPU_RESULTS.md")
+    parser.add_argument("--persistent", action="store_true",
+                        help=f"add the contestant {PERSISTENT!r} on "
+                             f"{', '.join(PERSISTENT_WORKLOADS)}: the persistent epoch kernel "
+                             "forced (off by default in fastmlp until measured)")
     parser.add_argument("--smoke", action="store_true",
                         help="check the harness on tiny synthetic data, 1 epoch, 1 repeat, no "
                              "W4; runs under numba's CUDA simulator; its figures mean nothing")
@@ -325,14 +358,17 @@ def main(argv=None):
     for dtype in args.dtypes:
         for name, X, y, X_test, y_test, params in workloads.values():
             X = X.astype(dtype, copy=False)
-            results = {who: [] for who in CONTESTANTS}
-            accuracy, path, failed, warmed = {}, "", set(), set()
+            contestants = CONTESTANTS
+            if args.persistent and name[:2] in PERSISTENT_WORKLOADS:
+                contestants = (*CONTESTANTS, PERSISTENT)
+            results = {who: [] for who in contestants}
+            accuracy, path, failed, warmed = {}, {}, set(), set()
             for repeat in range(args.repeats):
                 if repeat > 0 and time.perf_counter() - begun > args.budget:
                     notes.append(f"{name}, {dtype}: {repeat} repeat(s), the budget was spent.")
                     break
-                shift = repeat % len(CONTESTANTS)
-                for who in CONTESTANTS[shift:] + CONTESTANTS[:shift]:  # alternate
+                shift = repeat % len(contestants)
+                for who in contestants[shift:] + contestants[:shift]:  # alternate
                     if who in failed or (who.startswith("torch") and not have_torch):
                         continue
                     try:
@@ -346,7 +382,8 @@ def main(argv=None):
                         continue
                     results[who] += times
                     accuracy[who] = acc
-                    path = where or path
+                    if where:
+                        path[who] = where
             medians = {who: float(np.median(t)) for who, t in results.items() if t}
             rows.append((name, dtype, medians, accuracy, path))
             choice, why = _auto(X, params, dtype, y)

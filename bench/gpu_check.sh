@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One-shot check of fastmlp's CUDA backend on a machine with an NVIDIA GPU (issue #23), in about
 # 7 minutes: versions; tests/cuda_sim on the real GPU; compute-sanitizer racecheck and synccheck
-# over tiny fits (bench/gpu_tiny_fits.py); bench/compare_gpu.py with a short budget; 128 small
-# models trained together (bench/gpu_many.py, issue #24); the W8 search on the GPU
-# (bench/search.py); memcheck if time is left. Every step
-# has a timeout and the script goes on after a failing one; the whole run stays under
-# GPU_CHECK_SECONDS (default 450). It installs and downloads nothing.
+# over tiny fits (bench/gpu_tiny_fits.py: fused, per-layer and persistent paths);
+# bench/compare_gpu.py with a short budget, the persistent path forced as an extra W1
+# contestant; 128 small models trained together (bench/gpu_many.py, issue #24); the W8 search on
+# the GPU (bench/search.py); memcheck if time is left. Every step has a timeout and the script
+# goes on after a failing one; the whole run stays under GPU_CHECK_SECONDS (default 450). It
+# installs and downloads nothing.
 #
 #   bash bench/gpu_check.sh [OUTPUT_DIR] [FASHION_MNIST_DIR]
 #
@@ -194,19 +195,19 @@ if [ -z "$SAN" ]; then
 else
     echo "compute-sanitizer: $SAN (exit 3: it found hazards or errors; exit 1: a tiny fit" \
          "disagreed with the CPU or took another path)" >> "$SUMMARY"
-    step "racecheck (tiny fused and per-layer fits)" racecheck.log 70 \
+    step "racecheck (tiny fused, per-layer and persistent fits)" racecheck.log 90 \
         "$SAN" --tool racecheck --error-exitcode 3 --print-limit 40 \
-        "${SHIM[@]}" bench/gpu_tiny_fits.py fused per-layer
+        "${SHIM[@]}" bench/gpu_tiny_fits.py fused per-layer persistent
     highlights racecheck.log "SUMMARY|^(OK|FAIL) |tiny fits|Error|shimmed" 8
-    step "synccheck (tiny fused and per-layer fits)" synccheck.log 60 \
+    step "synccheck (tiny fused, per-layer and persistent fits)" synccheck.log 80 \
         "$SAN" --tool synccheck --error-exitcode 3 --print-limit 40 \
-        "${SHIM[@]}" bench/gpu_tiny_fits.py fused per-layer
+        "${SHIM[@]}" bench/gpu_tiny_fits.py fused per-layer persistent
     highlights synccheck.log "SUMMARY|^(OK|FAIL) |tiny fits|Error|shimmed" 8
 fi
 
 # ---- (d) the benchmark, short: every workload once, more repeats while the budget lasts
 step "bench/compare_gpu.py" compare.log 150 \
-    "${SHIM[@]}" bench/compare_gpu.py --epochs 2 --repeats 3 --budget 70 \
+    "${SHIM[@]}" bench/compare_gpu.py --epochs 2 --repeats 3 --budget 70 --persistent \
     --out "$OUTDIR/GPU_RESULTS.md"
 highlights compare.log "done$|failed|Error|shimmed|Fashion-MNIST not found" 12
 

@@ -1,15 +1,18 @@
-"""Tiny CUDA fits for compute-sanitizer (bench/gpu_check.sh): the one-launch epoch kernel and the
-per-layer kernels, each fit checked against the same fit on the CPU.
+"""Tiny CUDA fits for compute-sanitizer (bench/gpu_check.sh): the one-launch epoch kernel, the
+per-layer kernels and the grid-wide persistent epoch kernel, each fit checked against the same fit
+on the CPU.
 
-    python bench/gpu_tiny_fits.py                       # both kinds
-    compute-sanitizer --tool racecheck python bench/gpu_tiny_fits.py fused per-layer
+    python bench/gpu_tiny_fits.py                       # every kind
+    compute-sanitizer --tool racecheck python bench/gpu_tiny_fits.py fused per-layer persistent
 
 "fused": two fits small enough for one block's shared memory (relu + adam; gelu + dropout +
 sgd). "per-layer": the same kernels with the one-launch kernel switched off
 (launch.FUSED_EPOCHS = False): relu + adam + dropout with a prediction on the GPU, and L-BFGS.
-Each reports the path the backend says it ran. Products stay far below cuBLAS's threshold and
-CuPy is kept out, so only fastmlp's own kernels run. Exits 1 when a fit disagrees with the CPU
-or ran another path, 2 on a bad argument. Needs a GPU (or NUMBA_ENABLE_CUDASIM=1, slowly).
+"persistent": the fused kernel off and the persistent one forced (launch.PERSISTENT_EPOCHS):
+relu + adam + dropout, tanh + sgd. Each reports the path the backend says it ran. Products
+stay far below cuBLAS's threshold and CuPy is kept out, so only fastmlp's own kernels run. Exits
+1 when a fit disagrees with the CPU or ran another path, 2 on a bad argument. Needs a GPU (or
+NUMBA_ENABLE_CUDASIM=1, slowly).
 """
 
 import sys
@@ -22,12 +25,14 @@ from fastmlp import MLPClassifier
 from fastmlp.cuda import device, launch
 from fastmlp.datasets import make_tabular
 
-MODES = ("fused", "per-layer")
+MODES = ("fused", "per-layer", "persistent")
 FITS = {
     "fused": [dict(hidden_layer_sizes=(8,), solver="adam"),
               dict(hidden_layer_sizes=(8, 4), activation="gelu", dropout=0.1, solver="sgd")],
     "per-layer": [dict(hidden_layer_sizes=(16, 8), solver="adam", dropout=0.1),
                   dict(hidden_layer_sizes=(16,), solver="lbfgs")],
+    "persistent": [dict(hidden_layer_sizes=(16, 8), solver="adam", dropout=0.1),
+                   dict(hidden_layer_sizes=(16,), activation="tanh", solver="sgd")],
 }
 
 
@@ -67,6 +72,7 @@ def main(argv):
     ok = True
     for mode in modes:
         launch.FUSED_EPOCHS = mode == "fused"
+        launch.PERSISTENT_EPOCHS = mode == "persistent"
         for params in FITS[mode]:
             ok &= one_fit(mode, params, X, y)
     print("all tiny fits OK" if ok else "SOME TINY FITS FAILED", flush=True)

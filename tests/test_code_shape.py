@@ -7,7 +7,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "fastmlp"
 MAX_BODY_LINES = 100
 # Modules whose functions numba compiles (CPU kernels, CUDA kernels, the scalar operations).
-COMPILED = ("cpu/kernels.py", "cuda/kernels.py", "cuda/fused.py", "ops.py")
+COMPILED = ("cpu/kernels.py", "cuda/kernels.py", "cuda/fused.py", "cuda/persistent.py",
+            "ops.py")
 
 
 def _functions(path):

@@ -28,7 +28,8 @@ from fastmlp import cuda as gpu
 from fastmlp.cuda import device, launch
 
 TESTS = Path(__file__).resolve().parent
-SHARDS = [["cuda_sim/test_cuda_backend.py", "cuda_sim/test_cuda_fit_many.py"],
+SHARDS = [["cuda_sim/test_cuda_backend.py", "cuda_sim/test_cuda_fit_many.py",
+           "cuda_sim/test_cuda_persistent.py"],
           ["cuda_sim/test_cuda_kernels.py", "cuda_sim/test_cuda_estimators.py",
            "cuda_sim/test_cuda_many.py"]]
 
@@ -70,7 +71,7 @@ def test_the_cuda_suite_skips_loudly_where_cuda_cannot_run():
     files = {path.name for path in (TESTS / "cuda_sim").glob("test_*.py")}
     skipped = set(re.findall(r"SKIPPED \[1\] cuda_sim/(test_\w+\.py):\d+: CUDA code cannot run "
                              r"in this process", result.stdout))
-    assert skipped == files and len(files) == 5, result.stdout[-3000:]
+    assert skipped == files and len(files) == 6, result.stdout[-3000:]
     assert f"{len(files)} skipped" in result.stdout
 
 
@@ -397,8 +398,8 @@ import numpy as np
 import numba
 from numba import cuda, float32, float64, int64, boolean
 from numba.cuda.cudadrv.error import CudaSupportError
-from fastmlp.bundles import Features
-from fastmlp.cuda import fused
+from fastmlp.bundles import Features, Network, OptimizerStep
+from fastmlp.cuda import fused, persistent
 from fastmlp.cuda import kernels as K
 
 
@@ -424,11 +425,14 @@ def signatures(T):
         "update_batch": (V, V, V, F, V, F, D, int64, T, scalars, F, T, int64, float64, int64),
         "add_into": (V, V, boolean),
         "train_epoch_fused": (M, M, M, F2, features, M, V, I2, int64, I2, I2, F2, float64),
+        "train_epoch_persistent": (V, V, V, V, V, F, F, features, M, V, I, F, int64, net,
+                                   scalars, T, int64, float64),
     }
 
 
 def kernel(name):
-    return getattr(fused if name == "train_epoch_fused" else K, name)
+    module = {"train_epoch_fused": fused, "train_epoch_persistent": persistent}.get(name, K)
+    return getattr(module, name)
 
 
 def compile_all():
@@ -447,7 +451,7 @@ def launchable(module):
             and not getattr(getattr(module, n), "targetoptions", {}).get("device")}
 
 
-kernels = launchable(K) | launchable(fused)
+kernels = launchable(K) | launchable(fused) | launchable(persistent)
 assert kernels == set(signatures(float32)), kernels ^ set(signatures(float32))
 try:
     compile_all()
@@ -464,13 +468,13 @@ print("compiled", len(kernels), "kernels")
 @pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
                     reason="needs numba-cuda (pip install 'fastmlp[cuda]'); no GPU needed")
 def test_every_kernel_compiles_for_a_real_gpu():
-    """What the simulator cannot check: numba-cuda types every kernel, the persistent epoch
-    kernel included, in float32 and float64, and NVVM compiles it to PTX (sm_80), with float32
-    products and activations free of float64 arithmetic. Runs wherever numba-cuda is installed,
-    GPU or not."""
+    """What the simulator cannot check: numba-cuda types every kernel, the one-block and the
+    grid-wide persistent epoch kernels included (the latter with its grid barriers), in float32
+    and float64, and NVVM compiles it to PTX (sm_80), with float32 products and activations
+    free of float64 arithmetic. Runs wherever numba-cuda is installed, GPU or not."""
     result = _run_python(PTX_CHECK, NUMBA_ENABLE_CUDASIM="0")
     assert result.returncode == 0, result.stdout + result.stderr[-6000:]
-    assert "compiled 15 kernels" in result.stdout
+    assert "compiled 16 kernels" in result.stdout
 
 
 def test_gpu_benchmark_harness_runs_under_the_simulator(tmp_path):

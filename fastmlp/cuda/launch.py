@@ -3,7 +3,9 @@ with the CPU backend's arguments and results.
 
 An epoch of a network that fits in one block's shared memory is ONE launch of the persistent
 kernel (fused.py), and so is an epoch of a whole group of such networks (train_epoch_many: one
-block per model). A wider network takes 3L + 2 launches per mini-batch of L weight layers (see
+block per model). A wider network can take ONE cooperative launch of the grid-wide persistent
+kernel (persistent.py), off by default until measured (PERSISTENT_EPOCHS); otherwise it takes
+3L + 2 launches per mini-batch of L weight layers (see
 _Network), all configured once per call: no allocation, host-device copy or launch
 configuration happens per batch. They are: the gather of inputs, targets and weights; per layer
 one product + bias + activation; the softmax, output delta and loss; per layer the weight and
@@ -268,11 +270,14 @@ def group_shared_bytes(params, table, batch_size, n_features, n_outputs, nets, a
 
 
 def epoch_path(params, layers, batch_size, n_features, n_outputs, net):
-    """"fused" when train_epoch runs this network's epochs in one launch, else "per-layer"."""
+    """"fused" when train_epoch runs this network's epochs in one launch of the one-block
+    kernel, "persistent" in one cooperative launch of the grid-wide one, else "per-layer"."""
     table = device.host_table(layers)
     if FUSED_EPOCHS and fused_shared_bytes(params, table, batch_size, n_features, n_outputs,
                                            net) is not None:
         return "fused"
+    if persistent_epochs_possible():
+        return "persistent"
     return "per-layer"
 
 
@@ -346,8 +351,9 @@ def _step_sizes(opt, n_batches):
 
 
 # What the latest train_epoch call in this process ran, for benchmarks to report (nothing in
-# fastmlp reads it back): "path" is "fused" (one launch per epoch) or "per-layer"; "products"
-# names, per weight layer of a full per-layer batch, who made its products: "cublas" or "tiled".
+# fastmlp reads it back): "path" is "fused" or "persistent" (one launch per epoch) or
+# "per-layer"; "products" names, per weight layer of a full per-layer batch, who made its
+# products: "cublas" or "tiled"; "blocks", after a persistent epoch, the size of its grid.
 LAST_EPOCH = {"path": None, "products": ()}
 
 
@@ -365,6 +371,9 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
                   net) == "fused":
         LAST_EPOCH.update(path="fused", products=())
         return _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt)
+    if persistent_epochs_possible():  # (the persistent path's hook: see its section below)
+        LAST_EPOCH.update(path="persistent", products=())
+        return _train_epoch_persistent(state, features, Y, sw, order, batch_size, net, opt)
     return _train_epoch_per_layer(state, features, Y, sw, order, batch_size, net, opt)
 
 
@@ -443,6 +452,74 @@ def _train_group_fused(states, features, Y, sw, orders, order_of, active, batch_
         if ops.counts_steps(int(opts.kind[m])):  # Adam's bias correction
             steps[m] += int(result[b, fused.UPDATES])
     return totals, steps
+
+
+# ---------------------------------------------------------------------------------------------
+# The persistent path (persistent.py): a network too wide for the fused kernel, an epoch in ONE
+# cooperative launch of a grid-wide kernel whose phases are separated by grid barriers (2L + 2 per
+# batch, ~1.4-1.9 us each on an H200) instead of 3L + 2 launches (23-58 us each) per batch.
+# ---------------------------------------------------------------------------------------------
+
+# Whether train_epoch may take the persistent path where the fused kernel does not fit. OFF by
+# default: it has not been measured on a GPU yet (only its results, under the simulator, with
+# one block). Its hand-tiled products (16 x 16 tiles, no cuBLAS) may well lose to the per-layer
+# path's cuBLAS products for W1-sized layers; switch it on by default only once
+# bench/compare_gpu.py --persistent shows it faster on an H200. Tests and benchmarks set it.
+PERSISTENT_EPOCHS = False
+
+
+def persistent_epochs_possible():
+    """True when PERSISTENT_EPOCHS is set and the device can launch cooperatively (a grid-wide
+    barrier needs every block resident at once); the simulator can, with a one-block grid."""
+    if not PERSISTENT_EPOCHS:
+        return False
+    if device.simulator():
+        return True
+    gpu = device.import_cuda().get_current_device()
+    return bool(getattr(gpu, "COOPERATIVE_LAUNCH", False))
+
+
+def _persistent():
+    from . import persistent
+
+    return persistent
+
+
+def _train_epoch_persistent(state, features, Y, sw, order, batch_size, net, opt):
+    """train_epoch in one cooperative launch of persistent.py's kernel: work buffers allocated
+    here once per epoch, the grid as large as can be resident (at most the most tiles a phase
+    has)."""
+    persistent = _persistent()
+    params = state.params
+    dt = params.dtype.type
+    net, opt = _plain(net, opt)
+    table = device.host_table(net.layers)
+    fans = table[:, [FAN_IN, FAN_OUT]].tolist()
+    units = int(table[:, FAN_OUT].sum())
+    keep_pre = ops.by_code(ops.ACTIVATIONS, net.hidden).needs_pre_activation
+    work = device.empty(persistent.work_elements(batch_size, features.X.shape[1], Y.shape[1],
+                                                 units, keep_pre, net.dropout > 0), params.dtype)
+    sums = device.empty(1 + persistent.chunks(params.shape[0]), np.float64)
+    totals = device.empty(2, np.float64)
+    scalars = ops.StepScalars(dt(opt.learning_rate), dt(opt.momentum), bool(opt.nesterov),
+                              dt(opt.beta_1), dt(opt.beta_2), dt(opt.epsilon), dt(opt.rho),
+                              dt(0), dt(1))
+    args = (params, state.dparams, state.slot_1, state.slot_2, work, sums, totals, features, Y,
+            sw, order, _step_sizes(opt, blocks(order.shape[0], batch_size)), batch_size, net,
+            scalars, dt(ops.weight_keep(opt.learning_rate, opt.weight_decay)), int(opt.kind),
+            float(np.finfo(params.dtype).eps))
+    tile = persistent.TILE
+    most = max([persistent.chunks(params.shape[0]), batch_size]
+               + [blocks(i + 1, tile) * blocks(o, tile) + blocks(batch_size, tile)
+                  * blocks(i, tile) for i, o in fans])
+    grid = persistent.grid_blocks(persistent.train_epoch_persistent, args, 0, most)
+    LAST_EPOCH["blocks"] = grid
+    launcher(persistent.train_epoch_persistent, grid, persistent.THREADS)(*args)
+    result = totals.copy_to_host()
+    step = opt.step
+    if ops.counts_steps(opt.kind):  # Adam's bias correction
+        step += int(result[persistent.UPDATES])
+    return float(result[persistent.EPOCH_TOTAL]), step
 
 
 def _update(network, state, squares, stats, done, alpha, opt, n_batches):

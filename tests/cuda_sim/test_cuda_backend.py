@@ -20,7 +20,7 @@ if target() is None:
 from fastmlp import cpu, ops  # noqa: E402
 from fastmlp import cuda as gpu  # noqa: E402
 from fastmlp.bundles import Network, OptimizerStep, TrainState  # noqa: E402
-from fastmlp.cuda import device, fused, kernels, launch  # noqa: E402
+from fastmlp.cuda import device, fused, kernels, launch, persistent  # noqa: E402
 from fastmlp.layout import Layout  # noqa: E402
 from fastmlp.training import as_features  # noqa: E402
 
@@ -200,8 +200,9 @@ def test_the_one_launch_epoch_is_deterministic():
 
 
 def _count_launches(monkeypatch):
-    """A Counter of kernel launches by kernel name: every kernel of kernels.py and fused.py is
-    replaced by a stand-in that counts each launch of every configuration made from it."""
+    """A Counter of kernel launches by kernel name: every kernel of kernels.py, fused.py and
+    persistent.py is replaced by a stand-in that counts each launch of every configuration made
+    from it (and passes anything else, such as compile, to the kernel)."""
     counts = collections.Counter()
 
     class Counted:
@@ -217,7 +218,10 @@ def _count_launches(monkeypatch):
 
             return launch_and_count
 
-    for module in (kernels, fused):
+        def __getattr__(self, name):
+            return getattr(self.kernel, name)
+
+    for module in (kernels, fused, persistent):
         for name in dir(module):
             kernel = getattr(module, name)
             device_function = (getattr(kernel, "_device", False)

@@ -492,7 +492,9 @@ def _train_epoch_persistent(state, features, Y, sw, order, batch_size, net, opt)
     persistent = _persistent()
     params = state.params
     dt = params.dtype.type
-    net, opt = _plain(net, opt)
+    # Plain Python scalars, one type per field: the kernel takes net and opt whole and so
+    # compiles once per dtype.
+    net, opt = model_of(Networks.of([net]), OptimizerSteps.of([opt]), 0)
     table = device.host_table(net.layers)
     fans = table[:, [FAN_IN, FAN_OUT]].tolist()
     units = int(table[:, FAN_OUT].sum())

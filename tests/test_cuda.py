@@ -407,6 +407,7 @@ def signatures(T):
     M, V, F, I, D = T[:, ::1], T[::1], float64[::1], int64[::1], numba.int32[::1]
     F2, I2 = float64[:, ::1], int64[:, ::1]
     features = numba.types.NamedTuple([M, V, I, I], Features)
+    net = numba.typeof(Network(np.zeros((2, 4), np.int64), 1, 2, 3, 0.1, 0.0, 5))
     x = np.dtype(str(T)).type(0)
     scalars = numba.typeof(K.StepScalars(x, x, False, x, x, x, x, x, x))
     return {

@@ -174,6 +174,18 @@ class _Replay(BaseEstimator):
     def get_metadata_routing(self):
         return get_routing_for_object(self.pretrained.estimator)
 
+    @property
+    def _metadata_request(self):
+        # scikit-learn 1.7's default scorer copies the score request from here (later versions
+        # ask get_metadata_routing): the user's estimator's, as for the real one.
+        estimator = self.__dict__.get("pretrained") and self.pretrained.estimator
+        if estimator is None:
+            raise AttributeError("_metadata_request")
+        try:
+            return estimator._metadata_request
+        except AttributeError:
+            return estimator._get_default_requests()
+
     @available_if(_delegates("predict"))
     def predict(self, X, **params):
         return self.model_.predict(X, **params)

@@ -525,20 +525,20 @@ def epoch_many(states, work, staged, features, Y, sample_weight, orders, order_o
         updates[active[a]] = 0
     fp_before = flush_denormals(states.params)
     n = orders.shape[1]
+    weight_sums = np.empty(orders.shape[0])  # each order's batch weight sum; once per call
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
         for g in range(orders.shape[0]):
-            stage_into(staged.xbuf[g], staged.ybuf[g], staged.swbuf[g], features, Y,
-                       sample_weight, vector_view(orders[g], start, nb))
+            weight_sums[g] = stage_into(staged.xbuf[g], staged.ybuf[g], staged.swbuf[g],
+                                        features, Y, sample_weight,
+                                        vector_view(orders[g], start, nb))[3]
         for a in range(active.shape[0]):
             m = active[a]
             g = order_of[m]
             Xb = matrix_view(staged.xbuf[g], 0, nb, features.X.shape[1])
             Yb = matrix_view(staged.ybuf[g], 0, nb, Y.shape[1])
             swb = vector_view(staged.swbuf[g], 0, nb)
-            weight_sum = 0.0
-            for r in range(nb):  # summed as stage_batch sums it
-                weight_sum += swb[r]
+            weight_sum = weight_sums[g]
             net = model_network(nets, m)
             loss_sum = backprop(states.dparams[m], work, states.params[m], Xb, Yb, swb, net,
                                 start)

@@ -64,9 +64,10 @@ STATIC_SHARED_BYTES = 8 * THREADS  # block_sum's float64 partial sums
 
 
 class Carve(NamedTuple):
-    """Where each buffer starts in the dynamic shared array (see shared_elements), and the sizes
-    that carve it; layer i's rows of acts, deltas, pre, masks and dropped start B * (units of the
-    layers before i) further on, row stride fan-out. Made once per launch by _carve."""
+    """Where each buffer starts in the dynamic shared array (see shared_elements; persistent.py
+    carves its global work array with the same table), and the sizes that carve it; layer i's
+    rows of acts, deltas, pre, masks and dropped start B * (units of the layers before i)
+    further on, row stride fan-out. Made once per launch by _carve."""
 
     x: int          # (B, F) the batch's inputs
     y: int          # (B, K) its targets

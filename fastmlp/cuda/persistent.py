@@ -15,6 +15,7 @@ import numba
 from numba import cuda
 
 from ..bundles import BIAS_OFFSET, FAN_IN, FAN_OUT, WEIGHT_OFFSET
+from .fused import Carve  # the same buffer table, here over the global `work` array
 from .kernels import (
     BLOCK,
     SIMULATOR,
@@ -66,27 +67,6 @@ def grid_blocks(kernel, args, shared_bytes, most):
         return 1
     compiled = kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
     return max(1, min(most, compiled.max_cooperative_grid_blocks(THREADS, shared_bytes)))
-
-
-class Carve(NamedTuple):
-    """Where each buffer starts in `work` (see work_elements); layer i's rows of acts, deltas,
-    pre, masks and dropped start B * (units of the layers before i) further on, row stride its
-    fan-out. Made once per launch by _carve."""
-
-    x: int          # (B, F) the batch's inputs
-    y: int          # (B, K) its targets
-    sw: int         # (B,) its sample weights
-    acts: int       # (B, units) activations of every layer
-    deltas: int     # (B, units) deltas of every layer
-    pre: int        # (B, units) pre-activations (GELU and SiLU only)
-    masks: int      # (B, hidden units) dropout masks (dropout only)
-    dropped: int    # (B, hidden units) dropped-out activations (dropout only)
-    B: int          # rows of a full batch
-    F: int          # input features
-    K: int          # outputs
-    units: int      # units of every layer but the input
-    keep_pre: bool  # whether pre-activations are kept (the hidden activation needs them)
-    dropping: bool  # whether dropout is on
 
 
 @cuda.jit(device=True)

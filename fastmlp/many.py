@@ -30,8 +30,8 @@ ERRORS = ("raise", "return")
 STACK_BYTES = 256 << 20
 
 
-def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise",
-             progress_bar=False):
+def fit_many(estimators, X=None, y=None, sample_weight=None, *, datasets=None, n_jobs=None,
+             errors="raise", progress_bar=False):
     """Fit every estimator on (X, y[, sample_weight]) as its own ``fit`` would, training the
     networks together; returns the list of the estimators (the same objects, fitted).
 
@@ -46,7 +46,13 @@ def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise
     estimators : iterable of fastmlp.MLPClassifier or fastmlp.MLPRegressor
         Any mix of hyper-parameters, architectures, activations, optimizers and devices;
         L-BFGS fits are run the ordinary way in the same call.
-    X, y, sample_weight : as for ``fit``.
+    X, y, sample_weight : as for ``fit``: the data every estimator is fitted on.
+    datasets : list of tuples, default=None
+        Instead of X, y and sample_weight: one ``(X, y)`` or ``(X, y, sample_weight)`` per
+        estimator, in order, for fits on different data (cross-validation folds). Fits on
+        different data never share a CPU call; on a GPU, fits whose data have the same number
+        of rows and columns still train in one launch per epoch (their data are concatenated
+        on the device once).
     n_jobs : int, default=None
         Threads that run the CPU groups' compiled epochs (which release the GIL): None means
         1, -1 all cores, -2 all but one, as in joblib. Each thread keeps BLAS to one thread.
@@ -67,6 +73,7 @@ def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}.")
     threads = _threads(n_jobs)
     estimators = list(estimators)
+    data = _datasets(len(estimators), X, y, sample_weight, datasets)
     from .estimators import BaseMultilayerPerceptron
 
     for i, est in enumerate(estimators):
@@ -77,12 +84,12 @@ def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise
         raise ValueError("fit_many got the same estimator object twice: fit copies of it "
                          "(sklearn.base.clone) instead.")
     progress = ProgressBar(len(estimators), unit="fit") if progress_bar else None
-    fits = [_Fit(est) for est in estimators]
+    fits = [_Fit(est, i) for i, est in enumerate(estimators)]
     try:
         with shared_arrays():  # the fits' data: validated each, stored and moved once
-            for wave in _waves(fits, X, y):
+            for wave in _waves(fits, data):
                 for fit in wave:
-                    fit.start(X, y, sample_weight, progress)
+                    fit.start(*data[fit.index], progress)
                 _train_together([fit for fit in wave if fit.request is not None], threads)
     except KeyboardInterrupt as interruption:  # as .fit does: every fit stops where it is
         for fit in fits:
@@ -100,12 +107,32 @@ def fit_many(estimators, X, y, sample_weight=None, *, n_jobs=None, errors="raise
     return results
 
 
-def _waves(fits, X, y):
+def _datasets(n_fits, X, y, sample_weight, datasets):
+    """Each fit's (X, y, sample_weight), from the shared data or from datasets."""
+    if datasets is None:
+        if X is None or y is None:
+            raise TypeError("fit_many needs X and y, or datasets.")
+        return [(X, y, sample_weight)] * n_fits
+    if X is not None or y is not None or sample_weight is not None:
+        raise TypeError("fit_many takes either X, y and sample_weight or datasets, not both.")
+    datasets = list(datasets)
+    if len(datasets) != n_fits:
+        raise ValueError(f"datasets has {len(datasets)} entries for {n_fits} estimators: give "
+                         "one (X, y) or (X, y, sample_weight) per estimator.")
+    for i, entry in enumerate(datasets):
+        if not isinstance(entry, tuple) or len(entry) not in (2, 3):
+            raise ValueError(f"datasets[{i}] must be a tuple (X, y) or (X, y, sample_weight), "
+                             f"got {type(entry).__name__}"
+                             f"{f' of length {len(entry)}' if isinstance(entry, tuple) else ''}.")
+    return [entry if len(entry) == 3 else (*entry, None) for entry in datasets]
+
+
+def _waves(fits, data):
     """The fits in consecutive waves, each trained (and holding its state) only after the one
     before has ended: one wave, unless the fits that train on a GPU would together hold more
     than half its free memory (their parameters, gradients, two optimizer slots and the
     stacked copies of an epoch: 8 parameter vectors each)."""
-    costs = [_wave_cost(fit.est, X, y) for fit in fits]
+    costs = [_wave_cost(fit.est, *data[fit.index][:2]) for fit in fits]
     # Asked only where a GPU fit is: importing the CUDA bindings takes about a second.
     budget = _memory_budget() if any(costs) else None
     waves, wave, used = [], [], 0
@@ -164,8 +191,9 @@ class _Fit:
     """One estimator's fit, driven epoch by epoch: its steps generator, the epoch it asks for
     next (request; None once it has ended), and its result (the estimator or the exception)."""
 
-    def __init__(self, est):
+    def __init__(self, est, index):
         self.est = est
+        self.index = index  # in the call's estimators
         self.request = None
         self.result = None
         self.steps = None
@@ -226,11 +254,12 @@ def _train_together(fits, threads):
     thread: callbacks, validation and stopping run where the user's code runs) and go on as one
     call again, while the other threads still train theirs."""
     with ThreadPoolExecutor(max_workers=threads) as pool, _blas_single_thread(threads):
-        pending = {}
+
+        pending, merged = {}, {}
 
         def start(fits, parts):
             for group in _groups(fits):
-                for call in _calls(group, parts):
+                for call in _calls(group, parts, merged):
                     if call.on_cpu:
                         pending[pool.submit(call.run, threads == 1)] = call
                     else:  # here, in the thread that owns the fits' device arrays
@@ -259,47 +288,58 @@ def _blas_single_thread(threads):
 
 def _groups(fits):
     """The fits whose epochs one compiled call can train: same device, dtype, layer table,
-    batch size, epoch length and data (shared_arrays made equal data the same arrays)."""
+    batch size and epoch length, and on the CPU the same data (shared_arrays made equal data the
+    same arrays). On a GPU, fits on different dense data of the same width go in one group too:
+    their call trains on the data concatenated (_GroupCall)."""
     groups = {}
     for fit in fits:
         r = fit.request
         key = (r.device, r.state.params.dtype.str, r.net.layers.tobytes(), r.batch_size,
-               r.order.shape[0], *(id(a) for a in r.features), id(r.Y), id(r.sw))
+               r.order.shape[0])
+        if r.device == "cpu" or _sparse(r.features):
+            key += (*(id(a) for a in r.features), id(r.Y), id(r.sw))
         groups.setdefault(key, []).append(fit)
     return list(groups.values())
 
 
-def _calls(group, parts):
+def _sparse(features):
+    return features.data.shape[0] > 0 or features.X.shape[0] == 0
+
+
+def _calls(group, parts, merged):
     """A group's epoch as compiled calls: in `parts` calls on the CPU (one per thread), and in
-    calls whose stacked state stays under STACK_BYTES."""
+    calls whose stacked state stays under STACK_BYTES. merged: the call's cache of concatenated
+    data (_GroupCall)."""
     request = group[0].request
     per_model = 4 * request.state.params.nbytes
     most = max(1, STACK_BYTES // max(1, per_model))
     parts = parts if request.device == "cpu" else 1
     size = max(1, min(most, -(-len(group) // parts)))
-    return [_GroupCall(group[i:i + size]) for i in range(0, len(group), size)]
+    return [_GroupCall(group[i:i + size], merged) for i in range(0, len(group), size)]
 
 
 class _GroupCall:
     """One compiled call: the epoch each fit of `fits` asked for, on stacked copies of their
     state (copied in before, out after: cheap next to an epoch of arithmetic)."""
 
-    def __init__(self, fits):
+    def __init__(self, fits, merged):
         self.fits = fits
         requests = [fit.request for fit in fits]
         first = requests[0]
         self.be = backend(first.device)
         self.on_cpu = first.device == "cpu"
-        # Distinct batch orders: fits with the same random_state visit the same rows.
+        self.data, offsets = _data(requests, self.be, merged)
+        # Distinct batch orders: fits with the same random_state (and data) visit the same rows.
         orders, order_of = [], []
-        for r in requests:
-            for g, order in enumerate(orders):
-                if order is r.order or np.array_equal(order, r.order):
+        for r, offset in zip(requests, offsets):
+            order = r.order if offset == 0 else r.order + offset
+            for g, seen in enumerate(orders):
+                if seen is order or np.array_equal(seen, order):
                     order_of.append(g)
                     break
             else:
                 order_of.append(len(orders))
-                orders.append(r.order)
+                orders.append(order)
         self.orders = np.stack(orders)
         self.order_of = np.asarray(order_of, dtype=np.int64)
         self.nets = Networks.of([r.net for r in requests])
@@ -318,7 +358,7 @@ class _GroupCall:
             contextlib.nullcontext()
         with limit:
             totals, steps = be.train_epoch_many(
-                states, first.features, first.Y, first.sw, be.to_device(self.orders),
+                states, *self.data, be.to_device(self.orders),
                 self.order_of, np.arange(len(requests), dtype=np.int64), first.batch_size,
                 self.nets, self.opts)
         be.unstack_rows(params, [r.state.params for r in requests])
@@ -333,3 +373,25 @@ class _GroupCall:
         and stopping run where the user's code runs)."""
         for m, fit in enumerate(self.fits):
             fit.send(float(totals[m]), int(steps[m]))
+
+
+def _data(requests, be, merged):
+    """The (features, Y, sw) a call trains on, and each request's row offset in them: the
+    requests' own data when they share it, else (on a GPU) their distinct data sets
+    concatenated on the device, once per fit_many call and set of data (cached in merged)."""
+    distinct = {}
+    for r in requests:
+        distinct.setdefault((id(r.features.X), id(r.Y), id(r.sw)), r)
+    first = requests[0]
+    if len(distinct) == 1:
+        return (first.features, first.Y, first.sw), [0] * len(requests)
+    key = tuple(distinct)
+    if key not in merged:
+        parts = list(distinct.values())
+        joined = [be.to_device(np.concatenate([be.to_host(array) for array in arrays]))
+                  for arrays in zip(*((p.features.X, p.Y, p.sw) for p in parts))]
+        starts = np.cumsum([0] + [p.Y.shape[0] for p in parts[:-1]])
+        merged[key] = ((first.features._replace(X=joined[0]), joined[1], joined[2]),
+                       dict(zip(key, starts.tolist())))
+    data, start_of = merged[key]
+    return data, [start_of[id(r.features.X), id(r.Y), id(r.sw)] for r in requests]

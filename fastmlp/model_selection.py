@@ -288,39 +288,59 @@ def _copies(exc, n):
         return [exc] * n
 
 
-def _pretrain_fold(search, plan, pretrained, split, train):
-    """Fit the pipeline's earlier steps once, then every candidate's network with one fit_many
-    call, on this split's training rows."""
+def _fold(search, plan, pretrained, split, train):
+    """One split's training data for the networks, as (X, y, sample_weight, head): head is the
+    pipeline's earlier steps fitted once on these rows (None for a bare network), X their output;
+    or (exception, None, None, None) when fitting those steps failed."""
     estimator = search.estimator
     X_train, y_train = _safe_split(estimator, plan.X, plan.y, train)
     fit_params = _check_method_params(plan.X, params=plan.fit_params, indices=train)
     pretrained.fingerprints.append(_fingerprint(X_train, y_train, fit_params))
     sample_weight = fit_params.get(_sample_weight_key(plan.last))
-    networks = [clone(plan.network).set_params(**clone(params, safe=False))
-                for params in plan.network_params]
-    start = time.perf_counter()
-    head = None
     if plan.last is None:
-        results = fit_many(networks, X_train, y_train, sample_weight, n_jobs=search.n_jobs,
-                           errors="return")
-    else:
-        # The pipeline with its last step passed through: Pipeline.fit's own transform path.
-        head = clone(estimator).set_params(**{plan.last: "passthrough"})
-        try:
-            X_fit = head.fit_transform(X_train, y_train)
-        except Exception as exc:  # noqa: BLE001 - every candidate's fit on this fold fails so
-            results = _copies(exc, len(networks))
-        else:
-            results = fit_many(networks, X_fit, y_train, sample_weight, n_jobs=search.n_jobs,
-                               errors="return")
-    # Each fit's time is its share of the fold's wall time (earlier steps included).
-    pretrained.fit_times[:, split] = (time.perf_counter() - start) / max(len(networks), 1)
-    for candidate, result in enumerate(results):
-        if head is not None and not isinstance(result, BaseException):
-            fitted = copy.copy(head)  # the fold's fitted earlier steps, shared read-only
-            fitted.steps = [*head.steps[:-1], (plan.last, result)]
-            result = fitted
-        pretrained.models[candidate, split] = result
+        return X_train, y_train, sample_weight, None
+    # The pipeline with its last step passed through: Pipeline.fit's own transform path.
+    head = clone(estimator).set_params(**{plan.last: "passthrough"})
+    try:
+        return head.fit_transform(X_train, y_train), y_train, sample_weight, head
+    except Exception as exc:  # noqa: BLE001 - every candidate's fit on this fold fails so
+        return exc, None, None, None
+
+
+def _pretrain(search, plan, pretrained):
+    """Fit every candidate's network on every split with fit_many, a pipeline's earlier steps
+    once per split. On a GPU all splits go in one call (networks on different folds of one size
+    still share a launch per epoch); on the CPU one call per split, so that one fold's training
+    copy is held at a time."""
+    on_gpu = any(params.get("device", plan.network.device) == "cuda"
+                 for params in plan.network_params)
+    splits = list(enumerate(plan.splits))
+    n_candidates = len(plan.network_params)
+    for part in [splits] if on_gpu else [[split] for split in splits]:
+        start = time.perf_counter()
+        folds = [_fold(search, plan, pretrained, split, train) for split, (train, _) in part]
+        networks, datasets, slots = [], [], []
+        for (split, _), (X_fit, y_fit, sample_weight, head) in zip(part, folds):
+            if isinstance(X_fit, BaseException):
+                for candidate, exc in enumerate(_copies(X_fit, n_candidates)):
+                    pretrained.models[candidate, split] = exc
+                continue
+            for candidate, params in enumerate(plan.network_params):
+                networks.append(clone(plan.network).set_params(**clone(params, safe=False)))
+                datasets.append((X_fit, y_fit, sample_weight))
+                slots.append((candidate, split, head))
+        results = fit_many(networks, datasets=datasets, n_jobs=search.n_jobs,
+                           errors="return") if networks else []
+        # Each fit's time is its share of the call's wall time (earlier steps included).
+        elapsed = time.perf_counter() - start
+        pretrained.fit_times[:, [split for split, _ in part]] = \
+            elapsed / max(n_candidates * len(part), 1)
+        for (candidate, split, head), result in zip(slots, results):
+            if head is not None and not isinstance(result, BaseException):
+                fitted = copy.copy(head)  # the fold's fitted earlier steps, shared read-only
+                fitted.steps = [*head.steps[:-1], (plan.last, result)]
+                result = fitted
+            pretrained.models[candidate, split] = result
 
 
 class _BatchedSearch:
@@ -351,8 +371,7 @@ class _BatchedSearch:
         if plan is None:
             return super().fit(X, y, **params)
         pretrained = _Pretrained(self.estimator, plan.candidates, len(plan.splits))
-        for split, (train, _) in enumerate(plan.splits):
-            _pretrain_fold(self, plan, pretrained, split, train)
+        _pretrain(self, plan, pretrained)
         self._replay(plan, pretrained)
         return self
 

@@ -119,6 +119,7 @@ def _shared(move):
             return move(array)
         for host, result in moved:
             if host is array or (host.shape == array.shape and host.dtype == array.dtype
+                                 and np.array_equal(host[:1], array[:1])  # most differ here
                                  and np.array_equal(host, array)):
                 return result
         moved.append((array, move(array)))

@@ -78,6 +78,38 @@ def test_every_fit_equals_its_own_fit_bit_for_bit(dtype, n_jobs):
     assert estimators[7].n_iter_ < estimators[7].max_iter
 
 
+def test_fits_on_different_data_train_as_alone():
+    """datasets: each estimator its own (X, y[, sample_weight]), as cross-validation folds
+    are; fits on the same fold still share a call, each fold's fits their own."""
+    folds = [(X[k::3], y[k::3]) for k in range(3)]
+    folds[2] = (*folds[2], np.linspace(0.5, 2, len(folds[2][1])))
+    estimators = [clone(est) for est in _mixed("float64")[:4] for _ in folds]
+    datasets = folds * 4
+    alone = [clone(est) for est in estimators]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for est, data in zip(alone, datasets):
+            est.fit(*data[:2], sample_weight=data[2] if len(data) == 3 else None)
+        fastmlp.fit_many(estimators, datasets=datasets, n_jobs=2)
+    for together, single in zip(estimators, alone):
+        _assert_same_fit(together, single)
+
+
+def test_datasets_are_checked_before_any_training():
+    est = fastmlp.MLPClassifier(**BASE)
+    with pytest.raises(TypeError, match="either X, y and sample_weight or datasets"):
+        fastmlp.fit_many([est], X, y, datasets=[(X, y)])
+    with pytest.raises(TypeError, match="needs X and y, or datasets"):
+        fastmlp.fit_many([est], X)
+    with pytest.raises(ValueError, match="datasets has 2 entries for 1 estimators"):
+        fastmlp.fit_many([est], datasets=[(X, y), (X, y)])
+    with pytest.raises(ValueError, match=r"datasets\[0\] must be a tuple .* got list"):
+        fastmlp.fit_many([est], datasets=[[X, y]])
+    with pytest.raises(ValueError, match=r"datasets\[0\] .* got tuple of length 1"):
+        fastmlp.fit_many([est], datasets=[(X,)])
+    assert not hasattr(est, "coefs_")
+
+
 def test_regressors_sparse_input_and_sample_weights_train_as_alone():
     base = fastmlp.MLPRegressor(**BASE, dtype="float64")
     estimators = [clone(base).set_params(alpha=a, loss=loss)

@@ -55,3 +55,54 @@ def test_a_group_takes_one_launch_per_epoch(monkeypatch):
     # Training: one launch per epoch for the three networks; the rest is the gathering of the
     # data and nothing per network or per mini-batch.
     assert counts["train_epoch_fused"] == BASE["max_iter"], counts
+
+
+def _folds():
+    """Three folds of (X, y) with the same number of rows, as KFold(3) gives on 21 rows."""
+    X21, y21 = np.vstack([X, X[:1] + 0.5]), np.append(y, 2)
+    rows = np.arange(21)
+    return [(X21[rows % 3 != k], y21[rows % 3 != k]) for k in range(3)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fits_on_different_data_of_one_size_train_in_one_launch(monkeypatch, dtype):
+    """Cross-validation folds: different rows, same shapes. Their data are concatenated on the
+    device once and each fit's batch order offset into its own part, so the whole group still
+    trains in one launch per epoch, each network exactly as its own fit on its own fold."""
+    folds = _folds()
+    together = [fastmlp.MLPClassifier(**BASE, dtype=dtype, alpha=a) for a in (1e-4, 1e-2)
+                for _ in folds]
+    alone = [fastmlp.MLPClassifier(**est.get_params()) for est in together]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for est, data in zip(alone, folds * 2):
+            est.fit(*data)
+        counts = _count_launches(monkeypatch)
+        fastmlp.fit_many(together, datasets=folds * 2)
+    assert counts["train_epoch_fused"] == BASE["max_iter"], counts
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a._params, b._params)
+        np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+
+
+def test_a_search_trains_every_fold_in_one_launch_per_epoch(monkeypatch):
+    """fastmlp's GridSearchCV over GPU networks hands all its folds to one fit_many call: two
+    candidates on three folds are six networks in one launch per epoch, with scikit-learn's
+    own search's results."""
+    from sklearn.model_selection import GridSearchCV as SkGridSearchCV
+    from sklearn.model_selection import KFold
+
+    from fastmlp.model_selection import GridSearchCV
+
+    X21, y21 = np.vstack([X, X[:1] + 0.5]), np.append(y, 2)
+    est = fastmlp.MLPClassifier(**BASE, dtype="float64")
+    grid, cv = {"alpha": [1e-4, 1e-1]}, KFold(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = SkGridSearchCV(est, grid, cv=cv, refit=False).fit(X21, y21)
+        counts = _count_launches(monkeypatch)
+        search = GridSearchCV(est, grid, cv=cv, refit=False).fit(X21, y21)
+    assert counts["train_epoch_fused"] == BASE["max_iter"], counts
+    for key, value in reference.cv_results_.items():
+        if not key.endswith("_time"):
+            np.testing.assert_array_equal(search.cv_results_[key], value, err_msg=key)

@@ -1,8 +1,10 @@
-"""Hyper-parameter searches that train each cross-validation fold's candidate networks together.
+"""Hyper-parameter searches and cross-validation that train their networks together.
 
-GridSearchCV and RandomizedSearchCV are scikit-learn's, subclassed: this module only pre-trains
-the networks (one `fit_many` call per fold) and hands them to scikit-learn's own `fit`, which
-scores, ranks, refits and formats `cv_results_`. It must not score or rank anything itself.
+GridSearchCV and RandomizedSearchCV are scikit-learn's, subclassed, and cross_validate and
+cross_val_score call scikit-learn's: this module only pre-trains the networks (with `fit_many`:
+a search's candidates fold by fold, cross-validation's folds together) and hands them to
+scikit-learn's own code, which scores, ranks, refits and formats the results. It must not score
+or rank anything itself.
 """
 
 import copy
@@ -15,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn import model_selection as sk_model_selection
 from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.metrics import check_scoring
 from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection import ParameterGrid, ParameterSampler, check_cv
 from sklearn.pipeline import Pipeline
@@ -25,9 +28,9 @@ from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params
 
 from .estimators import MLPClassifier, MLPRegressor
-from .many import fit_many
+from .many import _threads, fit_many
 
-__all__ = ["GridSearchCV", "RandomizedSearchCV"]
+__all__ = ["GridSearchCV", "RandomizedSearchCV", "cross_val_score", "cross_validate"]
 
 # Exact types: a subclass may override fit, which a grouped fit_many need not call.
 NETWORKS = (MLPClassifier, MLPRegressor)
@@ -274,9 +277,9 @@ def _plan(search, X, y, params):
         return None
     for params_ in candidates:  # an unknown parameter fails here, as in scikit-learn's fit
         clone(estimator).set_params(**clone(params_, safe=False))
-    return SimpleNamespace(X=X, y=y, params=params, fit_params=fit_params, cv=cv, splits=splits,
-                           candidates=candidates, network=network, last=last,
-                           network_params=network_params)
+    return SimpleNamespace(estimator=estimator, X=X, y=y, params=params, fit_params=fit_params,
+                           cv=cv, splits=splits, candidates=candidates, network=network,
+                           last=last, network_params=network_params)
 
 
 def _copies(exc, n):
@@ -288,11 +291,11 @@ def _copies(exc, n):
         return [exc] * n
 
 
-def _fold(search, plan, pretrained, split, train):
+def _fold(plan, pretrained, train):
     """One split's training data for the networks, as (X, y, sample_weight, head): head is the
     pipeline's earlier steps fitted once on these rows (None for a bare network), X their output;
     or (exception, None, None, None) when fitting those steps failed."""
-    estimator = search.estimator
+    estimator = plan.estimator
     X_train, y_train = _safe_split(estimator, plan.X, plan.y, train)
     fit_params = _check_method_params(plan.X, params=plan.fit_params, indices=train)
     pretrained.fingerprints.append(_fingerprint(X_train, y_train, fit_params))
@@ -307,18 +310,20 @@ def _fold(search, plan, pretrained, split, train):
         return exc, None, None, None
 
 
-def _pretrain(search, plan, pretrained):
+def _pretrain(plan, pretrained, n_jobs, folds_per_call=1):
     """Fit every candidate's network on every split with fit_many, a pipeline's earlier steps
-    once per split. On a GPU all splits go in one call (networks on different folds of one size
-    still share a launch per epoch); on the CPU one call per split, so that one fold's training
-    copy is held at a time."""
-    on_gpu = any(params.get("device", plan.network.device) == "cuda"
-                 for params in plan.network_params)
+    once per split, folds_per_call splits a call (at most that many folds' training copies
+    held at once). On a GPU all splits go in one call: networks on different folds of one size
+    still share a launch per epoch."""
+    if any(params.get("device", plan.network.device) == "cuda"
+           for params in plan.network_params):
+        folds_per_call = len(plan.splits)
     splits = list(enumerate(plan.splits))
     n_candidates = len(plan.network_params)
-    for part in [splits] if on_gpu else [[split] for split in splits]:
+    for first in range(0, len(splits), folds_per_call):
+        part = splits[first:first + folds_per_call]
         start = time.perf_counter()
-        folds = [_fold(search, plan, pretrained, split, train) for split, (train, _) in part]
+        folds = [_fold(plan, pretrained, train) for _, (train, _) in part]
         networks, datasets, slots = [], [], []
         for (split, _), (X_fit, y_fit, sample_weight, head) in zip(part, folds):
             if isinstance(X_fit, BaseException):
@@ -329,7 +334,7 @@ def _pretrain(search, plan, pretrained):
                 networks.append(clone(plan.network).set_params(**clone(params, safe=False)))
                 datasets.append((X_fit, y_fit, sample_weight))
                 slots.append((candidate, split, head))
-        results = fit_many(networks, datasets=datasets, n_jobs=search.n_jobs,
+        results = fit_many(networks, datasets=datasets, n_jobs=n_jobs,
                            errors="return") if networks else []
         # Each fit's time is its share of the call's wall time (earlier steps included).
         elapsed = time.perf_counter() - start
@@ -371,7 +376,7 @@ class _BatchedSearch:
         if plan is None:
             return super().fit(X, y, **params)
         pretrained = _Pretrained(self.estimator, plan.candidates, len(plan.splits))
-        _pretrain(self, plan, pretrained)
+        _pretrain(plan, pretrained, self.n_jobs)
         self._replay(plan, pretrained)
         return self
 
@@ -452,3 +457,82 @@ class RandomizedSearchCV(_BatchedSearch, sk_model_selection.RandomizedSearchCV):
         # Drawn once, as scikit-learn's search draws them (random_state handled by the sampler).
         return list(ParameterSampler(self.param_distributions, self.n_iter,
                                      random_state=self.random_state))
+
+
+def _cv_plan(estimator, X, y, groups, cv, params, scoring):
+    """What cross_validate needs to pre-train its folds' networks, or None to leave it to
+    scikit-learn (not a fastmlp network, routed metadata, fit params other than sample_weight;
+    bad arguments, for which scikit-learn raises its own error)."""
+    step = _network_step(estimator)
+    if y is None or step is None or (_routing_enabled() and (params or groups is not None)):
+        return None
+    network, last = step
+    params = {} if params is None else dict(params)
+    if not set(params) <= {_sample_weight_key(last)}:
+        return None
+    check_scoring(estimator, scoring=scoring)
+    X, y = indexable(X, y)
+    cv = check_cv(cv, y, classifier=is_classifier(estimator))
+    splits = list(cv.split(X, y, groups))  # drawn once: the replay gets this list
+    return SimpleNamespace(estimator=estimator, X=X, y=y, params=params, fit_params=params,
+                           cv=cv, splits=splits, candidates=[{}], network=network, last=last,
+                           network_params=[{}])
+
+
+def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, n_jobs=None,
+                   verbose=0, params=None, pre_dispatch="2*n_jobs", return_train_score=False,
+                   return_estimator=False, return_indices=False, error_score=np.nan):
+    """Evaluate metric(s) by cross-validation and also record fit/score times.
+
+    Drop-in for scikit-learn's :func:`sklearn.model_selection.cross_validate`, with the same
+    parameters and the same returned dict. When ``estimator`` is a fastmlp
+    :class:`~fastmlp.MLPClassifier` or :class:`~fastmlp.MLPRegressor`, or a
+    :class:`~sklearn.pipeline.Pipeline` ending in one, the folds' networks are trained together
+    by :func:`fastmlp.fit_many` (a pipeline's earlier steps once per fold, as always), each
+    exactly as its own ``fit`` would; scikit-learn's ``cross_validate`` then scores them. On a
+    GPU every fold goes in one call, and folds with the same number of rows share a launch
+    per epoch; on the CPU ``n_jobs`` folds at a time train on ``n_jobs`` threads.
+    ``sample_weight`` (``params``) goes to the networks. Anything else (other estimators, other
+    fit parameters, metadata routing with ``params``) is scikit-learn's ``cross_validate`` as it
+    is.
+
+    When batched, ``n_jobs`` is the number of threads (and of folds trained at once on the
+    CPU), ``pre_dispatch`` is unused, ``fit_time`` gives each fold an equal share of its
+    ``fit_many`` call's wall time, and with ``return_estimator=True`` the estimators are the
+    fitted networks (or pipelines) themselves.
+    """
+    options = dict(scoring=scoring, verbose=verbose, return_train_score=return_train_score,
+                   return_estimator=return_estimator, return_indices=return_indices,
+                   error_score=error_score)
+    try:
+        plan = _cv_plan(estimator, X, y, groups, cv, params, scoring)
+    except Exception:  # noqa: BLE001 - scikit-learn's cross_validate raises its own error
+        plan = None
+    if plan is None:
+        return sk_model_selection.cross_validate(estimator, X, y, groups=groups, cv=cv,
+                                                 n_jobs=n_jobs, params=params,
+                                                 pre_dispatch=pre_dispatch, **options)
+    pretrained = _Pretrained(estimator, plan.candidates, len(plan.splits))
+    _pretrain(plan, pretrained, n_jobs, folds_per_call=_threads(n_jobs))
+    results = sk_model_selection.cross_validate(_Replay(pretrained), plan.X, plan.y,
+                                                cv=plan.splits, n_jobs=1,
+                                                params=plan.params or None, **options)
+    results["fit_time"] = pretrained.fit_times[0]
+    if return_estimator:
+        results["estimator"] = [replay.model_ for replay in results["estimator"]]
+    return results
+
+
+def cross_val_score(estimator, X, y=None, *, groups=None, scoring=None, cv=None, n_jobs=None,
+                    verbose=0, params=None, pre_dispatch="2*n_jobs", error_score=np.nan):
+    """Evaluate a score by cross-validation.
+
+    Drop-in for scikit-learn's :func:`sklearn.model_selection.cross_val_score`: one metric's
+    test scores, by :func:`cross_validate` (the folds' networks trained together)."""
+    if not (scoring is None or isinstance(scoring, str) or callable(scoring)):
+        # Several metrics: scikit-learn's own function refuses them with its own error.
+        return sk_model_selection.cross_val_score(estimator, X, y, scoring=scoring)
+    scorer = check_scoring(estimator, scoring=scoring)
+    return cross_validate(estimator, X, y, groups=groups, scoring={"score": scorer}, cv=cv,
+                          n_jobs=n_jobs, verbose=verbose, params=params,
+                          pre_dispatch=pre_dispatch, error_score=error_score)["test_score"]

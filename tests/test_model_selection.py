@@ -378,3 +378,117 @@ def test_an_earlier_step_failing_fails_that_folds_fits(calls):
               for w in (ours_warned, theirs_warned)]
     assert groups == [1, 1]  # "2 fits failed with the following error": one traceback
     assert calls["fit_many"] == [2, 2]
+
+
+# cross_validate and cross_val_score: scikit-learn's functions over the same estimator are the
+# oracle; the folds' networks come from fit_many.
+
+def assert_same_cv(ours, theirs, X_check=X):
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
+        if key.endswith("_time"):
+            assert ours[key].shape == value.shape and np.all(ours[key] >= 0), key
+        elif key == "estimator":
+            for a, b in zip(ours[key], value, strict=True):
+                assert type(a) is type(b) and repr(a) == repr(b)
+                np.testing.assert_array_equal(a.predict(X_check), b.predict(X_check))
+        elif key == "indices":
+            for part in ("train", "test"):
+                for a, b in zip(ours[key][part], value[part], strict=True):
+                    np.testing.assert_array_equal(a, b)
+        else:  # the scores: the same networks, so the same numbers
+            np.testing.assert_allclose(ours[key], value, rtol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cross_validate_equals_scikit_learns(calls, dtype):
+    kwargs = dict(cv=3, scoring=["accuracy", LOSS], return_train_score=True,
+                  return_estimator=True, return_indices=True)
+    ours = ms.cross_validate(net(dtype), X, y, n_jobs=2, **kwargs)
+    theirs = skms.cross_validate(net(dtype), X, y, **kwargs)
+    assert_same_cv(ours, theirs)
+    assert calls["fit_many"] == [2, 1] and calls["n_jobs"] == 2  # n_jobs folds a call
+    assert calls["fresh"] == 0
+    assert all(type(est) is MLPClassifier for est in ours["estimator"])
+
+
+def test_cross_val_score_equals_scikit_learns(calls):
+    for estimator, data in ((net(), (X, y)), (net(cls=MLPRegressor), (XR, yR))):
+        ours = ms.cross_val_score(estimator, *data, cv=4)
+        np.testing.assert_allclose(ours, skms.cross_val_score(estimator, *data, cv=4),
+                                   rtol=1e-12)
+    assert calls["fit_many"] == [1] * 8
+    with pytest.raises(ValueError, match="The 'scoring' parameter of cross_val_score"):
+        ms.cross_val_score(net(), X, y, scoring=["accuracy", "f1"])  # as scikit-learn's
+
+
+def test_cross_validate_pipeline_groups_and_sample_weight(calls):
+    weights = np.linspace(0.2, 2.0, len(X))
+    pipe = make_pipeline(CountingScaler(), net())
+    kwargs = dict(cv=skms.GroupKFold(3), groups=GROUPS, scoring=LOSS, return_estimator=True,
+                  params={"mlpclassifier__sample_weight": weights})
+    CountingScaler.fits = 0
+    ours = ms.cross_validate(pipe, X, y, n_jobs=3, **kwargs)
+    assert CountingScaler.fits == 3 and calls["fit_many"] == [3]  # every fold in one call
+    theirs = skms.cross_validate(pipe, X, y, **kwargs)
+    assert_same_cv(ours, theirs)
+    unweighted = skms.cross_validate(pipe, X, y, **{**kwargs, "params": None})
+    assert not np.allclose(unweighted["test_score"], ours["test_score"])
+    assert ours["estimator"][0].steps[0][1] is not ours["estimator"][1].steps[0][1]
+
+
+def test_cross_validate_failures_are_scikit_learns(calls):
+    # The second fold's training rows all weigh 0, which fit rejects: that fold fails alone.
+    weights = np.where(np.arange(len(X)) < 40, 1.0, 0.0)
+    cv = [(np.arange(0, 80), np.arange(80, 120)), (np.arange(40, 120), np.arange(0, 40))]
+    kwargs = dict(cv=cv, params={"sample_weight": weights}, return_train_score=True)
+    results = []
+    for cross_validate in (ms.cross_validate, skms.cross_validate):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results.append(cross_validate(net(), X, y, error_score=-7.5, **kwargs))
+        failed = [w for w in caught if w.category is FitFailedWarning]
+        assert len(failed) == 1 and "1 fits failed out of a total of 2" in str(failed[0].message)
+    assert_same_cv(*results)
+    assert results[0]["test_score"][1] == -7.5 and results[0]["test_score"][0] > 0
+    assert calls["fit_many"] == [1, 1]
+    # error_score="raise": the failing fold's own error, as scikit-learn raises it.
+    with pytest.raises(Exception) as theirs:
+        skms.cross_validate(net(), X, y, error_score="raise", **kwargs)
+    with pytest.raises(theirs.type, match=re.escape(str(theirs.value))):
+        ms.cross_validate(net(), X, y, error_score="raise", **kwargs)
+    # Every fold failing: scikit-learn's own error.
+    with pytest.raises(ValueError, match="All the 3 fits failed"):
+        ms.cross_validate(net(alpha=-1.0), X, y, cv=3)
+
+
+@pytest.mark.parametrize("estimator, params", [
+    (LogisticRegression(max_iter=50), None),  # not a fastmlp network
+    (net(), {"check_input": True}),  # a fit parameter fit_many does not take
+])
+def test_cross_validate_falls_back_to_scikit_learns(calls, monkeypatch, estimator, params):
+    seen = []
+    monkeypatch.setattr(skms, "cross_validate", lambda *args, **kwargs: seen.append(
+        (args, kwargs)) or {"test_score": np.zeros(3)})
+    ms.cross_validate(estimator, X, y, cv=3, params=params)
+    assert calls["fit_many"] == [] and len(seen) == 1
+    assert seen[0][0][0] is estimator and seen[0][1]["params"] is params
+
+
+def test_cross_validate_with_metadata_routing(calls):
+    """Routing on: without metadata the folds are batched; with it, scikit-learn's
+    cross_validate routes it (and raises its own errors) unbatched."""
+    weights = np.linspace(0.2, 2.0, len(X))
+    with sklearn.config_context(enable_metadata_routing=True):
+        assert_same_cv(ms.cross_validate(net(), X, y, cv=3, scoring=LOSS),
+                       skms.cross_validate(net(), X, y, cv=3, scoring=LOSS))
+        assert calls["fit_many"] == [1, 1, 1]
+        weighted = net().set_fit_request(sample_weight=True).set_score_request(sample_weight=True)
+        params = {"sample_weight": weights}
+        assert_same_cv(ms.cross_validate(weighted, X, y, cv=3, params=params),
+                       skms.cross_validate(weighted, X, y, cv=3, params=params))
+        with pytest.raises(UnsetMetadataPassedError):
+            ms.cross_validate(net(), X, y, cv=3, params=params)
+        with pytest.raises(ValueError, match="groups"):  # scikit-learn's: route them instead
+            ms.cross_validate(net(), X, y, cv=skms.GroupKFold(3), groups=GROUPS)
+    assert calls["fit_many"] == [1, 1, 1]

@@ -106,3 +106,20 @@ def test_a_search_trains_every_fold_in_one_launch_per_epoch(monkeypatch):
     for key, value in reference.cv_results_.items():
         if not key.endswith("_time"):
             np.testing.assert_array_equal(search.cv_results_[key], value, err_msg=key)
+
+
+def test_cross_validation_trains_every_fold_in_one_launch_per_epoch(monkeypatch):
+    from sklearn import model_selection as skms
+
+    from fastmlp.model_selection import cross_validate
+
+    X21, y21 = np.vstack([X, X[:1] + 0.5]), np.append(y, 2)
+    est = fastmlp.MLPClassifier(**BASE, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = skms.cross_validate(est, X21, y21, cv=3, return_train_score=True)
+        counts = _count_launches(monkeypatch)
+        ours = cross_validate(est, X21, y21, cv=3, return_train_score=True)
+    assert counts["train_epoch_fused"] == BASE["max_iter"], counts
+    for key in ("test_score", "train_score"):
+        np.testing.assert_array_equal(ours[key], reference[key])

@@ -151,6 +151,16 @@ def _check_search(out, ns):
     assert "mlpclassifier__alpha" in grid_line and random_line == str(ours.best_params_)
 
 
+def _check_cross_validation(out, ns):
+    from sklearn.model_selection import cross_val_score
+
+    scores_line, accuracy_line = out.splitlines()
+    theirs = cross_val_score(ns["pipe"], ns["X"][:600], ns["y"][:600], cv=5)
+    assert scores_line == str(theirs)  # scikit-learn's own cross-validation, the same scores
+    assert accuracy_line == f"{ns['results']['test_accuracy']} Pipeline"
+    assert ns["results"]["test_accuracy"].min() > 0.5
+
+
 def _check_onnx(out, ns):
     assert float(out) < 1e-5  # "~1e-7: float32 rounding"
 
@@ -166,6 +176,7 @@ CHECKS = {
     'ax.figure.savefig("loss_curve.png")': _check_plot,
     "session.run(None": _check_onnx,
     "print(search.fit(X[:600] / 16, y[:600]).best_params_)": _check_search,
+    "print(cross_val_score(pipe, X[:600], y[:600], cv=5, n_jobs=2))": _check_cross_validation,
 }
 
 

@@ -4,7 +4,7 @@
 # over tiny fits (bench/gpu_tiny_fits.py: fused, per-layer and persistent paths);
 # bench/compare_gpu.py with a short budget, the persistent path forced as an extra W1
 # contestant; 128 small models trained together (bench/gpu_many.py, issue #24); the W8 search on
-# the GPU (bench/search.py); memcheck if time is left. Every step has a timeout and the script
+# the GPU and 5-fold cross-validation of one network (bench/search.py); memcheck if time is left. Every step has a timeout and the script
 # goes on after a failing one; the whole run stays under GPU_CHECK_SECONDS (default 450). It
 # installs and downloads nothing.
 #
@@ -222,6 +222,10 @@ highlights many.log "gpu_many on|s/epoch|skipped|Error|shimmed" 8
 step "bench/search.py --device cuda (W8)" search.log 120 \
     "${SHIM[@]}" bench/search.py --device cuda --repeats 1 --out "$OUTDIR/GPU_RESULTS.md"
 highlights search.log "GridSearchCV|cv_results_|Error|shimmed" 8
+step "bench/search.py --device cuda --cross-validate (W8-cv)" search.log 40 \
+    "${SHIM[@]}" bench/search.py --device cuda --cross-validate --repeats 3 \
+    --out "$OUTDIR/GPU_RESULTS.md"
+highlights search.log "cross_validate|Test scores|Error|shimmed" 4
 
 # ---- memcheck, only with time to spare
 if [ -n "$SAN" ] && [ $(( DEADLINE_S - $(elapsed) )) -ge 60 ]; then

@@ -4,6 +4,7 @@
     python bench/search.py --quick            # smoke run: small data, 2 epochs, 1 repeat
     python bench/search.py --sklearn-mlp      # also scikit-learn's search over its own MLP (slow)
     python bench/search.py --device cuda --out bench/GPU_RESULTS.md   # fastmlp's networks on a GPU
+    python bench/search.py --cross-validate   # 5-fold cross_validate of one W2 network instead
 
 W8 is 5-fold cross-validation of 24 candidates (4 alphas x 6 learning rates) of the W2 network
 (make_classification 100,000 x 20, 3 classes; hidden (64, 32), adam, batch 32, float32), 10
@@ -14,6 +15,10 @@ medians reported:
 - (--sklearn-mlp) sklearn.model_selection.GridSearchCV over sklearn's MLPClassifier.
 All with the same n_jobs (--n-jobs, default -1: every core). The two searches over fastmlp must
 agree: the script checks that their cv_results_ scores are equal and says so.
+
+--cross-validate times cross-validation of one W2 network (the first candidate) instead:
+fastmlp.model_selection.cross_validate (the folds trained together) against scikit-learn's
+cross_validate over fastmlp, same folds, test scores compared.
 """
 
 import argparse
@@ -35,6 +40,9 @@ from compare import W2_PARAMS, load_tabular  # noqa: E402 - the shared workload 
 GRID = {"alpha": [1e-5, 1e-4, 1e-3, 1e-2],
         "learning_rate_init": [3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2]}
 SECTION = "## W8 hyper-parameter search (bench/search.py)"
+CV_SECTION = "## W8-cv cross-validation of one network (bench/search.py --cross-validate)"
+OURS, THEIRS = "fastmlp GridSearchCV", "sklearn GridSearchCV over fastmlp"
+CV_OURS, CV_THEIRS = "fastmlp cross_validate", "sklearn cross_validate over fastmlp"
 
 
 def contestants(args):
@@ -48,10 +56,20 @@ def contestants(args):
     settings = dict(W2_PARAMS, max_iter=args.epochs, tol=0.0, random_state=0)
     ours = fastmlp.MLPClassifier(**settings, device=args.device)
     theirs = fastmlp.MLPClassifier(**settings, device="cpu")
+    if args.cross_validate:
+        first = {name: values[0] for name, values in GRID.items()}
+        ours.set_params(**first)
+        theirs.set_params(**first)
+        return {
+            CV_OURS: lambda X, y: fms.cross_validate(ours, X, y, cv=args.folds,
+                                                     n_jobs=args.n_jobs),
+            CV_THEIRS: lambda X, y: skms.cross_validate(theirs, X, y, cv=args.folds,
+                                                        n_jobs=args.n_jobs),
+        }
     runs = {
-        "fastmlp GridSearchCV": lambda X, y: fms.GridSearchCV(
+        OURS: lambda X, y: fms.GridSearchCV(
             ours, GRID, cv=args.folds, n_jobs=args.n_jobs).fit(X, y).cv_results_,
-        "sklearn GridSearchCV over fastmlp": lambda X, y: skms.GridSearchCV(
+        THEIRS: lambda X, y: skms.GridSearchCV(
             theirs, GRID, cv=args.folds, n_jobs=args.n_jobs).fit(X, y).cv_results_,
     }
     if args.sklearn_mlp:
@@ -77,37 +95,52 @@ def run(args):
             results[name] = runs[name](X, y)
             times[name].append(time.perf_counter() - started)
             print(f"{name}: {times[name][-1]:.2f} s", flush=True)
-    ours, theirs = (results["fastmlp GridSearchCV"],
-                    results["sklearn GridSearchCV over fastmlp"])
-    worst = float(np.max(np.abs(ours["mean_test_score"] - theirs["mean_test_score"])))
-    same_ranks = bool(np.array_equal(ours["rank_test_score"], theirs["rank_test_score"]))
+    if args.cross_validate:
+        ours, theirs = results[CV_OURS]["test_score"], results[CV_THEIRS]["test_score"]
+        worst = float(np.max(np.abs(ours - theirs)))
+        same_ranks = None
+    else:
+        ours, theirs = results[OURS], results[THEIRS]
+        worst = float(np.max(np.abs(ours["mean_test_score"] - theirs["mean_test_score"])))
+        same_ranks = bool(np.array_equal(ours["rank_test_score"], theirs["rank_test_score"]))
     return {name: float(np.median(t)) for name, t in times.items()}, times, worst, same_ranks
 
 
 def markdown(args, medians, times, worst, same_ranks):
-    baseline = medians["sklearn GridSearchCV over fastmlp"]
-    lines = [SECTION, "",
+    baseline = medians[CV_THEIRS if args.cross_validate else THEIRS]
+    workload = (f"{args.folds}-fold cross_validate of 1 network" if args.cross_validate else
+                f"{args.folds}-fold x {len(GRID['alpha']) * len(GRID['learning_rate_init'])} "
+                "candidates")
+    lines = [_section(args), "",
              f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.machine()}, "
              f"load average before/after {args.load_before:.1f}/{os.getloadavg()[0]:.1f}, "
              f"{os.cpu_count()} cores, n_jobs={args.n_jobs}, fastmlp device={args.device}; "
-             f"{args.folds}-fold x {len(GRID['alpha']) * len(GRID['learning_rate_init'])} "
-             f"candidates, {args.rows} rows, {args.epochs} epochs, {args.repeats} repeat(s)"
+             f"{workload}, {args.rows} rows, {args.epochs} epochs, {args.repeats} repeat(s)"
              + (" (QUICK smoke run)" if args.quick else "") + ".", "",
-             "| contestant | median s | all s | speed-up over sklearn's search of fastmlp |",
+             "| contestant | median s | all s | speed-up over scikit-learn's, over fastmlp |",
              "| --- | --- | --- | --- |"]
     for name, median in medians.items():
         lines.append(f"| {name} | {median:.2f} | {', '.join(f'{t:.2f}' for t in times[name])} "
                      f"| {baseline / median:.2f}x |")
-    lines += ["", f"cv_results_ of the two fastmlp searches: largest mean_test_score difference "
-              f"{worst:.3g}, ranks {'identical' if same_ranks else 'DIFFERENT'}.", ""]
+    if args.cross_validate:
+        lines += ["", f"Test scores of the two fastmlp cross-validations: largest difference "
+                  f"{worst:.3g}.", ""]
+    else:
+        lines += ["", f"cv_results_ of the two fastmlp searches: largest mean_test_score "
+                  f"difference {worst:.3g}, ranks {'identical' if same_ranks else 'DIFFERENT'}.",
+                  ""]
     return "\n".join(lines)
 
 
-def write_section(path, text):
+def _section(args):
+    return CV_SECTION if args.cross_validate else SECTION
+
+
+def write_section(path, text, section):
     """Replace this script's section of `path` (or add it at the end)."""
     old = path.read_text() if path.exists() else ""
-    if SECTION in old:
-        before, rest = old.split(SECTION, 1)
+    if section in old:
+        before, rest = old.split(section, 1)
         after = rest[rest.find("\n## "):] if "\n## " in rest else ""
         new = before + text + after
     else:
@@ -125,6 +158,8 @@ def parse(argv=None):
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where fastmlp's own search trains its networks")
+    p.add_argument("--cross-validate", action="store_true",
+                   help="time cross_validate of one network instead of the search")
     p.add_argument("--sklearn-mlp", action="store_true",
                    help="add scikit-learn's search over its own MLP (minutes per repeat)")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md",
@@ -142,7 +177,7 @@ def main(argv=None):
     text = markdown(args, *run(args))
     print(text)
     if str(args.out) != "-":
-        write_section(args.out, text)
+        write_section(args.out, text, _section(args))
         print(f"wrote {args.out}")
 
 

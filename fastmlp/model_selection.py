@@ -28,7 +28,7 @@ from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params
 
 from .estimators import MLPClassifier, MLPRegressor
-from .many import _threads, fit_many
+from .many import fit_many
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "cross_val_score", "cross_validate"]
 
@@ -310,18 +310,17 @@ def _fold(plan, pretrained, train):
         return exc, None, None, None
 
 
-def _pretrain(plan, pretrained, n_jobs, folds_per_call=1):
+def _pretrain(plan, pretrained, n_jobs, all_folds=False):
     """Fit every candidate's network on every split with fit_many, a pipeline's earlier steps
-    once per split, folds_per_call splits a call (at most that many folds' training copies
-    held at once). On a GPU all splits go in one call: networks on different folds of one size
-    still share a launch per epoch."""
+    once per split: all splits in one call (every fold's training copy held at once), or one
+    call per split. On a GPU always all in one call: networks on different folds of one size
+    share a launch per epoch."""
     if any(params.get("device", plan.network.device) == "cuda"
            for params in plan.network_params):
-        folds_per_call = len(plan.splits)
+        all_folds = True
     splits = list(enumerate(plan.splits))
     n_candidates = len(plan.network_params)
-    for first in range(0, len(splits), folds_per_call):
-        part = splits[first:first + folds_per_call]
+    for part in [splits] if all_folds else [[split] for split in splits]:
         start = time.perf_counter()
         folds = [_fold(plan, pretrained, train) for _, (train, _) in part]
         networks, datasets, slots = [], [], []
@@ -489,17 +488,17 @@ def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, 
     :class:`~fastmlp.MLPClassifier` or :class:`~fastmlp.MLPRegressor`, or a
     :class:`~sklearn.pipeline.Pipeline` ending in one, the folds' networks are trained together
     by :func:`fastmlp.fit_many` (a pipeline's earlier steps once per fold, as always), each
-    exactly as its own ``fit`` would; scikit-learn's ``cross_validate`` then scores them. On a
-    GPU every fold goes in one call, and folds with the same number of rows share a launch
-    per epoch; on the CPU ``n_jobs`` folds at a time train on ``n_jobs`` threads.
+    exactly as its own ``fit`` would; scikit-learn's ``cross_validate`` then scores them. Every
+    fold goes in one ``fit_many`` call: on the CPU the folds share ``n_jobs`` threads, on a GPU
+    folds with the same number of rows share a launch per epoch.
     ``sample_weight`` (``params``) goes to the networks. Anything else (other estimators, other
     fit parameters, metadata routing with ``params``) is scikit-learn's ``cross_validate`` as it
     is.
 
-    When batched, ``n_jobs`` is the number of threads (and of folds trained at once on the
-    CPU), ``pre_dispatch`` is unused, ``fit_time`` gives each fold an equal share of its
-    ``fit_many`` call's wall time, and with ``return_estimator=True`` the estimators are the
-    fitted networks (or pipelines) themselves.
+    When batched, ``n_jobs`` is the number of threads, ``pre_dispatch`` is unused, every fold's
+    training copy is held at once (as by scikit-learn's with ``n_jobs`` at least the number of
+    folds), ``fit_time`` gives each fold an equal share of the call's wall time, and with
+    ``return_estimator=True`` the estimators are the fitted networks (or pipelines) themselves.
     """
     options = dict(scoring=scoring, verbose=verbose, return_train_score=return_train_score,
                    return_estimator=return_estimator, return_indices=return_indices,
@@ -513,7 +512,8 @@ def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, 
                                                  n_jobs=n_jobs, params=params,
                                                  pre_dispatch=pre_dispatch, **options)
     pretrained = _Pretrained(estimator, plan.candidates, len(plan.splits))
-    _pretrain(plan, pretrained, n_jobs, folds_per_call=_threads(n_jobs))
+    # A network's folds train only alongside each other: all in one call, n_jobs threads.
+    _pretrain(plan, pretrained, n_jobs, all_folds=True)
     results = sk_model_selection.cross_validate(_Replay(pretrained), plan.X, plan.y,
                                                 cv=plan.splits, n_jobs=1,
                                                 params=plan.params or None, **options)

@@ -407,7 +407,7 @@ def test_cross_validate_equals_scikit_learns(calls, dtype):
     ours = ms.cross_validate(net(dtype), X, y, n_jobs=2, **kwargs)
     theirs = skms.cross_validate(net(dtype), X, y, **kwargs)
     assert_same_cv(ours, theirs)
-    assert calls["fit_many"] == [2, 1] and calls["n_jobs"] == 2  # n_jobs folds a call
+    assert calls["fit_many"] == [3] and calls["n_jobs"] == 2  # every fold in one call
     assert calls["fresh"] == 0
     assert all(type(est) is MLPClassifier for est in ours["estimator"])
 
@@ -417,7 +417,7 @@ def test_cross_val_score_equals_scikit_learns(calls):
         ours = ms.cross_val_score(estimator, *data, cv=4)
         np.testing.assert_allclose(ours, skms.cross_val_score(estimator, *data, cv=4),
                                    rtol=1e-12)
-    assert calls["fit_many"] == [1] * 8
+    assert calls["fit_many"] == [4, 4]
     with pytest.raises(ValueError, match="The 'scoring' parameter of cross_val_score"):
         ms.cross_val_score(net(), X, y, scoring=["accuracy", "f1"])  # as scikit-learn's
 
@@ -428,7 +428,7 @@ def test_cross_validate_pipeline_groups_and_sample_weight(calls):
     kwargs = dict(cv=skms.GroupKFold(3), groups=GROUPS, scoring=LOSS, return_estimator=True,
                   params={"mlpclassifier__sample_weight": weights})
     CountingScaler.fits = 0
-    ours = ms.cross_validate(pipe, X, y, n_jobs=3, **kwargs)
+    ours = ms.cross_validate(pipe, X, y, **kwargs)
     assert CountingScaler.fits == 3 and calls["fit_many"] == [3]  # every fold in one call
     theirs = skms.cross_validate(pipe, X, y, **kwargs)
     assert_same_cv(ours, theirs)
@@ -451,7 +451,7 @@ def test_cross_validate_failures_are_scikit_learns(calls):
         assert len(failed) == 1 and "1 fits failed out of a total of 2" in str(failed[0].message)
     assert_same_cv(*results)
     assert results[0]["test_score"][1] == -7.5 and results[0]["test_score"][0] > 0
-    assert calls["fit_many"] == [1, 1]
+    assert calls["fit_many"] == [2]
     # error_score="raise": the failing fold's own error, as scikit-learn raises it.
     with pytest.raises(Exception) as theirs:
         skms.cross_validate(net(), X, y, error_score="raise", **kwargs)
@@ -482,7 +482,7 @@ def test_cross_validate_with_metadata_routing(calls):
     with sklearn.config_context(enable_metadata_routing=True):
         assert_same_cv(ms.cross_validate(net(), X, y, cv=3, scoring=LOSS),
                        skms.cross_validate(net(), X, y, cv=3, scoring=LOSS))
-        assert calls["fit_many"] == [1, 1, 1]
+        assert calls["fit_many"] == [3]
         weighted = net().set_fit_request(sample_weight=True).set_score_request(sample_weight=True)
         params = {"sample_weight": weights}
         assert_same_cv(ms.cross_validate(weighted, X, y, cv=3, params=params),
@@ -491,4 +491,4 @@ def test_cross_validate_with_metadata_routing(calls):
             ms.cross_validate(net(), X, y, cv=3, params=params)
         with pytest.raises(ValueError, match="groups"):  # scikit-learn's: route them instead
             ms.cross_validate(net(), X, y, cv=skms.GroupKFold(3), groups=GROUPS)
-    assert calls["fit_many"] == [1, 1, 1]
+    assert calls["fit_many"] == [3]

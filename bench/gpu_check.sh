@@ -5,8 +5,8 @@
 # bench/compare_gpu.py with a short budget, the persistent path forced as an extra W1
 # contestant; 128 small models trained together (bench/gpu_many.py, issue #24); the W8 search and
 # 5-fold cross-validation of one network on the GPU (bench/search.py); memcheck if time is left.
-# Every step has a timeout and the script goes on after a failing one; the whole run stays under GPU_CHECK_SECONDS (default 450). It
-# installs and downloads nothing.
+# Every step has a timeout and the script goes on after a failing one; the whole run stays under
+# GPU_CHECK_SECONDS (default 450). It installs and downloads nothing.
 #
 #   bash bench/gpu_check.sh [OUTPUT_DIR] [FASHION_MNIST_DIR]
 #

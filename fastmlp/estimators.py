@@ -153,9 +153,16 @@ def _one_fit_at_a_time(method):
     return wrapper
 
 
+# What the message calls the methods whose names say nothing to a user.
+_READERS = {"__reduce_ex__": "pickling or copying", "__getstate__": "pickling"}
+
+
 def _reads_fitted_state(method):
-    """For predict and its kin: refuse to read an estimator another thread is fitting, whose
-    state is half old, half new; a fit started meanwhile waits for this call to end."""
+    """For predict and its kin, saving, exporting, pickling and copying: refuse to read an
+    estimator another thread is fitting, whose state is half old, half new; a fit started
+    meanwhile waits for this call to end. The fit's own thread (its callbacks, between epochs)
+    may read it: a callback may predict or save a checkpoint."""
+    what = _READERS.get(method.__name__, method.__name__)
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -164,9 +171,9 @@ def _reads_fitted_state(method):
             if _FITTING.get(key, me) != me:
                 raise RuntimeError(
                     f"This {type(self).__name__} is being fitted in another thread; "
-                    f"{method.__name__} cannot read it until that fit returns. To predict while "
-                    "a model trains, fit a copy (sklearn.base.clone) and predict with the "
-                    "original, or wait for fit to return.")
+                    f"{what} cannot read it until that fit returns. To use a model while "
+                    "it trains, fit a copy (sklearn.base.clone) and use the original, or wait "
+                    "for fit to return.")
             _PREDICTING.setdefault(key, []).append(me)
         try:
             return method(self, *args, **kwargs)
@@ -656,6 +663,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         return self._fit(X, y, sample_weight=sample_weight, incremental=False,
                          validation_data=validation_data)
 
+    @_reads_fitted_state
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the fitted model to `path` in fastmlp's model format, atomically.
 
@@ -672,6 +680,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         check_is_fitted(self)
         persistence.save(self, path)
 
+    @_reads_fitted_state
     def to_sklearn(self):
         """A fitted scikit-learn estimator with this model's weights and identical predictions.
 
@@ -685,6 +694,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
         """
         return conversion.to_sklearn(self)
 
+    @_reads_fitted_state
     def to_onnx(self, X, **kwargs):
         """An ONNX model computing this model's predictions (needs the ``onnx`` extra).
 
@@ -735,9 +745,11 @@ class BaseMultilayerPerceptron(BaseEstimator):
     # (pickle restores code by design). Formats that store __getstate__ as data (skops.io) get
     # plain values without callbacks, and what they hand back to __setstate__ passes the model
     # loader's checks first (persistence.restore_state).
+    @_reads_fitted_state
     def __reduce_ex__(self, protocol):
         return _copy_of, (type(self),), dict(vars(self))
 
+    @_reads_fitted_state
     def __getstate__(self):
         return persistence.data_state(self)
 

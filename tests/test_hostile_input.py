@@ -377,6 +377,56 @@ def test_predict_from_another_thread_during_fit_is_refused(guarded_kernels):
     assert clf.predict_proba(X_EDIT).shape == (60, 3)
 
 
+def test_saving_pickling_and_copying_during_a_fit_in_another_thread_are_refused(tmp_path):
+    """A model file, pickle or copy taken while another thread fits would hold a state half old,
+    half new: refused, as predictions are, and nothing is written. The fit's own callbacks may
+    save a checkpoint between epochs, when the state is whole."""
+    import copy
+    import pickle
+    import threading
+
+    in_fit, release = threading.Event(), threading.Event()
+    checkpoints = []
+
+    def pause(record):
+        record.model.save(tmp_path / f"epoch{record.epoch}.fastmlp")
+        checkpoints.append(record.model.to_sklearn().n_iter_)
+        if record.epoch == 1:
+            in_fit.set()
+            release.wait(timeout=60)
+
+    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0,
+                                callbacks=[pause])
+    fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitting.start()
+        try:
+            assert in_fit.wait(timeout=120)
+            refusals = {
+                "save": lambda: clf.save(tmp_path / "during.fastmlp"),
+                "to_sklearn": clf.to_sklearn,
+                "pickling or copying": lambda: pickle.dumps(clf),
+            }
+            for what, attempt in refusals.items():
+                with pytest.raises(RuntimeError,
+                                   match=f"being fitted in another thread; {what} cannot"):
+                    attempt()
+            for copier in (copy.copy, copy.deepcopy):
+                with pytest.raises(RuntimeError, match="pickling or copying cannot"):
+                    copier(clf)
+            with pytest.raises(RuntimeError, match="pickling cannot"):
+                clf.__getstate__()
+        finally:
+            release.set()
+            fitting.join(timeout=120)
+    assert not (tmp_path / "during.fastmlp").exists()
+    assert checkpoints == [1, 2]
+    assert fastmlp.load(tmp_path / "epoch2.fastmlp").n_iter_ == 2
+    clf.set_params(callbacks=None)  # a local function does not pickle
+    assert pickle.loads(pickle.dumps(clf)).n_iter_ == 2  # after the fit, as ever
+
+
 def test_a_fit_waits_for_the_predictions_running_on_its_estimator(monkeypatch):
     import threading
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One-shot check of fastmlp's CUDA backend on a machine with an NVIDIA GPU (issue #23), in about
-# 7 minutes: versions; tests/cuda_sim on the real GPU; compute-sanitizer racecheck and synccheck
+# 9 minutes: versions; tests/cuda_sim on the real GPU; compute-sanitizer racecheck and synccheck
 # over tiny fits (bench/gpu_tiny_fits.py: fused, per-layer and persistent paths);
 # bench/compare_gpu.py with a short budget, the persistent path forced as an extra W1
 # contestant; 128 small models trained together (bench/gpu_many.py, issue #24); the W8 search and
-# 5-fold cross-validation of one network on the GPU (bench/search.py); memcheck if time is left.
+# 5-fold cross-validation of one network on the GPU (bench/search.py); Nsight Compute over the
+# fused kernel (bench/gpu_profile.py); memcheck if time is left.
 # Every step has a timeout and the script goes on after a failing one; the whole run stays under
-# GPU_CHECK_SECONDS (default 450). It installs and downloads nothing.
+# GPU_CHECK_SECONDS (default 540). It installs and downloads nothing.
 #
 #   bash bench/gpu_check.sh [OUTPUT_DIR] [FASHION_MNIST_DIR]
 #
@@ -14,7 +15,7 @@
 # .data/fashion-mnist in the repository when it exists, else W1 and W4 of the benchmark train
 # on a synthetic stand-in of the same shape. Writes these flat files into OUTPUT_DIR:
 # summary.txt versions.log pytest-cuda.log racecheck.log synccheck.log compare.log
-# GPU_RESULTS.md many.log many.txt search.log memcheck.log.
+# GPU_RESULTS.md many.log many.txt search.log ncu.log memcheck.log.
 # numba-cuda <= 0.30.4 with NumPy 2.5 fails at the first kernel compile (np.row_stack is gone);
 # the Python steps run through bench/with_row_stack.py, which shims it for this run only and
 # says so in each log. fastmlp itself refuses that combination with an error naming the fix.
@@ -39,7 +40,7 @@ export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1
 PY=${PYTHON:-$(command -v python || command -v python3)}
 SHIM=("$PY" bench/with_row_stack.py)
-DEADLINE_S=${GPU_CHECK_SECONDS:-450}
+DEADLINE_S=${GPU_CHECK_SECONDS:-540}
 START=$(date +%s)
 SUMMARY=$OUTDIR/summary.txt
 
@@ -226,6 +227,28 @@ step "bench/search.py --device cuda --cross-validate (W8-cv)" search.log 40 \
     "${SHIM[@]}" bench/search.py --device cuda --cross-validate --repeats 3 \
     --out "$OUTDIR/GPU_RESULTS.md"
 highlights search.log "cross_validate|Test scores|Error|shimmed" 4
+
+# ---- (g) Nsight Compute over the fused kernel (issue #23: profile it before tuning it): one W2
+# network's epoch, then a group of 24 in one launch (bench/gpu_profile.py)
+NCU=$(command -v ncu || true)
+if [ -z "$NCU" ]; then
+    for candidate in /usr/local/cuda/bin/ncu /usr/local/cuda-*/bin/ncu \
+                     /opt/nvidia/nsight-compute/*/ncu /usr/bin/ncu; do
+        if [ -x "$candidate" ]; then NCU=$candidate; break; fi
+    done
+fi
+if [ -z "$NCU" ]; then
+    echo "ncu was not found (PATH, /usr/local/cuda*/bin, /opt/nvidia/nsight-compute):" \
+         "the fused kernel's profile skipped" >> "$SUMMARY"
+else
+    step "ncu (fused kernel: one W2 network, then 24 in one launch)" ncu.log 90 \
+        "$NCU" --kernel-name regex:train_epoch_fused --launch-skip 1 --launch-count 2 \
+        --section SpeedOfLight --section LaunchStats --section Occupancy \
+        --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+        --section MemoryWorkloadAnalysis --section InstructionStats \
+        "${SHIM[@]}" bench/gpu_profile.py
+    highlights ncu.log "^  [a-z_]*train_epoch_fused|Duration|Registers Per|Achieved Occ|Stall|path" 16
+fi
 
 # ---- memcheck, only with time to spare
 if [ -n "$SAN" ] && [ $(( DEADLINE_S - $(elapsed) )) -ge 60 ]; then

@@ -1,0 +1,53 @@
+"""W2-sized launches of the one-launch epoch kernel, for Nsight Compute (bench/gpu_check.sh).
+
+    ncu --kernel-name regex:train_epoch_fused --launch-skip 1 --launch-count 2 \
+        python bench/gpu_profile.py
+    NUMBA_ENABLE_CUDASIM=1 python bench/gpu_profile.py 96     # a smoke run: 96 rows
+
+Issue #23 asks for the fused kernel to be profiled before it is tuned. After a warm-up epoch that
+compiles the kernel (launch 0), this runs the two launches worth profiling: one W2 fit (20-64-32-3,
+adam, batch 32, float32) for one epoch of 20,000 rows (625 mini-batches; one block), then the
+same network as a group of 24 fits with different alphas (fastmlp.fit_many: one launch of 24
+blocks, one per network). It prints the path each epoch took and the wall time, and exits 1
+when an epoch did not take the fused path (the profile would be of the wrong kernel). Needs a
+GPU (or the simulator, with a row count as the argument).
+"""
+
+import sys
+import time
+import warnings
+
+from sklearn.base import clone
+
+from fastmlp import MLPClassifier, fit_many
+from fastmlp.cuda import launch
+from fastmlp.datasets import make_tabular
+
+W2 = dict(hidden_layer_sizes=(64, 32), activation="relu", solver="adam", batch_size=32,
+          learning_rate_init=1e-3, alpha=1e-4, tol=0.0, n_iter_no_change=10**6, random_state=0,
+          device="cuda", dtype="float32")
+ROWS = 20_000
+
+
+def timed(label, train):
+    launch.LAST_EPOCH.update(path=None, products=())
+    start = time.perf_counter()
+    train()
+    path = launch.LAST_EPOCH["path"] or "none"
+    print(f"{label}: path {path}, {time.perf_counter() - start:.3f} s", flush=True)
+    return path.startswith("fused")
+
+
+def main(argv):
+    warnings.simplefilter("ignore")  # one epoch does not converge
+    X, y = make_tabular(int(argv[0]) if argv else ROWS, 20, 3)
+    one = MLPClassifier(**W2, max_iter=1)
+    group = [clone(one).set_params(alpha=10.0 ** (-6 + k / 4)) for k in range(24)]
+    ok = timed("warm-up (compiles)", lambda: clone(one).fit(X[:64], y[:64]))
+    ok &= timed("one W2 network, one epoch (launch 1)", lambda: clone(one).fit(X, y))
+    ok &= timed("24 W2 networks, one epoch (launch 2)", lambda: fit_many(group, X, y))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

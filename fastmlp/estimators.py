@@ -422,6 +422,15 @@ class BaseMultilayerPerceptron(BaseEstimator):
     def _fit(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         return drive(self._fit_steps(X, y, sample_weight, incremental, validation_data))
 
+    def _auto_device(self, layer_units, n_samples, sparse):
+        """The device device="auto" trains this network on, for this data (see
+        resolve_device): fit asks it, and so does fit_many when it plans GPU memory."""
+        batch_size = min(200 if self.batch_size == "auto" else self.batch_size, n_samples)
+        return resolve_device("auto", dict(
+            layer_units=layer_units, batch_size=batch_size, n_samples=n_samples,
+            dtype=self.dtype, sparse=sparse, mini_batch=self.solver in _STOCHASTIC_SOLVERS,
+            dropout=self.dropout))
+
     def _fit_steps(self, X, y, sample_weight=None, incremental=False, validation_data=None):
         """The whole of a fit or partial_fit as a generator of its epochs' EpochRequests (see
         training.stochastic_steps): training.drive runs it alone, fastmlp.fit_many runs many in
@@ -464,12 +473,7 @@ class BaseMultilayerPerceptron(BaseEstimator):
                              f"{list(self._layout.layer_units)}; warm_start and partial_fit "
                              "need the same hidden_layer_sizes and number of outputs.")
         if self.device == "auto":  # the GPU only where it is measured faster
-            n = X.shape[0]
-            device = resolve_device("auto", dict(
-                layer_units=layer_units, batch_size=min(200 if self.batch_size == "auto"
-                                                        else self.batch_size, n),
-                n_samples=n, dtype=self.dtype, sparse=sp.issparse(X),
-                mini_batch=self.solver in _STOCHASTIC_SOLVERS, dropout=self.dropout))
+            device = self._auto_device(layer_units, X.shape[0], sp.issparse(X))
 
         random_state = check_random_state(self.random_state)
         if first_pass:

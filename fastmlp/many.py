@@ -16,6 +16,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import is_classifier
 
 from .bundles import Networks, OptimizerSteps, TrainState
@@ -160,9 +161,9 @@ def _memory_budget():
 def _wave_cost(est, X, y):
     """The GPU memory a fit's state takes, in bytes (8 parameter vectors), from its parameters
     and the data's shape before anything is validated: an estimate for _waves, never used to
-    size a buffer; 0 for a fit on the CPU, or where the parameters do not say (the fit will
-    then fail with its own error)."""
-    if est.device != "cuda":
+    size a buffer; 0 for a fit on the CPU (device="auto" asks the rule the fit will ask), or
+    where the parameters do not say (the fit will then fail with its own error)."""
+    if est.device == "cpu":
         return 0
     try:
         hidden = est.hidden_layer_sizes
@@ -171,6 +172,9 @@ def _wave_cost(est, X, y):
         classes = len(np.unique(y)) if y.ndim == 1 and is_classifier(est) else 1
         outputs = y.shape[1] if y.ndim == 2 else (classes if classes > 2 else 1)
         units = [int(np.shape(X)[1]), *map(int, hidden), int(outputs)]
+        if est.device == "auto" and est._auto_device(
+                units, int(np.shape(X)[0]), sp.issparse(X)) != "cuda":
+            return 0
         n_params = sum((a + 1) * b for a, b in zip(units, units[1:]))
         return 8 * n_params * np.dtype(est.dtype).itemsize
     except Exception:  # noqa: BLE001 - bad parameters fail in the fit itself, alone

@@ -321,3 +321,33 @@ def test_the_wave_estimate_counts_a_gpu_fits_parameter_vectors():
     assert many._wave_cost(est, X, y) == 8 * n_params * 8
     assert many._wave_cost(est.set_params(device="cpu"), X, y) == 0
     assert many._wave_cost(est.set_params(device="cuda", hidden_layer_sizes="x"), X, y) == 0
+
+
+def test_the_wave_estimate_counts_an_auto_fit_only_where_it_would_take_the_gpu(monkeypatch):
+    """device="auto" asks the rule the fit itself asks (fastmlp.cuda.device.auto_choice), with
+    the same work description."""
+    from fastmlp import many
+    from fastmlp.cuda import device
+
+    asked = []
+
+    def rule(answer):
+        def auto_choice(**work):
+            asked.append(work)
+            return answer, "test"
+        return auto_choice
+
+    est = fastmlp.MLPClassifier(hidden_layer_sizes=(8, 5), device="auto", dtype="float64",
+                                batch_size=16)
+    n_params = (6 + 1) * 8 + (8 + 1) * 5 + (5 + 1) * 3
+    monkeypatch.setattr(device, "auto_choice", rule("cuda"))
+    assert many._wave_cost(est, X, y) == 8 * n_params * 8
+    monkeypatch.setattr(device, "auto_choice", rule("cpu"))
+    assert many._wave_cost(est, X, y) == 0
+    assert asked[0] == dict(layer_units=[6, 8, 5, 3], batch_size=16, n_samples=len(X),
+                            dtype="float64", sparse=False, mini_batch=True, dropout=0.0)
+    # The fit asks the same question with the same words.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.set_params(max_iter=1).fit(X, y)
+    assert asked[-1] == asked[0]

@@ -424,7 +424,8 @@ _SHARED_DOC = """
     When ``estimator`` is a fastmlp :class:`~fastmlp.MLPClassifier` or
     :class:`~fastmlp.MLPRegressor`, or a :class:`~sklearn.pipeline.Pipeline` ending in one whose
     searched parameters are all the last step's, every candidate network of a cross-validation
-    fold is trained together by one :func:`fastmlp.fit_many` call (a pipeline's earlier steps
+    fold is trained together by one :func:`fastmlp.fit_many` call (for networks on a GPU, one
+    call for every fold: folds of one size share a launch per epoch; a pipeline's earlier steps
     are fitted once per fold), then scikit-learn's own search scores them, ranks them and refits
     the best on all rows with a normal ``fit``. ``sample_weight`` goes to the networks.
     Anything else (other estimators, a grid over an earlier pipeline step, other fit

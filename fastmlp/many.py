@@ -13,6 +13,7 @@ are prepared.
 import contextlib
 import numbers
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
@@ -72,6 +73,21 @@ def fit_many(estimators, X=None, y=None, sample_weight=None, *, datasets=None, n
     """
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}.")
+    results, _ = fit_many_timed(estimators, X, y, sample_weight, datasets=datasets,
+                                n_jobs=n_jobs, progress_bar=progress_bar)
+    if errors == "raise":
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    return results
+
+
+def fit_many_timed(estimators, X=None, y=None, sample_weight=None, *, datasets=None,
+                   n_jobs=None, progress_bar=False):
+    """fit_many with errors="return", and the seconds each fit took: its own preparation and
+    epoch bookkeeping, plus its share of every compiled call it trained in (the call's time
+    over its models). With several threads these add up to more than the wall time, as the
+    fit times of parallel jobs do. For fastmlp.model_selection's ``*_fit_time``."""
     threads = _threads(n_jobs)
     estimators = list(estimators)
     data = _datasets(len(estimators), X, y, sample_weight, datasets)
@@ -100,12 +116,7 @@ def fit_many(estimators, X=None, y=None, sample_weight=None, *, datasets=None, n
             fit.interrupt(KeyboardInterrupt())
         if progress is not None:
             progress.close()
-    results = [fit.result for fit in fits]
-    if errors == "raise":
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-    return results
+    return [fit.result for fit in fits], [fit.seconds for fit in fits]
 
 
 def _datasets(n_fits, X, y, sample_weight, datasets):
@@ -203,6 +214,7 @@ class _Fit:
         self.steps = None
         self.guards = contextlib.ExitStack()
         self.progress = None
+        self.seconds = 0.0  # this fit's time: its own Python, its share of the compiled calls
 
     def start(self, X, y, sample_weight, progress):
         """Validate and prepare the fit, up to its first epoch (an L-BFGS fit runs whole)."""
@@ -223,12 +235,15 @@ class _Fit:
         self._advance(lambda: self.steps.send((total, step)))
 
     def _advance(self, step):
+        began = time.perf_counter()
         try:
             self.request = step()
         except StopIteration:
             self._end(None)
         except Exception as exc:  # noqa: BLE001 - one fit fails alone, as error_score expects
             self._end(exc)
+        finally:
+            self.seconds += time.perf_counter() - began
 
     def _end(self, error):
         self.request = None
@@ -352,6 +367,7 @@ class _GroupCall:
     def run(self, alone):
         """Stack, train, unstack: runs on a pool thread (the compiled epoch holds no GIL).
         alone: the only thread training, which may use BLAS threads as one fit would."""
+        began = time.perf_counter()
         be, requests = self.be, [fit.request for fit in self.fits]
         first = requests[0]
         params = be.stack_rows([r.state.params for r in requests])
@@ -370,12 +386,14 @@ class _GroupCall:
         # One-slot optimizers pass their slot twice (optimizers.kernel_args): copy it back once.
         be.unstack_rows(slot_2, [None if r.state.slot_2 is r.state.slot_1 else r.state.slot_2
                                  for r in requests])
+        self.seconds = time.perf_counter() - began
         return totals, steps
 
     def deliver(self, totals, steps):
         """Hand each fit its epoch's result (back on the calling thread: callbacks, validation
         and stopping run where the user's code runs)."""
         for m, fit in enumerate(self.fits):
+            fit.seconds += self.seconds / len(self.fits)
             fit.send(float(totals[m]), int(steps[m]))
 
 

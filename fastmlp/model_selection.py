@@ -28,7 +28,7 @@ from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params
 
 from .estimators import MLPClassifier, MLPRegressor
-from .many import fit_many
+from .many import fit_many_timed
 
 __all__ = ["GridSearchCV", "RandomizedSearchCV", "cross_val_score", "cross_validate"]
 
@@ -292,54 +292,55 @@ def _copies(exc, n):
 
 
 def _fold(plan, pretrained, train):
-    """One split's training data for the networks, as (X, y, sample_weight, head): head is the
-    pipeline's earlier steps fitted once on these rows (None for a bare network), X their output;
-    or (exception, None, None, None) when fitting those steps failed."""
+    """One split's training data for the networks: X (the pipeline's earlier steps' output, or
+    the exception fitting them raised), y, sample_weight, head (those steps fitted once on these
+    rows; None for a bare network) and seconds (the time fitting them took)."""
     estimator = plan.estimator
     X_train, y_train = _safe_split(estimator, plan.X, plan.y, train)
     fit_params = _check_method_params(plan.X, params=plan.fit_params, indices=train)
     pretrained.fingerprints.append(_fingerprint(X_train, y_train, fit_params))
-    sample_weight = fit_params.get(_sample_weight_key(plan.last))
-    if plan.last is None:
-        return X_train, y_train, sample_weight, None
-    # The pipeline with its last step passed through: Pipeline.fit's own transform path.
-    head = clone(estimator).set_params(**{plan.last: "passthrough"})
-    try:
-        return head.fit_transform(X_train, y_train), y_train, sample_weight, head
-    except Exception as exc:  # noqa: BLE001 - every candidate's fit on this fold fails so
-        return exc, None, None, None
+    fold = SimpleNamespace(X=X_train, y=y_train, head=None, seconds=0.0,
+                           sample_weight=fit_params.get(_sample_weight_key(plan.last)))
+    if plan.last is not None:
+        # The pipeline with its last step passed through: Pipeline.fit's own transform path.
+        fold.head = clone(estimator).set_params(**{plan.last: "passthrough"})
+        began = time.perf_counter()
+        try:
+            fold.X = fold.head.fit_transform(X_train, y_train)
+        except Exception as exc:  # noqa: BLE001 - every candidate's fit on this fold fails so
+            fold.X = exc
+        fold.seconds = time.perf_counter() - began
+    return fold
 
 
 def _pretrain(plan, pretrained, n_jobs, all_folds=False):
     """Fit every candidate's network on every split with fit_many, a pipeline's earlier steps
     once per split: all splits in one call (every fold's training copy held at once), or one
     call per split. On a GPU always all in one call: networks on different folds of one size
-    share a launch per epoch."""
+    share a launch per epoch. A fit's time is its own (fit_many_timed) plus its share of its
+    fold's earlier steps."""
     if any(params.get("device", plan.network.device) == "cuda"
            for params in plan.network_params):
         all_folds = True
     splits = list(enumerate(plan.splits))
     n_candidates = len(plan.network_params)
     for part in [splits] if all_folds else [[split] for split in splits]:
-        start = time.perf_counter()
-        folds = [_fold(plan, pretrained, train) for _, (train, _) in part]
         networks, datasets, slots = [], [], []
-        for (split, _), (X_fit, y_fit, sample_weight, head) in zip(part, folds):
-            if isinstance(X_fit, BaseException):
-                for candidate, exc in enumerate(_copies(X_fit, n_candidates)):
+        for split, (train, _) in part:
+            fold = _fold(plan, pretrained, train)
+            pretrained.fit_times[:, split] = fold.seconds / n_candidates
+            if isinstance(fold.X, BaseException):
+                for candidate, exc in enumerate(_copies(fold.X, n_candidates)):
                     pretrained.models[candidate, split] = exc
                 continue
             for candidate, params in enumerate(plan.network_params):
                 networks.append(clone(plan.network).set_params(**clone(params, safe=False)))
-                datasets.append((X_fit, y_fit, sample_weight))
-                slots.append((candidate, split, head))
-        results = fit_many(networks, datasets=datasets, n_jobs=n_jobs,
-                           errors="return") if networks else []
-        # Each fit's time is its share of the call's wall time (earlier steps included).
-        elapsed = time.perf_counter() - start
-        pretrained.fit_times[:, [split for split, _ in part]] = \
-            elapsed / max(n_candidates * len(part), 1)
-        for (candidate, split, head), result in zip(slots, results):
+                datasets.append((fold.X, fold.y, fold.sample_weight))
+                slots.append((candidate, split, fold.head))
+        results, seconds = fit_many_timed(networks, datasets=datasets, n_jobs=n_jobs) \
+            if networks else ([], [])
+        for (candidate, split, head), result, took in zip(slots, results, seconds):
+            pretrained.fit_times[candidate, split] += took
             if head is not None and not isinstance(result, BaseException):
                 fitted = copy.copy(head)  # the fold's fitted earlier steps, shared read-only
                 fitted.steps = [*head.steps[:-1], (plan.last, result)]
@@ -433,9 +434,10 @@ _SHARED_DOC = """
 
     ``n_jobs`` is the number of threads ``fit_many`` uses when the fits are batched (scoring is
     then serial, and ``pre_dispatch`` unused); otherwise it is scikit-learn's number of joblib
-    jobs. When batched, ``mean_fit_time`` and ``std_fit_time`` give each fit an equal share of
-    its fold's ``fit_many`` wall time (earlier pipeline steps included), and every fold's
-    networks are held in memory until scikit-learn's search has scored them.
+    jobs. When batched, a fit's time in ``cv_results_`` is its own: its preparation and epoch
+    bookkeeping, its share of each compiled call it trained in, and its share of its fold's
+    earlier pipeline steps (fitted once for all candidates); every fold's networks are held in
+    memory until scikit-learn's search has scored them.
 
     See scikit-learn's :class:`sklearn.model_selection.{name}` for every parameter.
 """
@@ -498,7 +500,8 @@ def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, 
 
     When batched, ``n_jobs`` is the number of threads, ``pre_dispatch`` is unused, every fold's
     training copy is held at once (as by scikit-learn's with ``n_jobs`` at least the number of
-    folds), ``fit_time`` gives each fold an equal share of the call's wall time, and with
+    folds), ``fit_time`` is each fold's own (as in the searches: its preparation, epoch
+    bookkeeping and share of the compiled calls it trained in), and with
     ``return_estimator=True`` the estimators are the fitted networks (or pipelines) themselves.
     """
     options = dict(scoring=scoring, verbose=verbose, return_train_score=return_train_score,

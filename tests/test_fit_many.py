@@ -351,3 +351,25 @@ def test_the_wave_estimate_counts_an_auto_fit_only_where_it_would_take_the_gpu(m
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.set_params(max_iter=1).fit(X, y)
     assert asked[-1] == asked[0]
+
+
+def test_fit_many_timed_gives_each_fit_its_own_time():
+    """Each fit's seconds: its own preparation and bookkeeping plus its share of the compiled
+    calls it trained in; a fit in a group of its own with a much bigger network takes longer,
+    and the times of one thread's fits add up to no more than the call's wall time."""
+    import time
+
+    from fastmlp.many import fit_many_timed
+
+    small = [fastmlp.MLPClassifier(**{**BASE, "hidden_layer_sizes": (2,)}, alpha=a)
+             for a in (1e-4, 1e-3)]
+    big = fastmlp.MLPClassifier(**{**BASE, "hidden_layer_sizes": (512, 512)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastmlp.fit_many([clone(small[0]), clone(big)], X, y)  # kernels loaded: not timed below
+        began = time.perf_counter()
+        results, seconds = fit_many_timed([*small, big], X, y)
+    wall = time.perf_counter() - began
+    assert results == [*small, big]
+    assert all(s > 0 for s in seconds) and sum(seconds) <= wall
+    assert seconds[2] > 3 * max(seconds[:2]), seconds

@@ -399,21 +399,24 @@ class _GroupCall:
 
 def _data(requests, be, merged):
     """The (features, Y, sw) a call trains on, and each request's row offset in them: the
-    requests' own data when they share it, else (on a GPU) their distinct data sets
-    concatenated on the device, once per fit_many call and set of data (cached in merged)."""
-    distinct = {}
-    for r in requests:
-        distinct.setdefault((id(r.features.X), id(r.Y), id(r.sw)), r)
+    requests' own data when they share it, else (on a GPU) every distinct data set of their
+    width seen in this fit_many call, concatenated on the device (cached in merged: built again
+    only when a call brings a data set it lacks, so fits that stop early never cause a copy)."""
+    def key(r):
+        return id(r.features.X), id(r.Y), id(r.sw)
+
+    distinct = {key(r): (r.features.X, r.Y, r.sw) for r in requests}
     first = requests[0]
     if len(distinct) == 1:
         return (first.features, first.Y, first.sw), [0] * len(requests)
-    key = tuple(distinct)
-    if key not in merged:
-        parts = list(distinct.values())
+    width = (first.features.X.shape[1], first.Y.shape[1], first.features.X.dtype.str)
+    data, parts, start_of = merged.get(width, (None, {}, {}))
+    if not distinct.keys() <= start_of.keys():
+        parts = {**parts, **distinct}
         joined = [be.to_device(np.concatenate([be.to_host(array) for array in arrays]))
-                  for arrays in zip(*((p.features.X, p.Y, p.sw) for p in parts))]
-        starts = np.cumsum([0] + [p.Y.shape[0] for p in parts[:-1]])
-        merged[key] = ((first.features._replace(X=joined[0]), joined[1], joined[2]),
-                       dict(zip(key, starts.tolist())))
-    data, start_of = merged[key]
-    return data, [start_of[id(r.features.X), id(r.Y), id(r.sw)] for r in requests]
+                  for arrays in zip(*parts.values())]
+        starts = np.cumsum([0] + [arrays[1].shape[0] for arrays in parts.values()][:-1])
+        data = (first.features._replace(X=joined[0]), joined[1], joined[2])
+        start_of = dict(zip(parts, starts.tolist()))
+        merged[width] = data, parts, start_of
+    return data, [start_of[key(r)] for r in requests]

@@ -373,3 +373,29 @@ def test_fit_many_timed_gives_each_fit_its_own_time():
     assert results == [*small, big]
     assert all(s > 0 for s in seconds) and sum(seconds) <= wall
     assert seconds[2] > 3 * max(seconds[:2]), seconds
+
+
+def test_gpu_calls_on_different_data_share_one_concatenation():
+    """many._data (what a GPU group call trains on): every distinct data set of one width seen
+    in the call, concatenated once; a call that brings a new data set rebuilds it, a call on
+    data already in it (fits on other folds stopped early) does not."""
+    from types import SimpleNamespace
+
+    from fastmlp import many
+    from fastmlp.training import as_features
+
+    def request(rows):
+        return SimpleNamespace(features=as_features(X[rows]), Y=np.eye(3)[y[rows]],
+                               sw=np.ones(len(rows)))
+
+    a, b, c = request(np.arange(0, 40)), request(np.arange(40, 70)), request(np.arange(70, 120))
+    merged = {}
+    data, offsets = many._data([a, b, a], cpu, merged)
+    assert offsets == [0, 40, 0] and data[0].X.shape == (70, 6)
+    np.testing.assert_array_equal(data[0].X[40:70], b.features.X)
+    assert many._data([b, b], cpu, merged) == ((b.features, b.Y, b.sw), [0, 0])  # its own
+    data, offsets = many._data([c, a], cpu, merged)  # c is new: rebuilt with a, b and c
+    assert offsets == [70, 0] and data[0].X.shape == (120, 6)
+    np.testing.assert_array_equal(data[1][70:], c.Y)
+    again, offsets = many._data([b, c], cpu, merged)
+    assert again[0].X is data[0].X and offsets == [40, 70] and len(merged) == 1

@@ -52,9 +52,9 @@ def fit_many(estimators, X=None, y=None, sample_weight=None, *, datasets=None, n
     datasets : list of tuples, default=None
         Instead of X, y and sample_weight: one ``(X, y)`` or ``(X, y, sample_weight)`` per
         estimator, in order, for fits on different data (cross-validation folds). Fits on
-        different data never share a CPU call; on a GPU, fits whose data have the same number
-        of rows and columns still train in one launch per epoch (their data are concatenated
-        on the device once).
+        different data never share a CPU call; on a GPU, fits whose data have the same
+        columns (dense or CSR) and number of training rows still train in one launch per
+        epoch (their data are concatenated on the device once).
     n_jobs : int, default=None
         Threads that run the CPU groups' compiled epochs (which release the GIL): None means
         1, -1 all cores, -2 all but one, as in joblib. Each thread keeps BLAS to one thread.
@@ -308,15 +308,17 @@ def _blas_single_thread(threads):
 def _groups(fits):
     """The fits whose epochs one compiled call can train: same device, dtype, layer table,
     batch size and epoch length, and on the CPU the same data (shared_arrays made equal data the
-    same arrays). On a GPU, fits on different dense data of the same width go in one group too:
-    their call trains on the data concatenated (_GroupCall)."""
+    same arrays). On a GPU, fits on different data of the same width (dense, or CSR) go in one
+    group too: their call trains on the data concatenated (_data)."""
     groups = {}
     for fit in fits:
         r = fit.request
         key = (r.device, r.state.params.dtype.str, r.net.layers.tobytes(), r.batch_size,
                r.order.shape[0])
-        if r.device == "cpu" or _sparse(r.features):
+        if r.device == "cpu":
             key += (*(id(a) for a in r.features), id(r.Y), id(r.sw))
+        else:
+            key += (_sparse(r.features),)
         groups.setdefault(key, []).append(fit)
     return list(groups.values())
 
@@ -403,20 +405,41 @@ def _data(requests, be, merged):
     width seen in this fit_many call, concatenated on the device (cached in merged: built again
     only when a call brings a data set it lacks, so fits that stop early never cause a copy)."""
     def key(r):
-        return id(r.features.X), id(r.Y), id(r.sw)
+        return *(id(a) for a in r.features), id(r.Y), id(r.sw)
 
-    distinct = {key(r): (r.features.X, r.Y, r.sw) for r in requests}
+    distinct = {key(r): (r.features, r.Y, r.sw) for r in requests}
     first = requests[0]
     if len(distinct) == 1:
         return (first.features, first.Y, first.sw), [0] * len(requests)
-    width = (first.features.X.shape[1], first.Y.shape[1], first.features.X.dtype.str)
+    width = (first.features.X.shape[1], first.Y.shape[1], first.features.X.dtype.str,
+             _sparse(first.features))
     data, parts, start_of = merged.get(width, (None, {}, {}))
     if not distinct.keys() <= start_of.keys():
         parts = {**parts, **distinct}
-        joined = [be.to_device(np.concatenate([be.to_host(array) for array in arrays]))
-                  for arrays in zip(*parts.values())]
-        starts = np.cumsum([0] + [arrays[1].shape[0] for arrays in parts.values()][:-1])
-        data = (first.features._replace(X=joined[0]), joined[1], joined[2])
+        data = _concatenated(list(parts.values()), be)
+        starts = np.cumsum([0] + [Y.shape[0] for _, Y, _ in parts.values()][:-1])
         start_of = dict(zip(parts, starts.tolist()))
         merged[width] = data, parts, start_of
     return data, [start_of[key(r)] for r in requests]
+
+
+def _concatenated(parts, be):
+    """(features, Y, sw) of data sets of one width, one after another, as device arrays: the
+    rows of dense inputs, or the CSR parts of sparse ones (row pointers shifted by the entries
+    before them)."""
+    def joined(arrays):
+        return be.to_device(np.concatenate([be.to_host(array) for array in arrays]))
+
+    features = [f for f, _, _ in parts]
+    if _sparse(features[0]):
+        pointers, entries = [], 0
+        for f in features:
+            indptr = be.to_host(f.indptr)
+            pointers.append((indptr if not pointers else indptr[1:]) + entries)
+            entries += int(indptr[-1])
+        merged_features = features[0]._replace(
+            data=joined(f.data for f in features), indices=joined(f.indices for f in features),
+            indptr=be.to_device(np.concatenate(pointers)))
+    else:
+        merged_features = features[0]._replace(X=joined(f.X for f in features))
+    return merged_features, joined(Y for _, Y, _ in parts), joined(sw for _, _, sw in parts)

@@ -399,3 +399,23 @@ def test_gpu_calls_on_different_data_share_one_concatenation():
     np.testing.assert_array_equal(data[1][70:], c.Y)
     again, offsets = many._data([b, c], cpu, merged)
     assert again[0].X is data[0].X and offsets == [40, 70] and len(merged) == 1
+
+
+def test_gpu_calls_on_different_sparse_data_concatenate_their_csr_parts():
+    from types import SimpleNamespace
+
+    from fastmlp import many
+    from fastmlp.training import as_features
+
+    Xs = sp.random(120, 6, density=0.3, format="csr", random_state=0)
+
+    def request(rows):
+        return SimpleNamespace(features=as_features(Xs[rows]), Y=np.eye(3)[y[rows]],
+                               sw=np.ones(len(rows)))
+
+    parts = [request(np.arange(0, 50)), request(np.arange(50, 120))]
+    (features, Y, sw), offsets = many._data(parts, cpu, {})
+    assert offsets == [0, 50]
+    rebuilt = sp.csr_matrix((features.data, features.indices, features.indptr), shape=(120, 6))
+    np.testing.assert_array_equal(rebuilt.toarray(), Xs.toarray())
+    np.testing.assert_array_equal(Y, np.eye(3)[y])

@@ -123,3 +123,21 @@ def test_cross_validation_trains_every_fold_in_one_launch_per_epoch(monkeypatch)
     assert counts["train_epoch_fused"] == BASE["max_iter"], counts
     for key in ("test_score", "train_score"):
         np.testing.assert_array_equal(ours[key], reference[key])
+
+
+def test_fits_on_different_sparse_data_train_in_one_launch(monkeypatch):
+    import scipy.sparse as sp
+
+    folds = [(sp.csr_matrix(X_fold * (X_fold > 0)), y_fold) for X_fold, y_fold in _folds()]
+    together = [fastmlp.MLPClassifier(**BASE, dtype="float64") for _ in folds]
+    alone = [fastmlp.MLPClassifier(**BASE, dtype="float64") for _ in folds]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for est, data in zip(alone, folds):
+            est.fit(*data)
+        counts = _count_launches(monkeypatch)
+        fastmlp.fit_many(together, datasets=folds)
+    assert counts["train_epoch_fused"] == BASE["max_iter"], counts
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a._params, b._params)
+        np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)

@@ -165,6 +165,8 @@ def parse(argv=None):
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md",
                    help="file whose W8 section is (re)written; '-' prints only")
     args = p.parse_args(argv)
+    if args.cross_validate and args.sklearn_mlp:
+        p.error("--sklearn-mlp adds a contestant to the search; --cross-validate has none")
     if args.quick:
         args.rows, args.epochs, args.repeats = 10_000, 2, 1
     return args

@@ -168,7 +168,9 @@ def _reads_fitted_state(method):
     def wrapper(self, *args, **kwargs):
         key, me = id(self), threading.get_ident()
         with _STATE:
-            if _FITTING.get(key, me) != me:
+            # A read already running in this thread (predict_log_proba copies the estimator)
+            # goes on: a fit that started meanwhile is waiting for it.
+            if _FITTING.get(key, me) != me and me not in _PREDICTING.get(key, ()):
                 raise RuntimeError(
                     f"This {type(self).__name__} is being fitted in another thread; "
                     f"{what} cannot read it until that fit returns. To use a model while "

@@ -316,9 +316,9 @@ def _fold(plan, pretrained, train):
 def _pretrain(plan, pretrained, n_jobs, all_folds=False):
     """Fit every candidate's network on every split with fit_many, a pipeline's earlier steps
     once per split: all splits in one call (every fold's training copy held at once), or one
-    call per split. On a GPU always all in one call: networks on different folds of one size
-    share a launch per epoch. A fit's time is its own (fit_many_timed) plus its share of its
-    fold's earlier steps."""
+    call per split. For device="cuda" networks always all in one call: networks on different
+    folds of one size share a launch per epoch. A fit's time is its own (fit_many_timed) plus
+    its share of its fold's earlier steps."""
     if any(params.get("device", plan.network.device) == "cuda"
            for params in plan.network_params):
         all_folds = True
@@ -425,10 +425,11 @@ _SHARED_DOC = """
     When ``estimator`` is a fastmlp :class:`~fastmlp.MLPClassifier` or
     :class:`~fastmlp.MLPRegressor`, or a :class:`~sklearn.pipeline.Pipeline` ending in one whose
     searched parameters are all the last step's, every candidate network of a cross-validation
-    fold is trained together by one :func:`fastmlp.fit_many` call (for networks on a GPU, one
-    call for every fold: folds of one size share a launch per epoch; a pipeline's earlier steps
-    are fitted once per fold), then scikit-learn's own search scores them, ranks them and refits
-    the best on all rows with a normal ``fit``. ``sample_weight`` goes to the networks.
+    fold is trained together by one :func:`fastmlp.fit_many` call (for ``device="cuda"``
+    networks, one call for every fold: folds of one size share a launch per epoch; a
+    pipeline's earlier steps are fitted once per fold), then scikit-learn's own search scores
+    them, ranks them and refits the best on all rows with a normal ``fit``. ``sample_weight``
+    goes to the networks.
     Anything else (other estimators, a grid over an earlier pipeline step, other fit
     parameters) is left to scikit-learn's search as it is.
 
@@ -522,8 +523,9 @@ def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, 
                                                 cv=plan.splits, n_jobs=1,
                                                 params=plan.params or None, **options)
     results["fit_time"] = pretrained.fit_times[0]
-    if return_estimator:
-        results["estimator"] = [replay.model_ for replay in results["estimator"]]
+    if return_estimator:  # a fold whose fit failed: an unfitted estimator, as scikit-learn's
+        results["estimator"] = [replay.__dict__.get("model_") or pretrained.fresh({})
+                                for replay in results["estimator"]]
     return results
 
 

@@ -414,6 +414,11 @@ def test_gpu_calls_on_different_sparse_data_concatenate_their_csr_parts():
                                sw=np.ones(len(rows)))
 
     parts = [request(np.arange(0, 50)), request(np.arange(50, 120))]
+    # A valid CSR may keep unused entries after its last row's: they must not shift the next
+    # part's rows.
+    first = parts[0].features
+    parts[0].features = first._replace(data=np.r_[first.data, 9.0, 9.0],
+                                       indices=np.r_[first.indices, 0, 1])
     (features, Y, sw), offsets = many._data(parts, cpu, {})
     assert offsets == [0, 50]
     rebuilt = sp.csr_matrix((features.data, features.indices, features.indptr), shape=(120, 6))

@@ -10,6 +10,7 @@ partial_fit and warm_start, and predict while the same estimator fits.
 """
 
 import pickle
+import time
 import warnings
 
 import numpy as np
@@ -462,6 +463,45 @@ def test_a_fit_waits_for_the_predictions_running_on_its_estimator(monkeypatch):
             fitting.join(timeout=120)
     assert shapes == [(60, 2)] and trained.is_set()
     assert clf.predict_proba(X_EDIT).shape == (60, 3)
+
+
+def test_a_running_read_may_read_again_while_a_fit_waits_for_it(monkeypatch):
+    """predict_log_proba copies the estimator inside its own read: a fit that started meanwhile
+    (registered, waiting for the reads to end) must not make that nested read fail."""
+    import copy
+    import threading
+
+    import fastmlp.cpu as cpu
+    from fastmlp import estimators
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2,
+                                    random_state=0).fit(X_EDIT, y_EDIT % 2)
+    real_predict, nested = cpu.predict, []
+
+    def predict_then_copy(*args):
+        if nested:  # the later predictions are plain ones
+            return real_predict(*args)
+        deadline = time.monotonic() + 60
+        while id(clf) not in estimators._FITTING and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the fit in the other thread has registered
+        waiting = estimators._FITTING.get(id(clf))
+        nested.append((copy.copy(clf).n_iter_, waiting is not None))  # a second read, inside
+        return real_predict(*args)
+
+    monkeypatch.setattr(cpu, "predict", predict_then_copy)
+    shapes = []
+    predicting = threading.Thread(target=lambda: shapes.append(clf.predict_proba(X_EDIT).shape))
+    fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predicting.start()
+        fitting.start()
+        predicting.join(timeout=120)
+        fitting.join(timeout=120)
+    assert nested == [(2, True)] and shapes == [(60, 2)]  # the fit was waiting: copied anyway
+    assert clf.predict_proba(X_EDIT).shape == (60, 3)  # the fit ran after the read
 
 
 def test_predictions_from_many_threads_at_once_are_allowed(fitted_classifier):

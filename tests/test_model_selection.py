@@ -11,11 +11,17 @@ import sklearn
 from scipy.stats import loguniform
 from sklearn import model_selection as skms
 from sklearn.datasets import make_classification, make_regression
-from sklearn.exceptions import ConvergenceWarning, FitFailedWarning, UnsetMetadataPassedError
+from sklearn.exceptions import (
+    ConvergenceWarning,
+    FitFailedWarning,
+    NotFittedError,
+    UnsetMetadataPassedError,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import make_scorer, mean_squared_error
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
 
 import fastmlp
 import fastmlp.model_selection as ms
@@ -383,6 +389,14 @@ def test_an_earlier_step_failing_fails_that_folds_fits(calls):
 # cross_validate and cross_val_score: scikit-learn's functions over the same estimator are the
 # oracle; the folds' networks come from fit_many.
 
+def fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        return False
+    return True
+
+
 def assert_same_cv(ours, theirs, X_check=X):
     assert sorted(ours) == sorted(theirs)
     for key, value in theirs.items():
@@ -391,7 +405,9 @@ def assert_same_cv(ours, theirs, X_check=X):
         elif key == "estimator":
             for a, b in zip(ours[key], value, strict=True):
                 assert type(a) is type(b) and repr(a) == repr(b)
-                np.testing.assert_array_equal(a.predict(X_check), b.predict(X_check))
+                assert fitted(a) == fitted(b)  # a failed fold's estimator is not fitted
+                if fitted(b):
+                    np.testing.assert_array_equal(a.predict(X_check), b.predict(X_check))
         elif key == "indices":
             for part in ("train", "test"):
                 for a, b in zip(ours[key][part], value[part], strict=True):
@@ -441,7 +457,8 @@ def test_cross_validate_failures_are_scikit_learns(calls):
     # The second fold's training rows all weigh 0, which fit rejects: that fold fails alone.
     weights = np.where(np.arange(len(X)) < 40, 1.0, 0.0)
     cv = [(np.arange(0, 80), np.arange(80, 120)), (np.arange(40, 120), np.arange(0, 40))]
-    kwargs = dict(cv=cv, params={"sample_weight": weights}, return_train_score=True)
+    kwargs = dict(cv=cv, params={"sample_weight": weights}, return_train_score=True,
+                  return_estimator=True)
     results = []
     for cross_validate in (ms.cross_validate, skms.cross_validate):
         with warnings.catch_warnings(record=True) as caught:

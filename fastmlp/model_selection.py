@@ -524,8 +524,8 @@ def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, 
                                                 params=plan.params or None, **options)
     results["fit_time"] = pretrained.fit_times[0]
     if return_estimator:  # a fold whose fit failed: an unfitted estimator, as scikit-learn's
-        results["estimator"] = [replay.__dict__.get("model_") or pretrained.fresh({})
-                                for replay in results["estimator"]]
+        results["estimator"] = [replay.__dict__["model_"] if "model_" in replay.__dict__
+                                else pretrained.fresh({}) for replay in results["estimator"]]
     return results
 
 

@@ -247,7 +247,7 @@ else
         --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
         --section MemoryWorkloadAnalysis --section InstructionStats \
         "${SHIM[@]}" bench/gpu_profile.py
-    highlights ncu.log "^  [a-z_]*train_epoch_fused|Duration|Registers Per|Achieved Occ|Stall|path" 16
+    highlights ncu.log "train_epoch_fused|Duration|Registers Per|Achieved Occ|Stall|path " 16
 fi
 
 # ---- memcheck, only with time to spare

@@ -9,6 +9,7 @@ Two more families of hostility, below: fitted attributes assigned wrong values b
 partial_fit and warm_start, and predict while the same estimator fits.
 """
 
+import contextlib
 import pickle
 import time
 import warnings
@@ -342,38 +343,50 @@ def test_issue_22_attribute_edits_do_not_crash_a_process():
 # starts while predictions run waits for them.
 
 
-def test_predict_from_another_thread_during_fit_is_refused(guarded_kernels):
+@contextlib.contextmanager
+def fit_held_in_another_thread(clf, at_each_epoch=lambda record: None):
+    """clf.fit(X_EDIT, y_EDIT) running in another thread, held inside its first epoch's callback
+    (after at_each_epoch, which every epoch's callback calls first) while the block runs."""
     import threading
 
     in_fit, release = threading.Event(), threading.Event()
-    seen_by_callback = []
-    main = threading.current_thread()
 
-    def pause(record):
-        if threading.current_thread() is not main and record.epoch == 1:
-            seen_by_callback.append(record.model.predict_proba(X_EDIT).shape)
+    def hold(record):
+        at_each_epoch(record)
+        if record.epoch == 1:
             in_fit.set()
             release.wait(timeout=60)
 
-    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(X_EDIT, y_EDIT % 2)  # a binary model first: the refit below changes its shape
-    clf.set_params(callbacks=[pause])
+    clf.set_params(callbacks=[hold])
     fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitting.start()
         try:
             assert in_fit.wait(timeout=120)
-            for method in ("predict", "predict_proba", "predict_log_proba"):
-                with pytest.raises(RuntimeError, match="being fitted in another thread"):
-                    getattr(clf, method)(X_EDIT)
-            with pytest.raises(RuntimeError, match="being fitted in another thread"):
-                clf.score(X_EDIT, y_EDIT)
+            yield
         finally:
             release.set()
             fitting.join(timeout=120)
+
+
+def test_predict_from_another_thread_during_fit_is_refused(guarded_kernels):
+    seen_by_callback = []
+
+    def predict_in_callback(record):
+        if record.epoch == 1:
+            seen_by_callback.append(record.model.predict_proba(X_EDIT).shape)
+
+    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X_EDIT, y_EDIT % 2)  # a binary model first: the refit below changes its shape
+    with fit_held_in_another_thread(clf, predict_in_callback):
+        for method in ("predict", "predict_proba", "predict_log_proba"):
+            with pytest.raises(RuntimeError, match="being fitted in another thread"):
+                getattr(clf, method)(X_EDIT)
+        with pytest.raises(RuntimeError, match="being fitted in another thread"):
+            clf.score(X_EDIT, y_EDIT)
     assert seen_by_callback == [(60, 3)]  # the fitting thread's own callback may predict
     assert clf.predict_proba(X_EDIT).shape == (60, 3)
 
@@ -384,43 +397,29 @@ def test_saving_pickling_and_copying_during_a_fit_in_another_thread_are_refused(
     save a checkpoint between epochs, when the state is whole."""
     import copy
     import pickle
-    import threading
 
-    in_fit, release = threading.Event(), threading.Event()
     checkpoints = []
 
-    def pause(record):
+    def checkpoint(record):
         record.model.save(tmp_path / f"epoch{record.epoch}.fastmlp")
         checkpoints.append(record.model.to_sklearn().n_iter_)
-        if record.epoch == 1:
-            in_fit.set()
-            release.wait(timeout=60)
 
-    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0,
-                                callbacks=[pause])
-    fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fitting.start()
-        try:
-            assert in_fit.wait(timeout=120)
-            refusals = {
-                "save": lambda: clf.save(tmp_path / "during.fastmlp"),
-                "to_sklearn": clf.to_sklearn,
-                "pickling or copying": lambda: pickle.dumps(clf),
-            }
-            for what, attempt in refusals.items():
-                with pytest.raises(RuntimeError,
-                                   match=f"being fitted in another thread; {what} cannot"):
-                    attempt()
-            for copier in (copy.copy, copy.deepcopy):
-                with pytest.raises(RuntimeError, match="pickling or copying cannot"):
-                    copier(clf)
-            with pytest.raises(RuntimeError, match="pickling cannot"):
-                clf.__getstate__()
-        finally:
-            release.set()
-            fitting.join(timeout=120)
+    clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0)
+    with fit_held_in_another_thread(clf, checkpoint):
+        refusals = {
+            "save": lambda: clf.save(tmp_path / "during.fastmlp"),
+            "to_sklearn": clf.to_sklearn,
+            "pickling or copying": lambda: pickle.dumps(clf),
+        }
+        for what, attempt in refusals.items():
+            with pytest.raises(RuntimeError,
+                               match=f"being fitted in another thread; {what} cannot"):
+                attempt()
+        for copier in (copy.copy, copy.deepcopy):
+            with pytest.raises(RuntimeError, match="pickling or copying cannot"):
+                copier(clf)
+        with pytest.raises(RuntimeError, match="pickling cannot"):
+            clf.__getstate__()
     assert not (tmp_path / "during.fastmlp").exists()
     assert checkpoints == [1, 2]
     assert fastmlp.load(tmp_path / "epoch2.fastmlp").n_iter_ == 2

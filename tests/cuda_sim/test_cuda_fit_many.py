@@ -57,9 +57,12 @@ def test_a_group_takes_one_launch_per_epoch(monkeypatch):
     assert counts["train_epoch_fused"] == BASE["max_iter"], counts
 
 
+# 21 rows: three folds of 14 training rows each, one size, so one group on the device.
+X21, y21 = np.vstack([X, X[:1] + 0.5]), np.append(y, 2)
+
+
 def _folds():
     """Three folds of (X, y) with the same number of rows, as KFold(3) gives on 21 rows."""
-    X21, y21 = np.vstack([X, X[:1] + 0.5]), np.append(y, 2)
     rows = np.arange(21)
     return [(X21[rows % 3 != k], y21[rows % 3 != k]) for k in range(3)]
 
@@ -94,7 +97,6 @@ def test_a_search_trains_every_fold_in_one_launch_per_epoch(monkeypatch):
 
     from fastmlp.model_selection import GridSearchCV
 
-    X21, y21 = np.vstack([X, X[:1] + 0.5]), np.append(y, 2)
     est = fastmlp.MLPClassifier(**BASE, dtype="float64")
     grid, cv = {"alpha": [1e-4, 1e-1]}, KFold(3)
     with warnings.catch_warnings():
@@ -113,7 +115,6 @@ def test_cross_validation_trains_every_fold_in_one_launch_per_epoch(monkeypatch)
 
     from fastmlp.model_selection import cross_validate
 
-    X21, y21 = np.vstack([X, X[:1] + 0.5]), np.append(y, 2)
     est = fastmlp.MLPClassifier(**BASE, dtype="float64")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

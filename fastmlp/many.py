@@ -53,8 +53,8 @@ def fit_many(estimators, X=None, y=None, sample_weight=None, *, datasets=None, n
         Instead of X, y and sample_weight: one ``(X, y)`` or ``(X, y, sample_weight)`` per
         estimator, in order, for fits on different data (cross-validation folds). Fits on
         different data never share a CPU call; on a GPU, fits whose data have the same
-        columns (dense or CSR) and number of training rows still train in one launch per
-        epoch (their data are concatenated on the device once).
+        columns (dense or CSR) still train in one launch per epoch, whatever their numbers of
+        rows (their data are concatenated on the device once).
     n_jobs : int, default=None
         Threads that run the CPU groups' compiled epochs (which release the GIL): None means
         1, -1 all cores, -2 all but one, as in joblib. Each thread keeps BLAS to one thread.
@@ -306,17 +306,17 @@ def _blas_single_thread(threads):
 
 
 def _groups(fits):
-    """The fits whose epochs one compiled call can train: same device, dtype, layer table,
-    batch size and epoch length, and on the CPU the same data (shared_arrays made equal data the
-    same arrays). On a GPU, fits on different data of the same width (dense, or CSR) go in one
-    group too: their call trains on the data concatenated (_data)."""
+    """The fits whose epochs one compiled call can train: same device, dtype, layer table and
+    batch size; on the CPU also the same data (shared_arrays made equal data the same arrays)
+    and epoch length. On a GPU, fits on different data of the same width (dense, or CSR) go in
+    one group too, whatever their number of rows: their call trains on the data concatenated
+    (_data), each fit visiting its own part for its own number of batches."""
     groups = {}
     for fit in fits:
         r = fit.request
-        key = (r.device, r.state.params.dtype.str, r.net.layers.tobytes(), r.batch_size,
-               r.order.shape[0])
+        key = (r.device, r.state.params.dtype.str, r.net.layers.tobytes(), r.batch_size)
         if r.device == "cpu":
-            key += (*(id(a) for a in r.features), id(r.Y), id(r.sw))
+            key += (r.order.shape[0], *(id(a) for a in r.features), id(r.Y), id(r.sw))
         else:
             key += (_sparse(r.features),)
         groups.setdefault(key, []).append(fit)
@@ -364,7 +364,12 @@ class _GroupCall:
             else:
                 order_of.append(len(orders))
                 orders.append(order)
-        self.orders = np.stack(orders)
+        # One row per order; on a GPU shorter ones (smaller folds) are padded, and `lengths`
+        # says how many entries of each row an epoch visits.
+        self.lengths = np.array([order.shape[0] for order in orders], dtype=np.int64)
+        self.orders = np.zeros((len(orders), self.lengths.max()), dtype=np.int64)
+        for row, order in zip(self.orders, orders):
+            row[:order.shape[0]] = order
         self.order_of = np.asarray(order_of, dtype=np.int64)
         self.nets = Networks.of([r.net for r in requests])
         self.opts = OptimizerSteps.of([r.opt for r in requests])
@@ -381,11 +386,14 @@ class _GroupCall:
         states = TrainState(params, be.empty(params.shape, params.dtype), slot_1, slot_2)
         limit = be.thread_limit(first.net, first.batch_size) if alone else \
             contextlib.nullcontext()
+        # (Only the GPU's train_epoch_many takes lengths: a CPU group has one epoch length.)
+        uneven = {} if np.all(self.lengths == self.orders.shape[1]) else {
+            "lengths": self.lengths}
         with limit:
             totals, steps = be.train_epoch_many(
                 states, *self.data, be.to_device(self.orders),
                 self.order_of, np.arange(len(requests), dtype=np.int64), first.batch_size,
-                self.nets, self.opts)
+                self.nets, self.opts, **uneven)
         be.unstack_rows(params, [r.state.params for r in requests])
         be.unstack_rows(slot_1, [r.state.slot_1 for r in requests])
         # One-slot optimizers pass their slot twice (optimizers.kernel_args): copy it back once.

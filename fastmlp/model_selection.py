@@ -317,7 +317,7 @@ def _pretrain(plan, pretrained, n_jobs, all_folds=False):
     """Fit every candidate's network on every split with fit_many, a pipeline's earlier steps
     once per split: all splits in one call (every fold's training copy held at once), or one
     call per split. For device="cuda" networks always all in one call: networks on different
-    folds of one size share a launch per epoch. A fit's time is its own (fit_many_timed) plus
+    folds share a launch per epoch. A fit's time is its own (fit_many_timed) plus
     its share of its fold's earlier steps."""
     if any(params.get("device", plan.network.device) == "cuda"
            for params in plan.network_params):
@@ -426,7 +426,7 @@ _SHARED_DOC = """
     :class:`~fastmlp.MLPRegressor`, or a :class:`~sklearn.pipeline.Pipeline` ending in one whose
     searched parameters are all the last step's, every candidate network of a cross-validation
     fold is trained together by one :func:`fastmlp.fit_many` call (for ``device="cuda"``
-    networks, one call for every fold: folds of one size share a launch per epoch; a
+    networks, one call for every fold, sharing a launch per epoch; a
     pipeline's earlier steps are fitted once per fold), then scikit-learn's own search scores
     them, ranks them and refits the best on all rows with a normal ``fit``. ``sample_weight``
     goes to the networks.
@@ -494,7 +494,7 @@ def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, 
     by :func:`fastmlp.fit_many` (a pipeline's earlier steps once per fold, as always), each
     exactly as its own ``fit`` would; scikit-learn's ``cross_validate`` then scores them. Every
     fold goes in one ``fit_many`` call: on the CPU the folds share ``n_jobs`` threads, on a GPU
-    folds with the same number of rows share a launch per epoch.
+    every fold shares one launch per epoch.
     ``sample_weight`` (``params``) goes to the networks. Anything else (other estimators, other
     fit parameters, metadata routing with ``params``) is scikit-learn's ``cross_validate`` as it
     is.

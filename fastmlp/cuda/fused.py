@@ -39,11 +39,12 @@ THREADS = 16 if SIMULATOR else 256
 # the epoch.
 EPOCH_TOTAL, UPDATES = 0, 1
 # Columns of the per-block tables train_epoch_fused takes (launch.py's _block_tables makes them):
-# `codes` (int64) names the model a block trains, its batch order row, its activation, loss and
+# `codes` (int64) names the model a block trains, its batch order row and how many of that row's
+# entries it visits (fits on folds of different sizes share a launch), its activation, loss and
 # optimizer codes, its dropout seed and Nesterov switch; `numbers` (float64) its hyper-parameters,
 # then from STEP_SIZES on Adam's step size of each update of the epoch.
-MODEL, ORDER_ROW, HIDDEN, OUTPUT, LOSS, SEED, KIND, NESTEROV = range(8)
-N_CODES = 8
+MODEL, ORDER_ROW, ROWS, HIDDEN, OUTPUT, LOSS, SEED, KIND, NESTEROV = range(9)
+N_CODES = 9
 ALPHA, DROPOUT, LEARNING_RATE, MOMENTUM, BETA_1, BETA_2, EPSILON, RHO, WEIGHT_DECAY = range(9)
 STEP_SIZES = 9
 
@@ -311,16 +312,17 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, orders, b
     one-slot optimizer). totals (A, 2) float64 out: block b's [EPOCH_TOTAL] the sum over batches
     of batch loss * batch rows, [UPDATES] the number of updates made. features: a
     bundles.Features of device arrays; Y (N, K); sw (N,) sample weights, shared by every model;
-    orders (G, n): rows in visiting order, one row per distinct order; layers: the (L, 4) table.
-    codes (A, N_CODES) int64 and numbers (A, STEP_SIZES + S) float64: block b's model, order row,
-    codes and hyper-parameters (columns named above) and from column STEP_SIZES on Adam's
-    bias-corrected step size of this epoch's first, second, ... update (unused by the other
-    optimizers); eps: the dtype's machine epsilon. Each batch's parameter gradient is consumed
-    where it is made: layer i's weights are updated right after the delta of layer i - 1 has
-    been computed from them, so no gradient buffer is needed. Phases (device functions above):
-    gather, forward, output delta and loss, backward + update. Blocks share nothing but the
-    read-only data. Launch: A blocks of THREADS threads, shared_elements(...) x itemsize dynamic
-    shared bytes (sized for the group's most demanding model).
+    orders (G, n): rows in visiting order, one row per distinct order, of which block b visits
+    the first codes[b, ROWS] (the rest pads shorter orders); layers: the (L, 4) table.
+    codes (A, N_CODES) int64 and numbers (A, STEP_SIZES + S) float64: block b's model, order
+    row and its length, codes and hyper-parameters (columns named above) and from column
+    STEP_SIZES on Adam's bias-corrected step size of this epoch's first, second, ... update
+    (unused by the other optimizers); eps: the dtype's machine epsilon. Each batch's parameter
+    gradient is consumed where it is made: layer i's weights are updated right after the delta
+    of layer i - 1 has been computed from them, so no gradient buffer is needed. Phases (device
+    functions above): gather, forward, output delta and loss, backward + update. Blocks share
+    nothing but the read-only data. Launch: A blocks of THREADS threads, shared_elements(...)
+    x itemsize dynamic shared bytes (sized for the group's most demanding model).
     """
     sh = cuda.shared.array(0, dtype=params.dtype)
     partial = cuda.shared.array(THREADS, dtype=numba.float64)
@@ -340,7 +342,7 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, orders, b
         sh[k] = model_params[k]
     total = 0.0
     updates = 0
-    n = order.shape[0]
+    n = codes[b, ROWS]
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
         _gather(sh, c, features, Y, sw, order, start, nb)

@@ -303,9 +303,10 @@ def model_of(nets, opts, m):
     return net, opt
 
 
-def _block_tables(nets, opts, active, order_of, n_batches):
+def _block_tables(nets, opts, active, order_of, lengths, n_batches):
     """The persistent kernel's per-block (codes, numbers) tables (columns in fused.py) for the
-    active models, as host arrays: block b trains model active[b]. Adam's step sizes are the
+    active models, as host arrays: block b trains model active[b] on the first lengths[g] rows of
+    its order g. n_batches: the most batches any of them makes. Adam's step sizes are the
     CPU's ops.adam_step_size, bit for bit (_bias_corrections), 0 for the optimizers that do not
     use them."""
     fused = _fused()
@@ -314,8 +315,8 @@ def _block_tables(nets, opts, active, order_of, n_batches):
     corrections = {}  # models of a search mostly share their betas and step counter
     for b, m in enumerate(active):
         net, opt = model_of(nets, opts, m)
-        codes[b] = (m, order_of[m], net.hidden, net.output, net.loss, net.seed, opt.kind,
-                    opt.nesterov)
+        codes[b] = (m, order_of[m], lengths[order_of[m]], net.hidden, net.output, net.loss,
+                    net.seed, opt.kind, opt.nesterov)
         numbers[b, :fused.STEP_SIZES] = (net.alpha, net.dropout, opt.learning_rate,
                                          opt.momentum, opt.beta_1, opt.beta_2, opt.epsilon,
                                          opt.rho, opt.weight_decay)
@@ -384,51 +385,61 @@ def _train_epoch_fused(state, features, Y, sw, order, batch_size, net, opt):
     nets = Networks(net.layers, *(np.array([field]) for field in net[1:]))
     opts = OptimizerSteps(*(np.array([field]) for field in opt))
     first = np.zeros(1, dtype=np.int64)
-    totals, steps = _train_group_fused(one, features, Y, sw, order.reshape(1, n), first, first,
-                                       batch_size, nets, opts)
+    totals, steps = _train_group_fused(one, features, Y, sw, order.reshape(1, n), first,
+                                       np.array([n]), first, batch_size, nets, opts)
     return float(totals[0]), int(steps[0])
 
 
-def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_size, nets, opts):
+def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_size, nets, opts,
+                     lengths=None):
     """One epoch of each active model of a group of M models of one layer table and dtype, on the
     same data: for model m in active, what train_epoch(row m of states, features, Y, sw,
-    orders[order_of[m]], batch_size, *model_of(nets, opts, m)) does and returns, as (totals (M,)
-    float64, steps (M,) int64) host arrays, 0 for the models not in active (left untouched).
+    orders[g, :lengths[g]] with g = order_of[m], batch_size, *model_of(nets, opts, m)) does and
+    returns, as (totals (M,) float64, steps (M,) int64) host arrays, 0 for the models not in
+    active (left untouched).
 
     states: a TrainState of (M, P) device arrays (slot_2 its own array); orders (G, n) device
-    rows in visiting order; order_of (M,) and active (A,) int64 host arrays; nets, opts: a
-    bundles.Networks and OptimizerSteps. When the group fits the persistent kernel
-    (group_path), the whole epoch is ONE launch of A blocks, block b training model active[b].
-    Otherwise the models are trained one after another with train_epoch on row views: correct,
-    but not batched (each model then takes its own launches).
+    rows in visiting order; lengths (G,): how many entries of each row an epoch visits (fits on
+    folds of different sizes: shorter orders padded), None for all n; order_of (M,) and active
+    (A,) int64 host arrays; nets, opts: a bundles.Networks and OptimizerSteps. When the group
+    fits the persistent kernel (group_path), the whole epoch is ONE launch of A blocks, block b
+    training model active[b]. Otherwise the models are trained one after another with
+    train_epoch on row views: correct, but not batched (each model then takes its own launches).
     """
     M = states.params.shape[0]
     active = np.asarray(active, dtype=np.int64)
     order_of = np.asarray(order_of, dtype=np.int64)
+    n = orders.shape[1]
+    lengths = np.full(orders.shape[0], n, dtype=np.int64) if lengths is None else \
+        np.asarray(lengths, dtype=np.int64)
+    if lengths.shape != (orders.shape[0],) or np.any(lengths < 0) or np.any(lengths > n):
+        raise ValueError(f"lengths must give 0 to {n} rows for each of the {orders.shape[0]} "
+                         f"orders, got {lengths!r}.")
     for m in active:
         ops.check_codes(*model_of(nets, opts, m))
     totals, steps = np.zeros(M), np.zeros(M, dtype=np.int64)
-    n = orders.shape[1]
     if len(active) == 0:
         return totals, steps
-    if n == 0:
+    longest = int(lengths[order_of[active]].max())
+    if longest == 0:
         steps[active] = np.asarray(opts.step)[active]
         return totals, steps
-    batch_size = min(batch_size, n)
+    batch_size = min(batch_size, longest)
     if group_path(states.params, nets.layers, batch_size, features.X.shape[1], Y.shape[1], nets,
                   active) == "fused":
         LAST_EPOCH.update(path="fused", products=())
-        return _train_group_fused(states, features, Y, sw, orders, order_of, active, batch_size,
-                                  nets, opts)
+        return _train_group_fused(states, features, Y, sw, orders, order_of, lengths, active,
+                                  batch_size, nets, opts)
     for m in active:
         state = TrainState(*(a[m] for a in states))
-        totals[m], steps[m] = train_epoch(state, features, Y, sw, orders[order_of[m]],
+        g = order_of[m]
+        totals[m], steps[m] = train_epoch(state, features, Y, sw, orders[g, :lengths[g]],
                                           batch_size, *model_of(nets, opts, m))
     return totals, steps
 
 
-def _train_group_fused(states, features, Y, sw, orders, order_of, active, batch_size, nets,
-                       opts):
+def _train_group_fused(states, features, Y, sw, orders, order_of, lengths, active, batch_size,
+                       nets, opts):
     """train_epoch_many in one launch of the persistent kernel: one block per active model."""
     fused = _fused()
     params = states.params
@@ -437,8 +448,8 @@ def _train_group_fused(states, features, Y, sw, orders, order_of, active, batch_
         layers = device.to_device(layers)
     shared = group_shared_bytes(params, device.host_table(layers), batch_size,
                                 features.X.shape[1], Y.shape[1], nets, active)
-    codes, numbers = _block_tables(nets, opts, active, order_of,
-                                   blocks(orders.shape[1], batch_size))
+    codes, numbers = _block_tables(nets, opts, active, order_of, lengths,
+                                   blocks(int(lengths[order_of[active]].max()), batch_size))
     out = device.empty((len(active), 2), np.float64)
     args = (params, states.slot_1, states.slot_2, out, features, Y, sw, orders, batch_size, layers,
             device.to_device(codes), device.to_device(numbers), float(np.finfo(params.dtype).eps))

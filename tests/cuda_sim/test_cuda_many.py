@@ -70,20 +70,20 @@ def _data(dtype, n_models, seed=0):
     return states, data, orders
 
 
-def _alone(states, data, orders, order_of, nets, opts, m, epochs):
-    """Model m trained alone by train_epoch for `epochs` epochs: its (P,) params, slot_1, slot_2
-    and each epoch's (total, step)."""
+def _alone(states, data, orders, order_of, nets, opts, m, epochs, lengths=None):
+    """Model m trained alone by train_epoch for `epochs` epochs (on the first lengths[g] rows of
+    its order g): its (P,) params, slot_1, slot_2 and each epoch's (total, step)."""
     state = TrainState(*(gpu.to_device(a[m].copy()) for a in states))
     net, opt = launch.model_of(nets, opts, m)
+    order = orders[order_of[m]][:None if lengths is None else lengths[order_of[m]]]
     results = []
     for _ in range(epochs):
-        results.append(gpu.train_epoch(state, *data, gpu.to_device(orders[order_of[m]]), BATCH,
-                                       net, opt))
+        results.append(gpu.train_epoch(state, *data, gpu.to_device(order), BATCH, net, opt))
         opt = opt._replace(step=results[-1][1])
     return [gpu.to_host(a) for a in (state.params, state.slot_1, state.slot_2)], results
 
 
-def _together(states, data, orders, order_of, active, nets, opts, epochs):
+def _together(states, data, orders, order_of, active, nets, opts, epochs, lengths=None):
     """The group trained by train_epoch_many: host (M, P) params, slot_1, slot_2, and each
     epoch's (totals, steps)."""
     state = TrainState(*(gpu.to_device(a) for a in states))
@@ -91,7 +91,7 @@ def _together(states, data, orders, order_of, active, nets, opts, epochs):
     results = []
     for _ in range(epochs):
         totals, steps = gpu.train_epoch_many(state, *data, d_orders, order_of, active, BATCH,
-                                             nets, opts)
+                                             nets, opts, lengths)
         assert totals.dtype == np.float64 and steps.dtype == np.int64
         results.append((totals, steps))
         opts = opts._replace(step=np.where(np.isin(np.arange(len(steps)), active), steps,
@@ -99,19 +99,20 @@ def _together(states, data, orders, order_of, active, nets, opts, epochs):
     return [gpu.to_host(a) for a in (state.params, state.slot_1, state.slot_2)], results
 
 
-def _check_against_alone(dtype, active, order_of, epochs, path):
+def _check_against_alone(dtype, active, order_of, epochs, path, lengths=None):
     states, data, orders = _data(dtype, len(MODELS))
     nets, opts = _group(MODELS)
     assert launch.group_path(states[0], LAYOUT.table, BATCH, F, K, nets, active) == path
     together, group_results = _together(states, data, orders, order_of, active, nets, opts,
-                                        epochs)
+                                        epochs, lengths)
     for m in range(len(MODELS)):
         if m not in active:  # untouched, nothing reported
             for got, before in zip(together, (states[0], states[2], states[3])):
                 assert_array_equal(got[m], before[m])
             assert all(t[m] == 0 and s[m] == 0 for t, s in group_results)
             continue
-        alone, results = _alone(states, data, orders, order_of, nets, opts, m, epochs)
+        alone, results = _alone(states, data, orders, order_of, nets, opts, m, epochs,
+                                lengths)
         for got, expected in zip(together, alone):  # the same arithmetic: the same bits
             assert_array_equal(got[m], expected)
         for (totals, steps), (total, step) in zip(group_results, results):
@@ -154,6 +155,27 @@ def test_a_group_epoch_is_one_launch(monkeypatch):
     nets, opts = _group(MODELS)
     _together(states, data, orders, np.array([0, 1, 0, 1]), np.array([0, 1, 3]), nets, opts, 2)
     assert counts == {"train_epoch_fused": 2}, counts
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_orders_of_different_lengths_train_in_one_group(monkeypatch, fused):
+    """Folds of different sizes: each model visits only the first lengths[g] rows of its order
+    (4 batches of 5 and 3 batches, the last of 2), in one launch on the fused path, one
+    train_epoch per model on the fallback; each as it would alone, bit for bit."""
+    monkeypatch.setattr(launch, "FUSED_EPOCHS", fused)
+    counts = _count_launches(monkeypatch)
+    _check_against_alone(np.float64, np.arange(len(MODELS)), np.array([0, 1, 0, 1]), 2,
+                         "fused" if fused else "per-layer", lengths=np.array([N, 12]))
+    if fused:  # two epochs of the group, then each model alone for its check
+        assert counts["train_epoch_fused"] == 2 + 2 * len(MODELS), counts
+
+
+def test_order_lengths_are_checked():
+    states, data, orders = _data(np.float64, 2)
+    nets, opts = _group(MODELS[:2])
+    for bad in (np.array([N, N + 1]), np.array([-1, 3]), np.array([N])):
+        with pytest.raises(ValueError, match="lengths must give"):
+            _together(states, data, orders, np.array([0, 1]), np.arange(2), nets, opts, 1, bad)
 
 
 def test_the_per_layer_fallback_trains_each_model_as_it_would_alone(monkeypatch):
@@ -260,9 +282,11 @@ def test_the_groups_adam_step_sizes_are_the_cpus_bit_for_bit():
     rates = [1e-4, 3.3e-3, 0.01, 0.7]
     nets, opts = _group([models[i % 2] for i in range(4)])
     opts = opts._replace(learning_rate=np.array(rates), step=np.array([0, 3, 17, 123456]))
-    codes, numbers = launch._block_tables(nets, opts, np.array([3, 1, 0]), np.zeros(4, int), 50)
+    codes, numbers = launch._block_tables(nets, opts, np.array([3, 1, 0]), np.zeros(4, int),
+                                          np.array([250]), 50)
     for b, m in enumerate([3, 1, 0]):
         expected = [ops.adam_step_size(rates[m], float(opts.beta_1[m]), float(opts.beta_2[m]),
                                        int(opts.step[m]) + j + 1) for j in range(50)]
         assert numbers[b, launch._fused().STEP_SIZES:].tolist() == expected
         assert codes[b, launch._fused().MODEL] == m
+        assert codes[b, launch._fused().ROWS] == 250

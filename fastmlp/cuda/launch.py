@@ -227,12 +227,26 @@ class _Network:
 FUSED_EPOCHS = True
 
 
+# Batches of up to this many rows may take the one-block kernel beyond the default 48 KiB of
+# shared memory, up to the device's opt-in limit (227 KiB on an H200): W2 in float64, or W2 at
+# batch 64 or 128, then stays on the one-launch path. From the H200 figures of issue #23: the
+# one-block kernel took 94 us per 32-row batch of W2, its work growing with the rows, while the
+# per-layer kernels took 568 us per 128-row batch and 799 us per 32-row float64 batch, mostly a
+# fixed cost per batch (3L + 2 launches). At 128 rows the one-block kernel should still win
+# (about 4 x 94 us); at 256 the two would be about even, so larger batches keep the default
+# limit and, beyond it, the per-layer kernels. To be confirmed by bench/compare_gpu.py.
+FUSED_OPT_IN_ROWS = 128
+
+
 def fused_shared_bytes(params, table, batch_size, n_features, n_outputs, net):
     """Dynamic shared-memory bytes the persistent epoch kernel needs for this network and batch
-    size, or None when they do not fit in one block beside its static arrays (the limit is the
-    device's shared memory per block; see device.shared_bytes_per_block)."""
+    size, or None when they do not fit in one block beside its static arrays. The limit is the
+    device's opt-in maximum for batches of up to FUSED_OPT_IN_ROWS rows, else its default shared
+    memory per block (device.shared_bytes_opt_in, device.shared_bytes_per_block)."""
+    limit = (device.shared_bytes_opt_in() if batch_size <= FUSED_OPT_IN_ROWS
+             else device.shared_bytes_per_block())
     return _fused_bytes(params, table, batch_size, n_features, n_outputs,
-                        _needs_pre(net.hidden), net.dropout > 0, device.shared_bytes_per_block())
+                        _needs_pre(net.hidden), net.dropout > 0, limit)
 
 
 def _needs_pre(hidden):
@@ -258,9 +272,9 @@ def group_shared_bytes(params, table, batch_size, n_features, n_outputs, nets, a
     every block the same dynamic shared memory, sized for the most demanding model (one that
     keeps pre-activations, one with dropout), or None when that does not fit. The limit is the
     device's opt-in maximum (device.shared_bytes_opt_in: up to 227 KiB instead of 48), which the
-    launch then opts in to: the alternative for a group, one model after another, is slower
-    however the one-block kernel compares with the per-layer kernels. (train_epoch keeps the
-    default limit for one model: beyond it the per-layer kernels may well be faster; unmeasured.)
+    launch then opts in to, whatever the batch size: the alternative for a group, one model
+    after another, is slower however the one-block kernel compares with the per-layer kernels.
+    (train_epoch opts in for one model only up to FUSED_OPT_IN_ROWS rows per batch.)
     """
     active = np.asarray(active, dtype=np.int64)
     return _fused_bytes(params, table, batch_size, n_features, n_outputs,

@@ -273,6 +273,27 @@ def test_the_persistent_kernel_is_used_only_where_the_network_fits():
     assert launch.epoch_path(params, layout.table, 400, 4, 3, net) == "per-layer"
 
 
+def test_one_network_opts_in_to_more_shared_memory_for_batches_of_up_to_128_rows(monkeypatch):
+    """W2 (20-64-32-3) in float64 needs 84 kB at batch 32: over the default 48 KiB, so on a
+    device that lets a kernel opt in to 227 KiB (an H200) it keeps the one-launch path, up to
+    launch.FUSED_OPT_IN_ROWS rows per batch; larger batches keep the default limit."""
+    w2 = Layout((20, 64, 32, 3))
+    params = np.zeros(w2.n_params)
+    net = _net(w2, "relu", "log_loss")
+    assert launch.fused_shared_bytes(params, w2.table, 32, 20, 3, net) is None  # the simulator
+    assert launch.epoch_path(params, w2.table, 32, 20, 3, net) == "per-layer"
+    monkeypatch.setattr(device, "shared_bytes_opt_in", lambda: 227 * 1024)
+    assert launch.fused_shared_bytes(params, w2.table, 32, 20, 3, net) == 8 * (
+        w2.n_params + 32 * (20 + 3 + 1 + 2 * 99))
+    assert launch.epoch_path(params, w2.table, 32, 20, 3, net) == "fused"
+    # In float32, 129 rows would fit in 227 KiB (128 kB) but keep the default limit.
+    rows = launch.FUSED_OPT_IN_ROWS + 1
+    params32 = params.astype(np.float32)
+    assert 4 * (w2.n_params + rows * 222) < 227 * 1024
+    assert launch.epoch_path(params32, w2.table, rows, 20, 3, net) == "per-layer"
+    assert launch.epoch_path(params32, w2.table, rows - 1, 20, 3, net) == "fused"
+
+
 @pytest.mark.parametrize("sparse, dtype, chunk", [(False, np.float64, 4), (True, np.float64, 16),
                                                   (False, np.float32, 3)])
 def test_loss_and_gradient_matches_the_cpu_backend(sparse, dtype, chunk):

@@ -219,7 +219,8 @@ def test_the_shared_memory_limit_is_the_devices_opt_in_maximum():
 
 def test_a_group_uses_the_opt_in_limit_and_one_model_the_default(monkeypatch):
     """A group too large for 48 KiB still takes one launch where the device lets kernels opt in
-    to more; train_epoch keeps the default limit for one model."""
+    to more, whatever its batch size; train_epoch keeps the default limit for one model beyond
+    launch.FUSED_OPT_IN_ROWS rows per batch."""
     params = np.zeros((2, LAYOUT.n_params))
     nets, _ = _group(MODELS[:2])
     net, _ = launch.model_of(nets, _group(MODELS[:2])[1], 0)

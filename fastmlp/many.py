@@ -143,10 +143,13 @@ def _waves(fits, data):
     """The fits in consecutive waves, each trained (and holding its state) only after the one
     before has ended: one wave, unless the fits that train on a GPU would together hold more
     than half its free memory (their parameters, gradients, two optimizer slots and the
-    stacked copies of an epoch: 8 parameter vectors each)."""
+    stacked copies of an epoch: 8 parameter vectors each), less what their data holds there
+    for the whole call (_data_cost)."""
     costs = [_wave_cost(fit.est, *data[fit.index][:2]) for fit in fits]
     # Asked only where a GPU fit is: importing the CUDA bindings takes about a second.
     budget = _memory_budget() if any(costs) else None
+    if budget is not None:
+        budget -= _data_cost(fits, data, costs)
     waves, wave, used = [], [], 0
     for fit, cost in zip(fits, costs):
         if wave and budget is not None and used + cost > budget:
@@ -169,6 +172,45 @@ def _memory_budget():
     return None if free is None else free // 2
 
 
+def _data_cost(fits, data, costs):
+    """The GPU memory the data of the fits with a cost (those on a GPU) hold for the whole
+    call, in bytes: one device copy of each distinct data set (training.shared_arrays keeps
+    them), and where there are several, their concatenation too (_data). An estimate from the
+    shapes, like _wave_cost."""
+    distinct = {}
+    for fit, cost in zip(fits, costs):
+        if cost:
+            X, y = data[fit.index][:2]
+            distinct.setdefault((id(X), id(y)), _data_bytes(fit.est, X, y))
+    total = sum(distinct.values())
+    return 2 * total if len(distinct) > 1 else total
+
+
+def _data_bytes(est, X, y):
+    """Device bytes of one data set in a fit's dtype: inputs (dense, or CSR values, int64
+    column indices and row pointers), targets and sample weights."""
+    try:
+        itemsize = np.dtype(est.dtype).itemsize
+        rows = int(np.shape(X)[0])
+        if sp.issparse(X):
+            inputs = X.nnz * (itemsize + 8) + (rows + 1) * 8
+        else:
+            inputs = rows * int(np.shape(X)[1]) * itemsize
+        return inputs + rows * (_units(est, X, y)[-1] + 1) * itemsize
+    except Exception:  # noqa: BLE001 - bad data fails in the fit itself, alone
+        return 0
+
+
+def _units(est, X, y):
+    """The network's layer sizes, inputs first, from its parameters and the data's shape."""
+    hidden = est.hidden_layer_sizes
+    hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
+    y = np.asarray(y)
+    classes = len(np.unique(y)) if y.ndim == 1 and is_classifier(est) else 1
+    outputs = y.shape[1] if y.ndim == 2 else (classes if classes > 2 else 1)
+    return [int(np.shape(X)[1]), *map(int, hidden), int(outputs)]
+
+
 def _wave_cost(est, X, y):
     """The GPU memory a fit's state takes, in bytes (8 parameter vectors), from its parameters
     and the data's shape before anything is validated: an estimate for _waves, never used to
@@ -177,12 +219,7 @@ def _wave_cost(est, X, y):
     if est.device == "cpu":
         return 0
     try:
-        hidden = est.hidden_layer_sizes
-        hidden = [hidden] if isinstance(hidden, numbers.Integral) else list(hidden)
-        y = np.asarray(y)
-        classes = len(np.unique(y)) if y.ndim == 1 and is_classifier(est) else 1
-        outputs = y.shape[1] if y.ndim == 2 else (classes if classes > 2 else 1)
-        units = [int(np.shape(X)[1]), *map(int, hidden), int(outputs)]
+        units = _units(est, X, y)
         if est.device == "auto" and est._auto_device(
                 units, int(np.shape(X)[0]), sp.issparse(X)) != "cuda":
             return 0

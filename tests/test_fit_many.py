@@ -289,13 +289,16 @@ def test_an_estimator_fitted_elsewhere_fails_alone():
     assert outer.n_iter_ == inner.n_iter_ == BASE["max_iter"]
 
 
-def test_fits_beyond_the_memory_budget_train_in_waves(monkeypatch):
+@pytest.mark.parametrize("budget, data_cost", [(2, 0), (5, 3)])
+def test_fits_beyond_the_memory_budget_train_in_waves(monkeypatch, budget, data_cost):
     """Fits whose state would not fit in the device's memory at once train in consecutive
-    waves, each as it would alone (here on the CPU, with a budget of two fits)."""
+    waves, each as it would alone (here on the CPU, with room for two fits: a budget of two, or
+    of five of which the data hold three)."""
     from fastmlp import many
 
-    monkeypatch.setattr(many, "_memory_budget", lambda: 2)
+    monkeypatch.setattr(many, "_memory_budget", lambda: budget)
     monkeypatch.setattr(many, "_wave_cost", lambda est, X, y: 1)
+    monkeypatch.setattr(many, "_data_cost", lambda fits, data, costs: data_cost)
     calls, original = [], cpu.train_epoch_many
 
     def counting(states, *args):
@@ -311,6 +314,26 @@ def test_fits_beyond_the_memory_budget_train_in_waves(monkeypatch):
     assert calls == [2] * BASE["max_iter"] * 2 + [1] * BASE["max_iter"]
     for together, single in zip(estimators, alone):
         _assert_same_fit(together, single)
+
+
+def test_the_wave_budget_counts_the_gpu_fits_data_once_and_their_concatenation():
+    """Each distinct data set of the GPU fits is on the device for the whole call, once; fits
+    on several data sets also hold their concatenation. CPU fits hold nothing there."""
+    from fastmlp import many
+
+    est = fastmlp.MLPClassifier(hidden_layer_sizes=(8,), device="cuda", dtype="float32")
+    one = len(X) * (X.shape[1] + 3 + 1) * 4  # inputs, 3 one-hot classes, weights
+    assert many._data_bytes(est, X, y) == one
+    half = many._data_bytes(est, X[::2], y[::2])
+    assert half == (len(X) + 1) // 2 * (X.shape[1] + 3 + 1) * 4
+    sparse = sp.csr_matrix(X * (X > 0))
+    assert many._data_bytes(est, sparse, y) == (sparse.nnz * (4 + 8) + (len(X) + 1) * 8
+                                                + len(X) * 4 * 4)
+    fits = [many._Fit(clone(est), i) for i in range(3)]
+    assert many._data_cost(fits, [(X, y, None)] * 3, [1, 1, 1]) == one
+    folds = [(X, y, None), (X[::2], y[::2], None), (X, y, None)]
+    assert many._data_cost(fits, folds, [1, 1, 1]) == 2 * (one + half)
+    assert many._data_cost(fits, folds, [1, 0, 1]) == one  # fit 1 trains on the CPU
 
 
 def test_the_wave_estimate_counts_a_gpu_fits_parameter_vectors():

@@ -482,6 +482,21 @@ def _cv_plan(estimator, X, y, groups, cv, params, scoring):
                            network_params=[{}])
 
 
+def _validate_as(function, **arguments):
+    """scikit-learn's parameter validation of `function` (the constraints its @validate_params
+    declares) applied to these arguments before anything is trained: a misspelt option fails at
+    once, with scikit-learn's error, not after every fold has trained. Where a scikit-learn
+    version does not expose the constraints, its own call validates them later."""
+    from sklearn import get_config
+
+    constraints = getattr(function, "_skl_parameter_constraints", None)
+    if constraints is None or get_config().get("skip_parameter_validation", False):
+        return
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
+    validate_parameter_constraints(constraints, arguments, caller_name=function.__qualname__)
+
+
 def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, n_jobs=None,
                    verbose=0, params=None, pre_dispatch="2*n_jobs", return_train_score=False,
                    return_estimator=False, return_indices=False, error_score=np.nan):
@@ -508,6 +523,9 @@ def cross_validate(estimator, X, y=None, *, groups=None, scoring=None, cv=None, 
     options = dict(scoring=scoring, verbose=verbose, return_train_score=return_train_score,
                    return_estimator=return_estimator, return_indices=return_indices,
                    error_score=error_score)
+    _validate_as(sk_model_selection.cross_validate, estimator=estimator, X=X, y=y,
+                 groups=groups, cv=cv, n_jobs=n_jobs, params=params, pre_dispatch=pre_dispatch,
+                 **options)
     try:
         plan = _cv_plan(estimator, X, y, groups, cv, params, scoring)
     except Exception:  # noqa: BLE001 - scikit-learn's cross_validate raises its own error
@@ -535,6 +553,9 @@ def cross_val_score(estimator, X, y=None, *, groups=None, scoring=None, cv=None,
 
     Drop-in for scikit-learn's :func:`sklearn.model_selection.cross_val_score`: one metric's
     test scores, by :func:`cross_validate` (the folds' networks trained together)."""
+    _validate_as(sk_model_selection.cross_val_score, estimator=estimator, X=X, y=y,
+                 groups=groups, scoring=scoring, cv=cv, n_jobs=n_jobs, verbose=verbose,
+                 params=params, pre_dispatch=pre_dispatch, error_score=error_score)
     if not (scoring is None or isinstance(scoring, str) or callable(scoring)):
         # Several metrics: scikit-learn's own function refuses them with its own error.
         return sk_model_selection.cross_val_score(estimator, X, y, scoring=scoring)

@@ -479,6 +479,22 @@ def test_cross_validate_failures_are_scikit_learns(calls):
         ms.cross_validate(net(alpha=-1.0), X, y, cv=3)
 
 
+@pytest.mark.parametrize("function, option", [
+    (ms.cross_validate, {"error_score": "ignore"}),
+    (ms.cross_validate, {"return_train_score": "yes"}),
+    (ms.cross_val_score, {"n_jobs": "two"}),
+    (ms.cross_val_score, {"verbose": -1}),
+])
+def test_bad_options_fail_before_any_training(calls, function, option):
+    """scikit-learn's own parameter error, raised before a fold trains (not after all have)."""
+    name = function.__name__
+    with pytest.raises(sklearn.utils._param_validation.InvalidParameterError) as theirs:
+        getattr(skms, name)(net(), X, y, cv=3, **option)
+    with pytest.raises(type(theirs.value), match=re.escape(str(theirs.value))):
+        function(net(), X, y, cv=3, **option)
+    assert calls["fit_many"] == []
+
+
 @pytest.mark.parametrize("estimator, params", [
     (LogisticRegression(max_iter=50), None),  # not a fastmlp network
     (net(), {"check_input": True}),  # a fit parameter fit_many does not take

@@ -87,7 +87,9 @@ def fit_many_timed(estimators, X=None, y=None, sample_weight=None, *, datasets=N
     """fit_many with errors="return", and the seconds each fit took: its own preparation and
     epoch bookkeeping, plus its share of every compiled call it trained in (the call's time
     over its models). With several threads these add up to more than the wall time, as the
-    fit times of parallel jobs do. For fastmlp.model_selection's ``*_fit_time``."""
+    fit times of parallel jobs do (with one, a little more where the calling thread's
+    bookkeeping overlaps the pool thread's compiled call). For fastmlp.model_selection's
+    ``*_fit_time``."""
     threads = _threads(n_jobs)
     estimators = list(estimators)
     data = _datasets(len(estimators), X, y, sample_weight, datasets)
@@ -345,9 +347,10 @@ def _blas_single_thread(threads):
 def _groups(fits):
     """The fits whose epochs one compiled call can train: same device, dtype, layer table and
     batch size; on the CPU also the same data (shared_arrays made equal data the same arrays)
-    and epoch length. On a GPU, fits on different data of the same width (dense, or CSR) go in
-    one group too, whatever their number of rows: their call trains on the data concatenated
-    (_data), each fit visiting its own part for its own number of batches."""
+    and epoch length (the CPU would take a call per length all the same). On a GPU, fits on
+    different data of the same width (dense, or CSR) go in one group too, whatever their
+    number of rows: their call trains on the data concatenated (_data), each fit visiting its
+    own part for its own number of batches."""
     groups = {}
     for fit in fits:
         r = fit.request
@@ -423,14 +426,11 @@ class _GroupCall:
         states = TrainState(params, be.empty(params.shape, params.dtype), slot_1, slot_2)
         limit = be.thread_limit(first.net, first.batch_size) if alone else \
             contextlib.nullcontext()
-        # (Only the GPU's train_epoch_many takes lengths: a CPU group has one epoch length.)
-        uneven = {} if np.all(self.lengths == self.orders.shape[1]) else {
-            "lengths": self.lengths}
         with limit:
             totals, steps = be.train_epoch_many(
                 states, *self.data, be.to_device(self.orders),
                 self.order_of, np.arange(len(requests), dtype=np.int64), first.batch_size,
-                self.nets, self.opts, **uneven)
+                self.nets, self.opts, self.lengths)
         be.unstack_rows(params, [r.state.params for r in requests])
         be.unstack_rows(slot_1, [r.state.slot_1 for r in requests])
         # One-slot optimizers pass their slot twice (optimizers.kernel_args): copy it back once.

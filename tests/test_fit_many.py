@@ -379,7 +379,9 @@ def test_the_wave_estimate_counts_an_auto_fit_only_where_it_would_take_the_gpu(m
 def test_fit_many_timed_gives_each_fit_its_own_time():
     """Each fit's seconds: its own preparation and bookkeeping plus its share of the compiled
     calls it trained in; a fit in a group of its own with a much bigger network takes longer,
-    and the times of one thread's fits add up to no more than the call's wall time."""
+    and the times of one thread's fits add up to about the call's wall time (not three times
+    it: no fit is charged the whole call; a little more where the calling thread's bookkeeping
+    for one group overlaps the worker thread's compiled call for the other)."""
     import time
 
     from fastmlp.many import fit_many_timed
@@ -394,7 +396,7 @@ def test_fit_many_timed_gives_each_fit_its_own_time():
         results, seconds = fit_many_timed([*small, big], X, y)
     wall = time.perf_counter() - began
     assert results == [*small, big]
-    assert all(s > 0 for s in seconds) and sum(seconds) <= wall
+    assert all(s > 0 for s in seconds) and sum(seconds) <= 1.1 * wall
     assert seconds[2] > 3 * max(seconds[:2]), seconds
 
 
@@ -447,3 +449,56 @@ def test_gpu_calls_on_different_sparse_data_concatenate_their_csr_parts():
     rebuilt = sp.csr_matrix((features.data, features.indices, features.indptr), shape=(120, 6))
     np.testing.assert_array_equal(rebuilt.toarray(), Xs.toarray())
     np.testing.assert_array_equal(Y, np.eye(3)[y])
+
+
+def test_the_cpu_group_kernel_trains_orders_of_different_lengths():
+    """cpu.train_epoch_many with lengths (the backends' shared interface; the CUDA backend
+    trains such a group in one launch): each model as train_epoch on the first lengths[g]
+    entries of its order, bit for bit, one compiled call per length."""
+    from fastmlp import ops
+    from fastmlp.bundles import Network, Networks, OptimizerStep, OptimizerSteps, TrainState
+    from fastmlp.layout import Layout
+    from fastmlp.training import as_features
+
+    layout = Layout((6, 5, 3))
+    gen = np.random.default_rng(1)
+    start = gen.uniform(-0.5, 0.5, (3, layout.n_params))
+    Y = np.eye(3)[y]
+    sw = np.ones(len(y))
+    nets = [Network(layout.table, ops.ACTIVATION["relu"].code, ops.ACTIVATION["softmax"].code,
+                    ops.LOSS["log_loss"].code, alpha, 0.0, 0) for alpha in (1e-4, 1e-2, 1e-3)]
+    opts = [OptimizerStep(ops.OPTIMIZER["adam"].code, 0.01, 0.0, False, 0.9, 0.999, 1e-8, 0.0,
+                          0.0, 0)] * 3
+    orders = np.stack([gen.permutation(len(y)), gen.permutation(len(y))])
+    lengths, order_of = np.array([len(y), 77]), np.array([1, 0, 1])
+    states = TrainState(start.copy(), np.empty_like(start), np.zeros_like(start),
+                        np.zeros_like(start))
+    kernel_calls, original = [], cpu.kernels.epoch_many
+
+    def counting(*args):
+        kernel_calls.append(1)
+        return original(*args)
+
+    totals, steps = cpu.train_epoch_many(states, as_features(X), Y, sw, orders, order_of,
+                                         np.arange(3), 16, Networks.of(nets),
+                                         OptimizerSteps.of(opts), lengths)
+    for m in range(3):
+        alone = TrainState(start[m].copy(), np.empty(layout.n_params),
+                           np.zeros(layout.n_params), np.zeros(layout.n_params))
+        g = order_of[m]
+        total, step = cpu.train_epoch(alone, as_features(X), Y, sw, orders[g, :lengths[g]], 16,
+                                      nets[m], opts[m])
+        np.testing.assert_array_equal(states.params[m], alone.params)
+        assert (totals[m], steps[m]) == (total, step)
+        assert step == -(-lengths[g] // 16)  # Adam counts the order's own batches
+    # One compiled call per length; with every order whole, one call.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu.kernels, "epoch_many", counting)
+        cpu.train_epoch_many(states, as_features(X), Y, sw, orders, order_of, np.arange(3), 16,
+                             Networks.of(nets), OptimizerSteps.of(opts), lengths)
+        cpu.train_epoch_many(states, as_features(X), Y, sw, orders, order_of, np.arange(3), 16,
+                             Networks.of(nets), OptimizerSteps.of(opts))
+    assert len(kernel_calls) == 3
+    with pytest.raises(ValueError, match="lengths must give"):
+        cpu.train_epoch_many(states, as_features(X), Y, sw, orders, order_of, np.arange(3), 16,
+                             Networks.of(nets), OptimizerSteps.of(opts), np.array([5, 999]))

@@ -85,17 +85,24 @@ def train_epoch(state, features, Y, sw, order, batch_size, net, opt):
     return total, opt.step
 
 
-def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_size, nets, opts):
+def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_size, nets, opts,
+                     lengths=None):
     """One epoch of many models of one shape on the same data (fastmlp/many.py), in one compiled
     call: train_epoch for each active model, each batch gathered once per distinct order.
 
     states: a TrainState of (M, P) arrays (row m: model m); orders (G, n) int64, one row per
     distinct batch order, order_of (M,) model m's row; active (A,) the models that train;
-    nets: a bundles.Networks; opts: a bundles.OptimizerSteps. Returns (totals (M,), steps (M,)):
-    train_epoch's two results for each active model, 0 for the others.
+    nets: a bundles.Networks; opts: a bundles.OptimizerSteps; lengths (G,): how many entries of
+    each order an epoch visits (the rest pads shorter orders), None for all n. Returns (totals
+    (M,), steps (M,)): train_epoch's two results for each active model, 0 for the others.
+    Orders of different lengths take one compiled call per length (fit_many's CPU groups
+    have one length; the CUDA backend trains them in one launch).
     """
     n_models = states.params.shape[0]
     active = np.asarray(active, dtype=np.int64)
+    if lengths is not None and np.any(np.asarray(lengths) != orders.shape[1]):
+        return _by_length(states, features, Y, sw, orders, order_of, active, batch_size, nets,
+                          opts, np.asarray(lengths, dtype=np.int64))
     if active.shape[0] == 0:
         return np.zeros(n_models), np.zeros(n_models, dtype=np.int64)
     rows = max(1, min(batch_size, orders.shape[1]))
@@ -118,6 +125,29 @@ def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_si
     counting = np.array([ops.counts_steps(int(kind)) for kind in opts.kind], dtype=bool)
     steps = np.where(counting, opts.step + updates, opts.step)
     steps[np.setdiff1d(np.arange(n_models), active)] = 0
+    return totals, steps
+
+
+def _by_length(states, features, Y, sw, orders, order_of, active, batch_size, nets, opts,
+               lengths):
+    """train_epoch_many for orders of different lengths: one call per length, each on the
+    orders of that length cut to it, for the active models that follow them."""
+    if lengths.shape != (orders.shape[0],) or np.any(lengths < 0) or np.any(
+            lengths > orders.shape[1]):
+        raise ValueError(f"lengths must give 0 to {orders.shape[1]} rows for each of the "
+                         f"{orders.shape[0]} orders, got {lengths!r}.")
+    n_models = states.params.shape[0]
+    totals, steps = np.zeros(n_models), np.zeros(n_models, dtype=np.int64)
+    order_of = np.asarray(order_of, dtype=np.int64)
+    for length in np.unique(lengths[order_of[active]]):
+        rows = np.flatnonzero(lengths == length)
+        which = np.full(orders.shape[0], -1, dtype=np.int64)
+        which[rows] = np.arange(rows.shape[0])
+        part = active[lengths[order_of[active]] == length]
+        got = train_epoch_many(states, features, Y, sw,
+                               np.ascontiguousarray(orders[rows, :length]), which[order_of],
+                               part, batch_size, nets, opts)
+        totals[part], steps[part] = got[0][part], got[1][part]
     return totals, steps
 
 

@@ -187,19 +187,26 @@ def _activation_loop(activation):
     if activation.row_wise:
         return softmax_rows
     f = scalar(activation.value)
-    f32 = scalar(activation.value_float32 or activation.value)
 
     def activate_elements(Z):
+        for i in range(Z.shape[0]):
+            for j in range(Z.shape[1]):
+                Z[i, j] = f(Z[i, j])
+
+    if activation.value_float32 is None:
+        return compiled_as(f"activate_{activation.name}", activate_elements)
+    f32 = scalar(activation.value_float32)
+
+    def activate_elements_by_dtype(Z):
         if Z.itemsize == 4:  # a constant of each compiled version: one loop is left
             for i in range(Z.shape[0]):
                 for j in range(Z.shape[1]):
                     Z[i, j] = f32(Z[i, j])
         else:
-            for i in range(Z.shape[0]):
-                for j in range(Z.shape[1]):
-                    Z[i, j] = f(Z[i, j])
+            activate_elements(Z)
 
-    return compiled_as(f"activate_{activation.name}", activate_elements)
+    activate_elements = compiled_as(f"activate_{activation.name}_all_dtypes", activate_elements)
+    return compiled_as(f"activate_{activation.name}", activate_elements_by_dtype)
 
 
 def _derivative_loop(activation):

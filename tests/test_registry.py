@@ -140,8 +140,9 @@ def _loops_of(dispatcher):
 def _made_from(loop):
     """The closure variables of a loop made by one of kernels' loop factories, scalar functions
     as the registry holds them (the loops compile them through kernels.scalar)."""
+    function = getattr(loop, "py_func", loop)
     return {name: getattr(value, "py_func", value)
-            for name, value in inspect.getclosurevars(loop.py_func).nonlocals.items()}
+            for name, value in inspect.getclosurevars(function).nonlocals.items()}
 
 
 def test_cpu_activate_has_each_activations_own_loop():
@@ -151,6 +152,10 @@ def test_cpu_activate_has_each_activations_own_loop():
         loop = loops[activation.code]
         if activation.row_wise:
             assert loop is kernels.softmax_rows, activation.name
+        elif activation.value_float32 is not None:  # float32's own form, else the loop of f
+            made = _made_from(loop)
+            assert made["f32"] is activation.value_float32, activation.name
+            assert _made_from(made["activate_elements"])["f"] is activation.value
         else:
             assert _made_from(loop)["f"] is activation.value, activation.name
 

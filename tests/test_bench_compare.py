@@ -2,21 +2,15 @@
 thread, and the faster is what the table shows, with a note saying which (no timings here: the
 runners are scripted)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from bench_scripts import load
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
 
 
 @pytest.fixture
 def compare():
-    spec = importlib.util.spec_from_file_location("compare", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("compare")
 
 
 def blas_threads():

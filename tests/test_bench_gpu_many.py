@@ -1,20 +1,13 @@
 """bench/gpu_many.py's arguments (no GPU here: the benchmark itself is unmeasured; its smoke run
 under numba's CUDA simulator is in tests/cuda_sim/test_cuda_many.py)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_many.py"
+from bench_scripts import load
 
 
 @pytest.fixture
 def gpu_many():
-    spec = importlib.util.spec_from_file_location("gpu_many", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # importable without a GPU, numba-cuda or torch
-    return module
+    return load("gpu_many")  # importable without a GPU, numba-cuda or torch
 
 
 def test_the_defaults_are_128_w2_sized_models(gpu_many):

@@ -2,21 +2,14 @@
 docstring) computes A @ B at every size around its tile, so the timings it prints compare
 correct products."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "microkernel.py"
+from bench_scripts import load
 
 
 @pytest.fixture(scope="module")
 def microkernel():
-    spec = importlib.util.spec_from_file_location("microkernel", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("microkernel")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

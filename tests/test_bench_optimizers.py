@@ -1,21 +1,14 @@
 """bench/optimizers.py's harness end to end on a small W2 (its figures mean nothing here): every
 solver's update loop and epoch are timed, and the timed update does update."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "optimizers.py"
+from bench_scripts import load
 
 
 @pytest.fixture(scope="module")
 def optimizers():
-    spec = importlib.util.spec_from_file_location("optimizers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("optimizers")
 
 
 def test_every_solver_is_timed(optimizers, capsys):

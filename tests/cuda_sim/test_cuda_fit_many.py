@@ -67,33 +67,9 @@ def _folds():
     return [(X21[rows % 3 != k], y21[rows % 3 != k]) for k in range(3)]
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_fits_on_different_data_of_one_size_train_in_one_launch(monkeypatch, dtype):
-    """Cross-validation folds: different rows, same shapes. Their data are concatenated on the
-    device once and each fit's batch order offset into its own part, so the whole group still
-    trains in one launch per epoch, each network exactly as its own fit on its own fold."""
-    folds = _folds()
-    together = [fastmlp.MLPClassifier(**BASE, dtype=dtype, alpha=a) for a in (1e-4, 1e-2)
-                for _ in folds]
-    alone = [fastmlp.MLPClassifier(**est.get_params()) for est in together]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for est, data in zip(alone, folds * 2):
-            est.fit(*data)
-        counts = _count_launches(monkeypatch)
-        fastmlp.fit_many(together, datasets=folds * 2)
-    assert counts["train_epoch_fused"] == BASE["max_iter"], counts
-    for a, b in zip(together, alone):
-        np.testing.assert_array_equal(a._params, b._params)
-        np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
-
-
-def test_fits_on_different_numbers_of_rows_train_in_one_launch(monkeypatch):
-    """Data sets of 14 and 20 rows (2 and 3 batches of 7): one launch per epoch, each block
-    making its own fit's batches, each network exactly as its own fit."""
-    datasets = [(X[:14], y[:14]), (X, y), (X[3:17], y[3:17])]
-    assert all(len(np.unique(part)) == 3 for _, part in datasets)  # one output layer for all
-    together = [fastmlp.MLPClassifier(**BASE, dtype="float64", alpha=a) for a in (1e-4, 1e-2, 1)]
+def _check_one_launch_each_as_alone(monkeypatch, together, datasets):
+    """fit_many(together, datasets=datasets) trains in one launch per epoch, and each network
+    ends exactly as a copy of it fitted alone on its own data."""
     alone = [fastmlp.MLPClassifier(**est.get_params()) for est in together]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -105,6 +81,26 @@ def test_fits_on_different_numbers_of_rows_train_in_one_launch(monkeypatch):
     for a, b in zip(together, alone):
         np.testing.assert_array_equal(a._params, b._params)
         np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fits_on_different_data_of_one_size_train_in_one_launch(monkeypatch, dtype):
+    """Cross-validation folds: different rows, same shapes. Their data are concatenated on the
+    device once and each fit's batch order offset into its own part, so the whole group still
+    trains in one launch per epoch, each network exactly as its own fit on its own fold."""
+    folds = _folds()
+    together = [fastmlp.MLPClassifier(**BASE, dtype=dtype, alpha=a) for a in (1e-4, 1e-2)
+                for _ in folds]
+    _check_one_launch_each_as_alone(monkeypatch, together, folds * 2)
+
+
+def test_fits_on_different_numbers_of_rows_train_in_one_launch(monkeypatch):
+    """Data sets of 14 and 20 rows (2 and 3 batches of 7): one launch per epoch, each block
+    making its own fit's batches, each network exactly as its own fit."""
+    datasets = [(X[:14], y[:14]), (X, y), (X[3:17], y[3:17])]
+    assert all(len(np.unique(part)) == 3 for _, part in datasets)  # one output layer for all
+    together = [fastmlp.MLPClassifier(**BASE, dtype="float64", alpha=a) for a in (1e-4, 1e-2, 1)]
+    _check_one_launch_each_as_alone(monkeypatch, together, datasets)
 
 
 def test_a_search_trains_every_fold_in_one_launch_per_epoch(monkeypatch):
@@ -152,14 +148,4 @@ def test_fits_on_different_sparse_data_train_in_one_launch(monkeypatch):
 
     folds = [(sp.csr_matrix(X_fold * (X_fold > 0)), y_fold) for X_fold, y_fold in _folds()]
     together = [fastmlp.MLPClassifier(**BASE, dtype="float64") for _ in folds]
-    alone = [fastmlp.MLPClassifier(**BASE, dtype="float64") for _ in folds]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for est, data in zip(alone, folds):
-            est.fit(*data)
-        counts = _count_launches(monkeypatch)
-        fastmlp.fit_many(together, datasets=folds)
-    assert counts["train_epoch_fused"] == BASE["max_iter"], counts
-    for a, b in zip(together, alone):
-        np.testing.assert_array_equal(a._params, b._params)
-        np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
+    _check_one_launch_each_as_alone(monkeypatch, together, folds)

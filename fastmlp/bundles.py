@@ -3,7 +3,7 @@ and one epoch's optimizer settings.
 
 Numba compiles a named tuple to a plain struct, so naming the fields costs nothing at run time;
 kernels read ``net.layers``, never ``net[0]``. Plain data only: no logic lives here beyond
-stacking one-model bundles into many-model ones.
+stacking one-model bundles into many-model ones and checking a group's order lengths.
 """
 
 from typing import NamedTuple
@@ -98,6 +98,20 @@ class OptimizerSteps(NamedTuple):
         """The OptimizerSteps of a list of OptimizerSteps."""
         return cls(*(np.array([opt[k] for opt in opts], dtype=dtype)
                      for k, dtype in enumerate(_STEP_DTYPES)))
+
+
+def order_lengths(orders, lengths):
+    """The (G,) int64 numbers of entries an epoch visits in each row of a group's (G, n) batch
+    orders (train_epoch_many's `lengths`: shorter orders padded), all n for None; ValueError
+    unless each is between 0 and n."""
+    n = orders.shape[1]
+    if lengths is None:
+        return np.full(orders.shape[0], n, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.shape != (orders.shape[0],) or np.any(lengths < 0) or np.any(lengths > n):
+        raise ValueError(f"lengths must give 0 to {n} rows for each of the {orders.shape[0]} "
+                         f"orders, got {lengths!r}.")
+    return lengths
 
 
 # The array dtypes of Networks' fields after `layers`, and of OptimizerSteps' fields.

@@ -427,15 +427,30 @@ def test_saving_pickling_and_copying_during_a_fit_in_another_thread_are_refused(
     assert pickle.loads(pickle.dumps(clf)).n_iter_ == 2  # after the fit, as ever
 
 
+def _two_class_classifier():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2,
+                                     random_state=0).fit(X_EDIT, y_EDIT % 2)
+
+
+def _predict_and_refit_threads(clf):
+    """(shapes, predicting, fitting): two threads, not started, on clf: one predicts (its
+    result's shape goes into the list shapes), the other refits clf on three classes."""
+    import threading
+
+    shapes = []
+    return (shapes,
+            threading.Thread(target=lambda: shapes.append(clf.predict_proba(X_EDIT).shape)),
+            threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT)))
+
+
 def test_a_fit_waits_for_the_predictions_running_on_its_estimator(monkeypatch):
     import threading
 
     import fastmlp.cpu as cpu
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2,
-                                    random_state=0).fit(X_EDIT, y_EDIT % 2)
+    clf = _two_class_classifier()
     in_predict, release, trained = threading.Event(), threading.Event(), threading.Event()
     real_predict, real_epoch = cpu.predict, cpu.train_epoch
 
@@ -446,9 +461,7 @@ def test_a_fit_waits_for_the_predictions_running_on_its_estimator(monkeypatch):
 
     monkeypatch.setattr(cpu, "predict", slow_predict)
     monkeypatch.setattr(cpu, "train_epoch", lambda *a: trained.set() or real_epoch(*a))
-    shapes = []
-    predicting = threading.Thread(target=lambda: shapes.append(clf.predict_proba(X_EDIT).shape))
-    fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
+    shapes, predicting, fitting = _predict_and_refit_threads(clf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predicting.start()
@@ -468,15 +481,11 @@ def test_a_running_read_may_read_again_while_a_fit_waits_for_it(monkeypatch):
     """predict_log_proba copies the estimator inside its own read: a fit that started meanwhile
     (registered, waiting for the reads to end) must not make that nested read fail."""
     import copy
-    import threading
 
     import fastmlp.cpu as cpu
     from fastmlp import estimators
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf = fastmlp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=2,
-                                    random_state=0).fit(X_EDIT, y_EDIT % 2)
+    clf = _two_class_classifier()
     real_predict, nested = cpu.predict, []
 
     def predict_then_copy(*args):
@@ -490,9 +499,7 @@ def test_a_running_read_may_read_again_while_a_fit_waits_for_it(monkeypatch):
         return real_predict(*args)
 
     monkeypatch.setattr(cpu, "predict", predict_then_copy)
-    shapes = []
-    predicting = threading.Thread(target=lambda: shapes.append(clf.predict_proba(X_EDIT).shape))
-    fitting = threading.Thread(target=clf.fit, args=(X_EDIT, y_EDIT))
+    shapes, predicting, fitting = _predict_and_refit_threads(clf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predicting.start()

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import ops
-from ..bundles import Network
+from ..bundles import Network, order_lengths
 from . import kernels
 
 NAME = "cpu"
@@ -100,9 +100,10 @@ def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_si
     """
     n_models = states.params.shape[0]
     active = np.asarray(active, dtype=np.int64)
-    if lengths is not None and np.any(np.asarray(lengths) != orders.shape[1]):
+    lengths = order_lengths(orders, lengths)
+    if np.any(lengths != orders.shape[1]):
         return _by_length(states, features, Y, sw, orders, order_of, active, batch_size, nets,
-                          opts, np.asarray(lengths, dtype=np.int64))
+                          opts, lengths)
     if active.shape[0] == 0:
         return np.zeros(n_models), np.zeros(n_models, dtype=np.int64)
     rows = max(1, min(batch_size, orders.shape[1]))
@@ -132,10 +133,6 @@ def _by_length(states, features, Y, sw, orders, order_of, active, batch_size, ne
                lengths):
     """train_epoch_many for orders of different lengths: one call per length, each on the
     orders of that length cut to it, for the active models that follow them."""
-    if lengths.shape != (orders.shape[0],) or np.any(lengths < 0) or np.any(
-            lengths > orders.shape[1]):
-        raise ValueError(f"lengths must give 0 to {orders.shape[1]} rows for each of the "
-                         f"{orders.shape[0]} orders, got {lengths!r}.")
     n_models = states.params.shape[0]
     totals, steps = np.zeros(n_models), np.zeros(n_models, dtype=np.int64)
     order_of = np.asarray(order_of, dtype=np.int64)

@@ -35,6 +35,7 @@ from ..bundles import (
     OptimizerStep,
     OptimizerSteps,
     TrainState,
+    order_lengths,
 )
 from . import device
 
@@ -423,12 +424,7 @@ def train_epoch_many(states, features, Y, sw, orders, order_of, active, batch_si
     M = states.params.shape[0]
     active = np.asarray(active, dtype=np.int64)
     order_of = np.asarray(order_of, dtype=np.int64)
-    n = orders.shape[1]
-    lengths = np.full(orders.shape[0], n, dtype=np.int64) if lengths is None else \
-        np.asarray(lengths, dtype=np.int64)
-    if lengths.shape != (orders.shape[0],) or np.any(lengths < 0) or np.any(lengths > n):
-        raise ValueError(f"lengths must give 0 to {n} rows for each of the {orders.shape[0]} "
-                         f"orders, got {lengths!r}.")
+    lengths = order_lengths(orders, lengths)
     for m in active:
         ops.check_codes(*model_of(nets, opts, m))
     totals, steps = np.zeros(M), np.zeros(M, dtype=np.int64)

@@ -24,6 +24,8 @@ from .kernels import (
     block_sum,
     delta_and_sample_loss,
     finished_gradient,
+    flat_dot,
+    flat_sum,
     is_softmax,
     keeps_pre_activation,
     optimizer_step,
@@ -151,10 +153,9 @@ def _forward(sh, c, layers, net, start, nb):
         for e in range(t, nb * fan_out, T):
             r = e // fan_out
             j = e - r * fan_out
-            acc = dt(0)
-            for k in range(fan_in):
-                acc += sh[in_at + r * fan_in + k] * sh[w_at + k * fan_out + j]
-            z = acc + sh[b_at + j]
+            # Row r of the layer's input times column j of W.
+            z = flat_dot(sh, dt(0), in_at + r * fan_in, 1, w_at + j, fan_out, fan_in)
+            z += sh[b_at + j]
             if c.keep_pre and i < last:
                 sh[c.pre + here + e] = z
             a = activation_value(z, kind)
@@ -203,15 +204,13 @@ def _delta_below(sh, c, layers, i, below, hidden, nb):
     for e in range(t, nb * fan_in, T):
         r = e // fan_in
         j = e - r * fan_in
-        g = dt(0)
-        # Thread j starts at column j mod O: neighbouring threads then read W from different
-        # shared-memory banks instead of all from one (stride O).
+        # Row r of dZ times row j of W, from column j mod O on and wrapping round: neighbouring
+        # threads then read W from different shared-memory banks instead of all from one
+        # (stride O).
         shift = j % fan_out
-        for step in range(fan_out):
-            o = step + shift
-            if o >= fan_out:
-                o -= fan_out
-            g += sh[dz_at + r * fan_out + o] * sh[w_at + j * fan_out + o]
+        dz_row, w_row = dz_at + r * fan_out, w_at + j * fan_out
+        g = flat_dot(sh, dt(0), dz_row + shift, 1, w_row + shift, 1, fan_out - shift)
+        g = flat_dot(sh, g, dz_row, 1, w_row, 1, shift)
         if c.dropping:
             g *= sh[c.masks + c.B * below + e]  # dropped units pass no gradient
         z = sh[c.pre + c.B * below + e] if c.keep_pre else dt(0)
@@ -234,18 +233,15 @@ def _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights
     w_at, b_at = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
     dz_at = c.deltas + c.B * offset
     for e in range(t, (fan_in + 1) * fan_out, T):
-        if e < fan_in * fan_out:
+        if e < fan_in * fan_out:  # weight (j, o): column j of the input times column o of dZ
             j = e // fan_out
             o = e - j * fan_out
             k = w_at + e
-        else:
-            j = -1
+            g = flat_dot(sh, dt(0), in_at + j, fan_in, dz_at + o, fan_out, nb)
+        else:  # bias o: the sum of column o of dZ
             o = e - fan_in * fan_out
             k = b_at + o
-        g = dt(0)
-        for r in range(nb):
-            a = sh[in_at + r * fan_in + j] if j >= 0 else dt(1)
-            g += a * sh[dz_at + r * fan_out + o]
+            g = flat_sum(sh, dt(0), dz_at + o, fan_out, nb)
         w = sh[k]
         if k < n_weights:
             squares += float(w * w)

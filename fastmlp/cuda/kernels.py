@@ -326,6 +326,40 @@ def column_sums(db, dZ):
 # Loss and output delta
 # ---------------------------------------------------------------------------------------------
 
+# Offsets into flat arrays held as unsigned integers: numba then skips the negative-index check
+# it makes for signed ones, and the loops below keep running offsets instead of recomputing
+# products. On sm_90 that takes the fused kernel's inner loops from 28-38 machine instructions
+# per multiply-add to about 4.4 (bench/gpu_sass.py).
+OFFSET = numba.uint64
+ONE = numba.uint64(1)
+
+
+@cuda.jit(device=True)
+def flat_dot(flat, acc, a, a_step, b, b_step, n):
+    """acc + the sum over k < n, in increasing k, of flat[a + k * a_step] * flat[b + k * b_step]
+    (two strided runs of one flat array: rows and columns of matrices kept in it)."""
+    a, a_step, b, b_step = OFFSET(a), OFFSET(a_step), OFFSET(b), OFFSET(b_step)
+    left = OFFSET(n)
+    while left > 0:
+        acc += flat[a] * flat[b]
+        a += a_step
+        b += b_step
+        left -= ONE
+    return acc
+
+
+@cuda.jit(device=True)
+def flat_sum(flat, acc, a, a_step, n):
+    """acc + the sum over k < n, in increasing k, of flat[a + k * a_step]."""
+    a, a_step = OFFSET(a), OFFSET(a_step)
+    left = OFFSET(n)
+    while left > 0:
+        acc += flat[a]
+        a += a_step
+        left -= ONE
+    return acc
+
+
 @cuda.jit(device=True)
 def block_sum(partial, value):
     """The sum over the block's threads of value (float64), in a fixed tree order; every thread

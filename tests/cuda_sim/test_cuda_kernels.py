@@ -6,6 +6,7 @@ import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from numba import cuda
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fastmlp.cuda.device import target
@@ -364,3 +365,33 @@ def test_finish_gradient_and_add_into_as_lbfgs_uses_them():
     expected_squares = _call(cpu.weight_squares, params, np.array([[8, FAN_OUT, 0, N_WEIGHTS]]))
     assert_allclose(to_host(total), expected, rtol=1e-14)
     assert_allclose(to_host(squares).sum(), expected_squares, rtol=1e-14)
+
+
+# ------------------------------------------------------------------------------ strided sums
+
+@cuda.jit
+def _strided_sums(out, flat, cases):
+    """Row c of out: flat_dot and flat_sum of case c, both started at 0.5."""
+    c = cuda.threadIdx.x
+    if c < cases.shape[0]:
+        a, a_step, b, b_step, n = (cases[c, 0], cases[c, 1], cases[c, 2], cases[c, 3],
+                                   cases[c, 4])
+        out[c, 0] = K.flat_dot(flat, flat.dtype.type(0.5), a, a_step, b, b_step, n)
+        out[c, 1] = K.flat_sum(flat, flat.dtype.type(0.5), b, b_step, n)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_flat_dot_and_flat_sum_are_strided_sums_in_order(dtype):
+    flat = _rng(3).normal(size=60).astype(dtype)
+    # (a, a_step, b, b_step, n): a row times a column, two columns, a single term, none at all.
+    cases = np.array([[0, 1, 20, 5, 7], [3, 6, 4, 6, 9], [59, 1, 0, 1, 1], [5, 1, 9, 1, 0]])
+    out = to_device(np.zeros((len(cases), 2), dtype))
+    _strided_sums[1, 8](out, to_device(flat), to_device(cases))
+    for (a, a_step, b, b_step, n), (dot, total) in zip(cases, to_host(out)):
+        x, y = flat[a:a + n * a_step:a_step][:n], flat[b:b + n * b_step:b_step][:n]
+        expected_dot, expected_sum = dtype(0.5), dtype(0.5)
+        for u, v in zip(x, y):  # term by term, in order, as the kernel adds
+            expected_dot = dtype(expected_dot + u * v)
+            expected_sum = dtype(expected_sum + v)
+        assert_allclose(dot, expected_dot, **TOL[dtype])
+        assert_allclose(total, expected_sum, **TOL[dtype])

@@ -1,0 +1,58 @@
+"""The fused CUDA kernel's machine code, read without a GPU (bench/gpu_sass.py): compiled for an
+H100/H200 (sm_90), its inner products over shared memory stay cheap. A static check of speed:
+it counts instructions, so it is the same on every machine, and it fails when the kernel's index
+arithmetic regresses (signed offsets cost 28-38 instructions per multiply-add; unsigned running
+offsets about 4.4)."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from bench_scripts import load
+
+gpu_sass = load("gpu_sass")
+CC = (9, 0)
+
+
+def _missing():
+    """What this machine lacks to compile and disassemble the kernel, or None."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        return "numba-cuda (the cuda extra): numba's own CUDA target has no compiler here"
+    try:
+        gpu_sass.tool("ptxas"), gpu_sass.tool("nvdisasm")
+    except SystemExit as missing:
+        return str(missing)
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=f"needs {_missing()}")
+
+
+@pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["float32", "float64"])
+def compiled(request):
+    dtype = request.param
+    return dtype, *gpu_sass.machine_code(gpu_sass.fused_ptx(dtype, CC), CC)
+
+
+def test_the_fused_kernel_spills_nothing(compiled):
+    _, usage, code = compiled
+    assert "0 bytes spill stores" in usage and "0 bytes spill loads" in usage
+    assert not any(gpu_sass.opcode(text) in ("LDL", "STL") for _, text in code)
+
+
+def test_inner_products_take_few_instructions_per_multiply_add(compiled):
+    dtype, _, code = compiled
+    fma = "FFMA" if dtype == np.float32 else "DFMA"
+    # A product over shared memory: two shared loads for each multiply-add.
+    products = [loop for loop in gpu_sass.loop_costs(code)
+                if loop.mix["LDS"] >= 2 * loop.mix[fma] > 0]
+    assert len(products) >= 3  # forward, delta of the layer below, weight gradient
+    for loop in products:
+        assert len(loop.body) <= 7 * loop.mix[fma], f"loop at {loop.start:x}: {loop.mix}"
+
+
+def test_the_report_lists_the_loops(capsys):
+    gpu_sass.main(["--dtype", "float32"])
+    out = capsys.readouterr().out
+    assert "## train_epoch_fused, float32, sm_90" in out
+    assert "| inner loop | instructions | LDS | FFMA | instructions per FFMA |" in out

@@ -4,8 +4,9 @@ model or for a group of models of the same shape (one block per model).
 One block runs every mini-batch of its model (gather, forward, loss, backward, gradient finishing
 and the optimizer update) with the parameters and the batch's activations in shared memory,
 phases separated by cuda.syncthreads(); only the epoch's loss and update count are written out.
-Sums
-use fixed-order block reductions, never atomics, so results are deterministic. Launched only by
+Sums run in a fixed order, never with atomics, so results are deterministic: each thread sums
+a batch's sample weights itself, and keeps its part of the loss until one block reduction at
+the end of the epoch. Launched only by
 fastmlp/cuda/launch.py, which checks that the network fits (shared_elements) before using it.
 The arithmetic is the per-batch kernels' (kernels.py): the same device functions.
 """
@@ -29,6 +30,7 @@ from .kernels import (
     is_softmax,
     keeps_pre_activation,
     optimizer_step,
+    row_and_column,
     softmax_in_place,
     times_derivative,
     uniform,
@@ -117,11 +119,11 @@ def _gather(sh, c, features, Y, sw, order, start, nb):
     F, K = c.F, c.K
     sparse = features.indptr.shape[0] > 0
     for e in range(t, nb * F, T):
-        r = e // F
-        sh[c.x + e] = dt(0) if sparse else features.X[order[start + r], e - r * F]
+        r, f = row_and_column(e, F)
+        sh[c.x + e] = dt(0) if sparse else features.X[order[start + r], f]
     for e in range(t, nb * K, T):
-        r = e // K
-        sh[c.y + e] = Y[order[start + r], e - r * K]
+        r, k = row_and_column(e, K)
+        sh[c.y + e] = Y[order[start + r], k]
     for r in range(t, nb, T):
         sh[c.sw + r] = sw[order[start + r]]
     if sparse:
@@ -151,8 +153,7 @@ def _forward(sh, c, layers, net, start, nb):
         kind = net.output if i == last else net.hidden
         here = c.B * offset
         for e in range(t, nb * fan_out, T):
-            r = e // fan_out
-            j = e - r * fan_out
+            r, j = row_and_column(e, fan_out)
             # Row r of the layer's input times column j of W.
             z = flat_dot(sh, dt(0), in_at + r * fan_in, 1, w_at + j, fan_out, fan_in)
             z += sh[b_at + j]
@@ -171,16 +172,14 @@ def _forward(sh, c, layers, net, start, nb):
 
 
 @cuda.jit(device=True)
-def _output_delta_and_loss(sh, partial, c, net, nb, eps):
-    """(sum of sample weight * loss, sum of sample weights) over the batch, the output deltas
-    written beside the outputs; one thread per row, sums in a fixed order (every thread gets
-    them)."""
+def _output_delta_and_loss(sh, c, net, nb, eps):
+    """This thread's part of the batch's sum of sample weight * loss (it stays with the thread
+    until the epoch's end), the output deltas written beside the outputs; one thread per row."""
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
     K = c.K
     out_at = c.B * (c.units - K)
     loss_part = 0.0
-    weight_part = 0.0
     for r in range(t, nb, T):
         p = sh[c.acts + out_at + r * K:c.acts + out_at + (r + 1) * K]
         if is_softmax(net.output):
@@ -188,8 +187,8 @@ def _output_delta_and_loss(sh, partial, c, net, nb, eps):
         loss_part += delta_and_sample_loss(
             sh[c.deltas + out_at + r * K:c.deltas + out_at + (r + 1) * K], p,
             sh[c.y + r * K:c.y + (r + 1) * K], sh[c.sw + r], net.loss, eps)
-        weight_part += float(sh[c.sw + r])
-    return block_sum(partial, loss_part), block_sum(partial, weight_part)
+    cuda.syncthreads()  # the deltas are written
+    return loss_part
 
 
 @cuda.jit(device=True)
@@ -202,12 +201,11 @@ def _delta_below(sh, c, layers, i, below, hidden, nb):
     fan_in, fan_out, w_at = layers[i, FAN_IN], layers[i, FAN_OUT], layers[i, WEIGHT_OFFSET]
     dz_at = c.deltas + c.B * (below + fan_in)
     for e in range(t, nb * fan_in, T):
-        r = e // fan_in
-        j = e - r * fan_in
+        r, j = row_and_column(e, fan_in)
         # Row r of dZ times row j of W, from column j mod O on and wrapping round: neighbouring
         # threads then read W from different shared-memory banks instead of all from one
         # (stride O).
-        shift = j % fan_out
+        shift = row_and_column(j, fan_out)[1]
         dz_row, w_row = dz_at + r * fan_out, w_at + j * fan_out
         g = flat_dot(sh, dt(0), dz_row + shift, 1, w_row + shift, 1, fan_out - shift)
         g = flat_dot(sh, g, dz_row, 1, w_row, 1, shift)
@@ -224,8 +222,7 @@ def _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights
     """Layer i's gradient (its I x O weights, then its O biases) from its input rows at in_at
     and its delta (offset: the units before layer i), finished and applied at once (no gradient
     buffer). Returns `squares` plus this thread's part of the layer's ||W||^2 before the
-    update: one running sum per thread across the layers, then one block sum. One thread per
-    parameter."""
+    update (one running sum per thread). One thread per parameter."""
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
     dt = sh.dtype.type
@@ -233,21 +230,21 @@ def _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights
     w_at, b_at = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
     dz_at = c.deltas + c.B * offset
     for e in range(t, (fan_in + 1) * fan_out, T):
-        if e < fan_in * fan_out:  # weight (j, o): column j of the input times column o of dZ
-            j = e // fan_out
-            o = e - j * fan_out
-            k = w_at + e
+        weight = e < fan_in * fan_out
+        k = w_at + e if weight else b_at + e - fan_in * fan_out
+        # The optimizer state lives in global memory: its loads are issued before the gradient's
+        # sum and arrive while it runs.
+        s_1, s_2 = slot_1[k], slot_2[k]
+        if weight:  # weight (j, o): column j of the input times column o of dZ
+            j, o = row_and_column(e, fan_out)
             g = flat_dot(sh, dt(0), in_at + j, fan_in, dz_at + o, fan_out, nb)
         else:  # bias o: the sum of column o of dZ
-            o = e - fan_in * fan_out
-            k = b_at + o
-            g = flat_sum(sh, dt(0), dz_at + o, fan_out, nb)
+            g = flat_sum(sh, dt(0), dz_at + e - fan_in * fan_out, fan_out, nb)
         w = sh[k]
         if k < n_weights:
             squares += float(w * w)
         g = finished_gradient(g, w, k, n_weights, alpha, norm)
-        w, s_1, s_2 = optimizer_step(w, g, slot_1[k], slot_2[k],
-                                     decayed if k < n_weights else kept, kind)
+        w, s_1, s_2 = optimizer_step(w, g, s_1, s_2, decayed if k < n_weights else kept, kind)
         slot_1[k] = s_1
         slot_2[k] = s_2  # the same array as slot_1 for one-slot optimizers
         sh[k] = w
@@ -255,11 +252,10 @@ def _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights
 
 
 @cuda.jit(device=True)
-def _backward_and_update(sh, partial, slot_1, slot_2, c, layers, net, opt, nb, step_size,
-                         norm):
+def _backward_and_update(sh, slot_1, slot_2, c, layers, net, opt, nb, step_size, norm):
     """Backward from the output delta, layer by layer; each layer's parameters are updated as
-    soon as the next delta down no longer needs them. Returns ||W||^2 before the update (every
-    thread gets it; the block sum also means every update is done)."""
+    soon as the next delta down no longer needs them. Returns this thread's part of ||W||^2
+    before the update; every update is done when it returns."""
     dt = sh.dtype.type
     n_weights = layers[0, BIAS_OFFSET]  # weights come first in the flat buffer, then biases
     keep = dt(ops.weight_keep(opt.learning_rate, opt.weight_decay))
@@ -283,7 +279,8 @@ def _backward_and_update(sh, partial, slot_1, slot_2, c, layers, net, opt, nb, s
         squares = _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights,
                                 dt(net.alpha), norm, decayed, kept, opt.kind, squares)
         offset = below
-    return block_sum(partial, squares)
+    cuda.syncthreads()  # the next batch may overwrite what the last layer's update read
+    return squares
 
 
 @cuda.jit(device=True)
@@ -342,17 +339,23 @@ def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, orders, b
     for start in range(0, n, batch_size):
         nb = min(batch_size, n - start)
         _gather(sh, c, features, Y, sw, order, start, nb)
+        # Every thread sums the batch's sample weights itself, in the same order: the same sum
+        # everywhere, without a block reduction and its barriers.
+        weight_sum = flat_sum(sh, 0.0, c.sw, 1, nb)
+        if weight_sum == 0:  # every sample has zero weight: nothing to learn
+            cuda.syncthreads()  # every thread has read the weights before the next gather
+            continue
         _forward(sh, c, layers, net, start, nb)
-        loss_sum, weight_sum = _output_delta_and_loss(sh, partial, c, net, nb, eps)
-        if weight_sum == 0:
-            continue  # every sample has zero weight: nothing to learn (the same for all threads)
+        loss_part = _output_delta_and_loss(sh, c, net, nb, eps)
         step_size = dt(step_sizes[updates])
-        squares = _backward_and_update(sh, partial, model_slot_1, model_slot_2, c, layers, net,
-                                       opt, nb, step_size, dt(weight_sum))
-        total += (loss_sum / weight_sum + 0.5 * net.alpha * squares / weight_sum) * nb
+        squares_part = _backward_and_update(sh, model_slot_1, model_slot_2, c, layers, net,
+                                            opt, nb, step_size, dt(weight_sum))
+        # The batch's (loss + alpha/2 ||W||^2) / weight sum, times its rows: each thread adds
+        # its part, and the parts are summed once, at the end of the epoch.
+        total += (loss_part + 0.5 * net.alpha * squares_part) * (nb / weight_sum)
         updates += 1
 
-    cuda.syncthreads()
+    total = block_sum(partial, total)
     for k in range(t, n_params, T):
         model_params[k] = sh[k]
     if t == 0:

@@ -335,6 +335,16 @@ ONE = numba.uint64(1)
 
 
 @cuda.jit(device=True)
+def row_and_column(e, width):
+    """(e // width, e % width) as int64: where element e of a row-major matrix of `width`
+    columns lies. In 32-bit unsigned arithmetic (e < 2**32): a 64-bit division is a call to a
+    slow routine on the GPU, and numba's floor division adds sign corrections."""
+    e, width = numba.uint32(e), numba.uint32(width)
+    r = e // width
+    return numba.int64(r), numba.int64(e - r * width)
+
+
+@cuda.jit(device=True)
 def flat_dot(flat, acc, a, a_step, b, b_step, n):
     """acc + the sum over k < n, in increasing k, of flat[a + k * a_step] * flat[b + k * b_step]
     (two strided runs of one flat array: rows and columns of matrices kept in it)."""

@@ -62,9 +62,11 @@ def update_seconds(solver, n_params, dtype, calls):
     return (time.perf_counter() - began) / calls
 
 
-def epoch_seconds_per_batch(solver, X, y, dtype):
-    """One W2 epoch of `solver` (after a first one that compiles and warms up), per batch."""
-    params = dict(W2_PARAMS, solver=solver, max_iter=1, tol=0.0, random_state=0, dtype=dtype)
+def epoch_seconds_per_batch(solver, X, y, dtype, **changes):
+    """One W2 epoch of `solver` (after a first one that compiles and warms up), per batch;
+    changes: other estimator parameters (bench/activations.py's activation)."""
+    params = dict(W2_PARAMS, solver=solver, max_iter=1, tol=0.0, random_state=0, dtype=dtype,
+                  **changes)
     est = fastmlp.MLPClassifier(**params).fit(X, y)
     began = time.perf_counter()
     est.set_params(warm_start=True).fit(X, y)

@@ -78,30 +78,44 @@ def test_activate_and_its_derivative(name, dtype):
         assert_allclose(dZ, 0.5 * reference.activation_derivative(name, A, Z), **TOL[dtype])
 
 
-def test_float32_tanh_is_within_one_ulp_and_float64_is_the_librarys():
-    """The CPU's float32 tanh (ops.tanh_float32, arithmetic that vectorises) against tanh
-    computed in float64 and rounded: at most 1 ulp apart over 2 million points of [-12, 12],
-    at tiny and huge magnitudes, signed zeros, infinities and NaN. float64 keeps the library's
-    tanh, bit for bit."""
+def _elu_exact(z):
+    return np.where(z < 0, np.expm1(np.minimum(z, 0)), z)
+
+
+# (activation, its float64 value rounded to float32 is the exact answer, where its float32 form
+# changes method or saturates)
+FLOAT32_FORMS = [("tanh", np.tanh, [9.0, 9.0001, 1e-4, 1e30]),
+                 ("elu", _elu_exact, [-1e-5, -1.00001e-5, -20.0, -20.0001, -1e30])]
+
+
+@pytest.mark.parametrize("name, exact, edges", FLOAT32_FORMS, ids=[f[0] for f in FLOAT32_FORMS])
+def test_float32_forms_are_within_one_ulp_and_float64_is_the_librarys(name, exact, edges):
+    """The CPU's float32 tanh and elu (ops.tanh_float32, ops.elu_float32: arithmetic that
+    vectorises) against the function computed in float64 and rounded: at most 1 ulp apart over
+    2 million points of [-25, 25], at tiny and huge magnitudes, where the form changes method,
+    signed zeros, infinities and NaN. float64 keeps the library's function, bit for bit."""
     import math
 
-    grid = np.linspace(-12, 12, 2_000_001, dtype=np.float32)
+    code = ops.ACTIVATION[name].code
+    grid = np.linspace(-25, 25, 2_000_001, dtype=np.float32)
     powers = np.float32(10.0) ** -np.arange(0, 45, 0.05, dtype=np.float32)
-    special = np.array([0.0, -0.0, 9.0, 9.0001, 1e30, np.inf, -np.inf], dtype=np.float32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, *edges, *np.negative(edges)],
+                       dtype=np.float32)
     Z = np.concatenate([grid, powers, -powers, special]).reshape(1, -1)
     A = Z.copy()
-    _call(kernels.activate, ops.ACTIVATION["tanh"].code, A)
-    exact = np.tanh(Z.astype(np.float64)).astype(np.float32)
-    apart = np.abs(A.view(np.int32).astype(np.int64) - exact.view(np.int32).astype(np.int64))
+    _call(kernels.activate, code, A)
+    want = exact(Z.astype(np.float64)).astype(np.float32)
+    apart = np.abs(A.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
     assert apart.max() <= 1, Z[apart > 1][:5]
     assert np.signbit(A[Z == 0]).tolist() == np.signbit(Z[Z == 0]).tolist()
-    nan = np.array([[np.nan]], dtype=np.float32)
-    _call(kernels.activate, ops.ACTIVATION["tanh"].code, nan)
+    nan = np.array([[np.nan, -np.nan]], dtype=np.float32)
+    _call(kernels.activate, code, nan)
     assert np.isnan(nan).all()
     Z64 = np.random.RandomState(2).normal(scale=3, size=(4, 50))
     A64 = Z64.copy()
-    _call(kernels.activate, ops.ACTIVATION["tanh"].code, A64)
-    assert A64.tolist() == [[math.tanh(z) for z in row] for row in Z64.tolist()]
+    _call(kernels.activate, code, A64)
+    library = {"tanh": math.tanh, "elu": lambda z: math.expm1(z) if z < 0 else z}[name]
+    assert A64.tolist() == [[library(z) for z in row] for row in Z64.tolist()]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -4,8 +4,9 @@
 # over tiny fits (bench/gpu_tiny_fits.py: fused, per-layer and persistent paths);
 # bench/compare_gpu.py with a short budget, the persistent path forced as an extra W1
 # contestant; 128 small models trained together (bench/gpu_many.py, issue #24); the W8 search and
-# 5-fold cross-validation of one network on the GPU (bench/search.py); Nsight Compute over the
-# fused kernel (bench/gpu_profile.py); memcheck if time is left.
+# 5-fold cross-validation of one network on the GPU (bench/search.py); the fused kernel's
+# per-batch time at 256 and 512 threads per block, then Nsight Compute over it
+# (bench/gpu_profile.py); memcheck if time is left.
 # Every step has a timeout and the script goes on after a failing one; the whole run stays under
 # GPU_CHECK_SECONDS (default 540). It installs and downloads nothing.
 #
@@ -14,8 +15,9 @@
 # OUTPUT_DIR: default $OUT. FASHION_MNIST_DIR: the four gzip IDX files; default
 # .data/fashion-mnist in the repository when it exists, else W1 and W4 of the benchmark train
 # on a synthetic stand-in of the same shape. Writes these flat files into OUTPUT_DIR:
-# summary.txt versions.log pytest-cuda.log racecheck.log synccheck.log compare.log
-# GPU_RESULTS.md many.log many.txt search.log ncu.log memcheck.log.
+# summary.txt, GPU_RESULTS.md, many.txt and logs.tar.gz, which holds the steps' logs
+# (versions.log pytest-cuda.log racecheck.log synccheck.log compare.log many.log search.log
+# threads.log ncu.log memcheck.log): the device machine hands back at most 8 files.
 # numba-cuda <= 0.30.4 with NumPy 2.5 fails at the first kernel compile (np.row_stack is gone);
 # the Python steps run through bench/with_row_stack.py, which shims it for this run only and
 # says so in each log. fastmlp itself refuses that combination with an error naming the fix.
@@ -228,6 +230,14 @@ step "bench/search.py --device cuda --cross-validate (W8-cv)" search.log 40 \
     --out "$OUTDIR/GPU_RESULTS.md"
 highlights search.log "cross_validate|Test scores|Error|shimmed" 4
 
+# ---- (f2) the fused kernel's block size: 256 threads (the default) against 512 (both fit their
+# registers without spills, bench/gpu_sass.py); per-batch times of one W2 network and of 24
+for threads in 256 512; do
+    step "bench/gpu_profile.py, block of $threads threads" threads.log 45 \
+        env FASTMLP_FUSED_THREADS=$threads "${SHIM[@]}" bench/gpu_profile.py
+done
+highlights threads.log "us per batch|Error|shimmed" 8
+
 # ---- (g) Nsight Compute over the fused kernel (issue #23: profile it before tuning it): one W2
 # network's epoch, then a group of 24 in one launch (bench/gpu_profile.py)
 NCU=$(command -v ncu || true)
@@ -256,6 +266,14 @@ if [ -n "$SAN" ] && [ $(( DEADLINE_S - $(elapsed) )) -ge 60 ]; then
         "$SAN" --tool memcheck --error-exitcode 3 --print-limit 40 \
         "${SHIM[@]}" bench/gpu_tiny_fits.py fused per-layer
     highlights memcheck.log "SUMMARY|^(OK|FAIL) |tiny fits|shimmed" 8
+fi
+
+# The device machine hands back at most 8 files: the step logs go back as one archive.
+LOGS=$(cd "$OUTDIR" && ls -- *.log 2>/dev/null)
+if [ -n "$LOGS" ]; then
+    # shellcheck disable=SC2086 # one plain file name per word (step() names them)
+    (cd "$OUTDIR" && tar -czf logs.tar.gz $LOGS && rm -f $LOGS) \
+        && echo "step logs: logs.tar.gz ($(echo $LOGS | wc -w) files)" >> "$SUMMARY"
 fi
 
 {

@@ -74,7 +74,8 @@ def fused_ptx(dtype, cc):
             np.zeros((1, fused.STEP_SIZES + 1)), 1e-7)
     signature = tuple(numba.typeof(a) for a in args)
     with compiling_for(cc):
-        ptx, _ = cuda.compile_ptx(fused.train_epoch_fused.py_func, signature, cc=cc)
+        ptx, _ = cuda.compile_ptx(fused.train_epoch_fused.py_func, signature, cc=cc,
+                                  launch_bounds=fused.THREADS)
     return ptx
 
 
@@ -153,7 +154,10 @@ def loop_costs(code):
 def report(dtype, cc, show):
     usage, code = machine_code(fused_ptx(dtype, cc), cc)
     mix = collections.Counter(opcode(t) for _, t in code)
-    print(f"## train_epoch_fused, {np.dtype(dtype).name}, sm_{cc[0]}{cc[1]}")
+    from fastmlp.cuda import fused
+
+    print(f"## train_epoch_fused, {np.dtype(dtype).name}, sm_{cc[0]}{cc[1]}, "
+          f"{fused.THREADS} threads")
     print(f"ptxas: {usage}")
     print(f"{len(code)} instructions; calls {mix['CALL']}, local loads/stores "
           f"{mix['LDL'] + mix['STL']}")

@@ -56,3 +56,23 @@ def test_the_report_lists_the_loops(capsys):
     out = capsys.readouterr().out
     assert "## train_epoch_fused, float32, sm_90" in out
     assert "| inner loop | instructions | LDS | FFMA | instructions per FFMA |" in out
+
+
+def test_a_block_of_512_threads_fits_its_registers_without_spilling():
+    """FASTMLP_FUSED_THREADS=512 (the tuning knob bench/gpu_check.sh measures): the kernel is
+    compiled with launch bounds, so ptxas fits it into 128 registers, here without spills."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, FASTMLP_FUSED_THREADS="512", NUMBA_ENABLE_CUDASIM="0",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, str(root / "bench" / "gpu_sass.py"), "--dtype",
+                             "float32"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sm_90, 512 threads" in result.stdout
+    registers = int(re.search(r"Used (\d+) registers", result.stdout).group(1))
+    assert registers <= 128 and "0 bytes spill stores" in result.stdout

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -136,6 +137,19 @@ def test_a_kernel_name_means_the_same_contract_on_both_backends():
 def _run_python(code, **env):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env=_child_env(**env), timeout=300)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba_cuda") is None,
+                    reason="needs numba-cuda (pip install 'fastmlp[cuda]'); no GPU needed")
+def test_the_fused_kernels_block_size_setting_is_checked():
+    from fastmlp.cuda import fused
+
+    assert fused.block_threads(None) == fused.block_threads("") == 256
+    assert fused.block_threads("512") == 512 and fused.block_threads("32") == 32
+    for bad in ("300", "16", "2048", "many", "-256"):
+        with pytest.raises(ValueError, match=f"FASTMLP_FUSED_THREADS='{bad}': expected a power "
+                                             "of two from 32 to 1024"):
+            fused.block_threads(bad)
 
 
 def test_the_backend_imports_and_explains_itself_without_numbas_cuda_target():
@@ -533,7 +547,8 @@ def test_the_gpu_checks_row_stack_shim_restores_it_only_where_missing(tmp_path):
 def test_the_gpu_check_script_runs_through_failing_steps_within_its_budget(tmp_path):
     """bench/gpu_check.sh without a GPU: every step fails or is skipped, yet the script goes on
     to the end, stays within GPU_CHECK_SECONDS, and leaves at most 8 flat, plainly named files
-    with a summary line per step."""
+    (what the device machine hands back), the step logs packed in one, with a summary line per
+    step."""
     out = tmp_path / "out"
     env = _child_env(GPU_CHECK_SECONDS="60", PYTHON=sys.executable)
     result = subprocess.run(["bash", str(TESTS.parent / "bench" / "gpu_check.sh"), str(out)],
@@ -544,7 +559,12 @@ def test_the_gpu_check_script_runs_through_failing_steps_within_its_budget(tmp_p
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in names), names
     summary = (out / "summary.txt").read_text()
     assert re.search(r"^versions: ok", summary, re.M), summary
-    for step in ("pytest tests/cuda_sim on the GPU", "bench/compare_gpu.py"):
+    with tarfile.open(out / "logs.tar.gz") as logs:  # the step logs, as one file
+        assert {"versions.log", "pytest-cuda.log", "compare.log", "threads.log"} <= set(
+            logs.getnames())
+    assert not any(name.endswith(".log") for name in names), names
+    for step in ("pytest tests/cuda_sim on the GPU", "bench/compare_gpu.py",
+                 "bench/gpu_profile.py, block of 512 threads"):
         assert re.search(rf"^{re.escape(step)}: (FAILED|SKIPPED|TIMED OUT)", summary, re.M), (
             step, summary)
     assert re.search(r"compute-sanitizer|racecheck", summary), summary

@@ -11,6 +11,7 @@ fastmlp/cuda/launch.py, which checks that the network fits (shared_elements) bef
 The arithmetic is the per-batch kernels' (kernels.py): the same device functions.
 """
 
+import os
 from typing import NamedTuple
 
 import numba
@@ -36,9 +37,26 @@ from .kernels import (
     uniform,
 )
 
-# Threads of the one block (a power of two: block_sum halves it). The simulator runs one Python
-# thread per CUDA thread: few there.
-THREADS = 16 if SIMULATOR else 256
+
+def block_threads(setting):
+    """The block size of the one-launch kernel, from the FASTMLP_FUSED_THREADS setting (None:
+    256): a power of two from 32 to 1024 (block_sum halves it). A tuning knob for benchmarks on
+    a GPU: the kernel is compiled for it (launch bounds: at most 65536 / threads registers per
+    thread, so 512 threads give 128 registers and some spills), once per process."""
+    if setting is None or setting == "":
+        return 256
+    try:
+        threads = int(setting)
+    except ValueError:
+        threads = 0
+    if threads < 32 or threads > 1024 or threads & (threads - 1):
+        raise ValueError(f"FASTMLP_FUSED_THREADS={setting!r}: expected a power of two from 32 "
+                         "to 1024 (the one-launch CUDA kernel's block size; default 256)")
+    return threads
+
+
+# Threads of the one block. The simulator runs one Python thread per CUDA thread: few there.
+THREADS = 16 if SIMULATOR else block_threads(os.environ.get("FASTMLP_FUSED_THREADS"))
 # Columns of the float64 `totals` array train_epoch_fused writes once per block, at the end of
 # the epoch.
 EPOCH_TOTAL, UPDATES = 0, 1
@@ -294,7 +312,8 @@ def _block_model(layers, codes, numbers, b):
     return net, opt
 
 
-@cuda.jit
+# The launch bounds let ptxas fit the registers to THREADS (the simulator takes no such option).
+@cuda.jit(**({} if SIMULATOR else {"launch_bounds": THREADS}))
 def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, orders, batch_size,
                       layers, codes, numbers, eps):
     """One epoch of mini-batch training, every batch in this one launch (the CPU train_epoch),

@@ -13,11 +13,9 @@ A loop that calls the C library per element (expf, expm1f, erff) instead of vect
 as several times ReLU's time. Prints a table.
 """
 
-import argparse
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare import load_tabular  # noqa: E402 - the shared workload definitions
-from optimizers import epoch_seconds_per_batch  # noqa: E402
+from optimizers import epoch_seconds_per_batch, options_and_w2  # noqa: E402
 
 from fastmlp import ops  # noqa: E402
 from fastmlp.cpu import kernels  # noqa: E402
@@ -57,14 +54,7 @@ def loop_seconds(name, dtype, calls):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    parser.add_argument("--rows", type=int, default=100_000, help="W2's rows (smoke: fewer)")
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")  # ConvergenceWarning: one epoch
-    X, y = load_tabular(args.rows)
-    X = X.astype(args.dtype)
+    args, X, y = options_and_w2(argv, __doc__.splitlines()[0])
     figures = {(name, what): [] for name in ACTIVATIONS for what in ("loop", "epoch")}
     with threadpool_limits(1):
         for repeat in range(args.repeats):

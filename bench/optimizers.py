@@ -73,15 +73,21 @@ def epoch_seconds_per_batch(solver, X, y, dtype, **changes):
     return (time.perf_counter() - began) / -(-X.shape[0] // W2_PARAMS["batch_size"])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options_and_w2(argv, description):
+    """The options of the side-by-side benchmarks (this one and bench/activations.py): repeats,
+    dtype and W2's rows; and W2's data in that dtype."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--rows", type=int, default=100_000, help="W2's rows (smoke: fewer)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # ConvergenceWarning: one epoch
     X, y = load_tabular(args.rows)
-    X = X.astype(args.dtype)
+    return args, X.astype(args.dtype), y
+
+
+def main(argv=None):
+    args, X, y = options_and_w2(argv, __doc__.splitlines()[0])
     figures = {(solver, what): [] for solver in SOLVERS for what in (*SIZES, "epoch")}
     with threadpool_limits(1):
         for repeat in range(args.repeats):

@@ -6,8 +6,8 @@ and the optimizer update) with the parameters and the batch's activations in sha
 phases separated by cuda.syncthreads(); only the epoch's loss and update count are written out.
 Sums run in a fixed order, never with atomics, so results are deterministic: each thread sums
 a batch's sample weights itself, and keeps its part of the loss until one block reduction at
-the end of the epoch. Launched only by
-fastmlp/cuda/launch.py, which checks that the network fits (shared_elements) before using it.
+the end of the epoch. Launched only by fastmlp/cuda/launch.py, which checks that the network
+fits (shared_elements) before using it.
 The arithmetic is the per-batch kernels' (kernels.py): the same device functions.
 """
 
@@ -41,8 +41,8 @@ from .kernels import (
 def block_threads(setting):
     """The block size of the one-launch kernel, from the FASTMLP_FUSED_THREADS setting (None:
     256): a power of two from 32 to 1024 (block_sum halves it). A tuning knob for benchmarks on
-    a GPU: the kernel is compiled for it (launch bounds: at most 65536 / threads registers per
-    thread, so 512 threads give 128 registers and some spills), once per process."""
+    a GPU: the kernel is compiled for it, once per process (launch bounds: at most 65536 /
+    threads registers per thread; 512 threads fit their 128 without spills, 1024 spill)."""
     if setting is None or setting == "":
         return 256
     try:

@@ -6,7 +6,7 @@ Two measurements per hidden activation, one BLAS thread, contestants alternated 
 repeat, medians reported:
 - the compiled activation loop alone (fastmlp/cpu/kernels.py's `activate`) over one W2
   batch's hidden units (32 rows x 96 units = 3,072 values, drawn from N(0, 3)), in
-  microseconds;
+  microseconds, with a copy that restores the input each time (identity's row: that copy);
 - a whole W2 epoch (100,000 x 20 rows, 64-32-3, batch 32, Adam, through `fit`), in
   microseconds per 32-row batch; the activation's derivative loop runs in it too.
 A loop that calls the C library per element (expf, expm1f, erff) instead of vectorising shows
@@ -42,8 +42,8 @@ def _activations(n, code, Z, work):
 
 
 def loop_seconds(name, dtype, calls):
-    """Seconds per application of `name`'s compiled loop to one W2 batch's hidden units, less
-    the copy that restores its input."""
+    """Seconds per application of `name`'s compiled loop to one W2 batch's hidden units, with
+    the copy that restores its input (identity's figure is about that copy and the call)."""
     Z = np.random.default_rng(0).normal(scale=3.0, size=BATCH_VALUES).astype(dtype)
     work = np.empty_like(Z)
     code = ops.ACTIVATION[name].code

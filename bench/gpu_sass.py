@@ -120,24 +120,6 @@ def opcode(text):
     return text.split()[0].split(".")[0]
 
 
-def inner_loops(code):
-    """(start, end, body) of each backward branch's range that holds no other backward branch
-    and does floating-point arithmetic: the innermost loops."""
-    where = {address: i for i, (address, _) in enumerate(code)}
-    loops = []
-    for i, (address, text) in enumerate(code):
-        m = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
-        if not m or int(m.group(1), 16) >= address or int(m.group(1), 16) not in where:
-            continue
-        body = code[where[int(m.group(1), 16)]:i + 1]
-        loops.append((body[0][0], address, body))
-    innermost = [(s, e, b) for s, e, b in loops
-                 if not any(s <= s2 and e2 <= e and (s2, e2) != (s, e) for s2, e2, _ in loops)]
-    arithmetic = ("FFMA", "DFMA", "FADD", "DADD", "FMUL", "DMUL")
-    return [(s, e, b) for s, e, b in innermost
-            if any(opcode(t) in arithmetic for _, t in b)]
-
-
 class Loop(NamedTuple):
     start: int          # address of its first instruction
     end: int            # address of its backward branch
@@ -145,10 +127,27 @@ class Loop(NamedTuple):
     mix: collections.Counter  # opcode -> count
 
 
-def loop_costs(code):
-    """A Loop for each of inner_loops(code)."""
-    return [Loop(s, e, b, collections.Counter(opcode(t) for _, t in b))
-            for s, e, b in inner_loops(code)]
+ARITHMETIC = ("FFMA", "DFMA", "FADD", "DADD", "FMUL", "DMUL")
+
+
+def inner_loops(code):
+    """A Loop for each backward branch's range that holds no other backward branch and does
+    floating-point arithmetic: the innermost loops."""
+    where = {address: i for i, (address, _) in enumerate(code)}
+    ranges = []
+    for i, (address, text) in enumerate(code):
+        m = re.search(r"\bBRA\b.*?0x([0-9a-f]+)", text)
+        target = int(m.group(1), 16) if m else address
+        if target < address and target in where:
+            ranges.append((target, address, code[where[target]:i + 1]))
+    loops = []
+    for start, end, body in ranges:
+        if any(start <= s and e <= end and (s, e) != (start, end) for s, e, _ in ranges):
+            continue  # holds an inner loop
+        mix = collections.Counter(opcode(t) for _, t in body)
+        if any(mix[op] for op in ARITHMETIC):
+            loops.append(Loop(start, end, body, mix))
+    return loops
 
 
 def report(dtype, cc, show):
@@ -164,7 +163,7 @@ def report(dtype, cc, show):
     fma = "FFMA" if dtype == np.float32 else "DFMA"
     print(f"\n| inner loop | instructions | LDS | {fma} | instructions per {fma} |")
     print("| --- | --- | --- | --- | --- |")
-    for loop in loop_costs(code):
+    for loop in inner_loops(code):
         per = f"{len(loop.body) / loop.mix[fma]:.1f}" if loop.mix[fma] else "-"
         print(f"| {loop.start:x}-{loop.end:x} | {len(loop.body)} | {loop.mix['LDS']} | "
               f"{loop.mix[fma]} | {per} |")

@@ -25,7 +25,8 @@ def _missing():
     return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=f"needs {_missing()}")
+MISSING = _missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"needs {MISSING}")
 
 
 @pytest.fixture(scope="module", params=[np.float32, np.float64], ids=["float32", "float64"])
@@ -44,7 +45,7 @@ def test_inner_products_take_few_instructions_per_multiply_add(compiled):
     dtype, _, code = compiled
     fma = "FFMA" if dtype == np.float32 else "DFMA"
     # A product over shared memory: two shared loads for each multiply-add.
-    products = [loop for loop in gpu_sass.loop_costs(code)
+    products = [loop for loop in gpu_sass.inner_loops(code)
                 if loop.mix["LDS"] >= 2 * loop.mix[fma] > 0]
     assert len(products) >= 3  # forward, delta of the layer below, weight gradient
     for loop in products:

@@ -323,13 +323,13 @@ def column_sums(db, dZ):
 
 
 # ---------------------------------------------------------------------------------------------
-# Loss and output delta
+# Strided sums over one flat array (the one-launch kernel's products, fused.py)
 # ---------------------------------------------------------------------------------------------
 
 # Offsets into flat arrays held as unsigned integers: numba then skips the negative-index check
 # it makes for signed ones, and the loops below keep running offsets instead of recomputing
 # products. On sm_90 that takes the fused kernel's inner loops from 28-38 machine instructions
-# per multiply-add to about 4.4 (bench/gpu_sass.py).
+# per multiply-add to 4.3-5.3 (bench/gpu_sass.py).
 OFFSET = numba.uint64
 ONE = numba.uint64(1)
 
@@ -369,6 +369,10 @@ def flat_sum(flat, acc, a, a_step, n):
         left -= ONE
     return acc
 
+
+# ---------------------------------------------------------------------------------------------
+# Loss and output delta
+# ---------------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
 def block_sum(partial, value):

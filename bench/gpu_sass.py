@@ -8,8 +8,9 @@ Compiles fastmlp.cuda.fused.train_epoch_fused to PTX with numba-cuda, assembles 
 (`ptxas -v`: registers, spill bytes) and disassembles it with nvdisasm. Neither needs a GPU or a
 driver. Then it lists every innermost loop that does floating-point arithmetic: its
 instructions, shared-memory loads (LDS), fused multiply-adds (FFMA/DFMA) and instructions per
-multiply-add. A dot product over shared memory needs about two or three instructions per
-multiply-add (two loads and the FMA, minus what the loads share); index arithmetic is the rest.
+multiply-add. The kernel's products are 2 x 2 register tiles (kernels.tile_dot): one
+shared-memory load per multiply-add, about two or three instructions per multiply-add in all
+(a single running sum needs two loads per multiply-add); index arithmetic is the rest.
 Nsight Compute on a GPU says where time goes; this says what each iteration costs, and it runs
 on any machine with the CUDA extra installed plus nvdisasm (`pip install nvidia-cuda-nvdisasm`).
 """
@@ -75,7 +76,7 @@ def fused_ptx(dtype, cc):
     signature = tuple(numba.typeof(a) for a in args)
     with compiling_for(cc):
         ptx, _ = cuda.compile_ptx(fused.train_epoch_fused.py_func, signature, cc=cc,
-                                  launch_bounds=fused.THREADS)
+                                  launch_bounds=fused.LAUNCH_BOUNDS)
     return ptx
 
 
@@ -158,12 +159,14 @@ def report(dtype, cc, show):
     print(f"## train_epoch_fused, {np.dtype(dtype).name}, sm_{cc[0]}{cc[1]}, "
           f"{fused.THREADS} threads")
     print(f"ptxas: {usage}")
+    loops = inner_loops(code)
+    in_loops = sum(loop.mix["LDL"] + loop.mix["STL"] for loop in loops)
     print(f"{len(code)} instructions; calls {mix['CALL']}, local loads/stores "
-          f"{mix['LDL'] + mix['STL']}")
+          f"{mix['LDL'] + mix['STL']} ({in_loops} in inner loops)")
     fma = "FFMA" if dtype == np.float32 else "DFMA"
     print(f"\n| inner loop | instructions | LDS | {fma} | instructions per {fma} |")
     print("| --- | --- | --- | --- | --- |")
-    for loop in inner_loops(code):
+    for loop in loops:
         per = f"{len(loop.body) / loop.mix[fma]:.1f}" if loop.mix[fma] else "-"
         print(f"| {loop.start:x}-{loop.end:x} | {len(loop.body)} | {loop.mix['LDS']} | "
               f"{loop.mix[fma]} | {per} |")

@@ -26,13 +26,15 @@ from .kernels import (
     block_sum,
     delta_and_sample_loss,
     finished_gradient,
-    flat_dot,
     flat_sum,
     is_softmax,
     keeps_pre_activation,
     optimizer_step,
+    pairs,
     row_and_column,
     softmax_in_place,
+    split_pair,
+    tile_dot,
     times_derivative,
     uniform,
 )
@@ -42,7 +44,8 @@ def block_threads(setting):
     """The block size of the one-launch kernel, from the FASTMLP_FUSED_THREADS setting (None:
     256): a power of two from 32 to 1024 (block_sum halves it). A tuning knob for benchmarks on
     a GPU: the kernel is compiled for it, once per process (launch bounds: at most 65536 /
-    threads registers per thread; 512 threads fit their 128 without spills, 1024 spill)."""
+    threads registers per thread; 256 threads take about 215 without spills, 512 fit 128 with
+    a few spilled values outside the inner loops, 1024 spill inside them)."""
     if setting is None or setting == "":
         return 256
     try:
@@ -155,35 +158,80 @@ def _gather(sh, c, features, Y, sw, order, start, nb):
 
 
 @cuda.jit(device=True)
+def _tile(e, rows, columns):
+    """Tile e of a rows x columns matrix cut into 2 x 2 tiles of split_pair's pairs: its rows
+    (r0, r1) and columns (j0, j1); an odd edge repeats an index (r1 == r0 or j1 == j0)."""
+    p, q = row_and_column(e, pairs(columns))
+    r0, r1 = split_pair(p, rows)
+    j0, j1 = split_pair(q, columns)
+    return r0, r1, j0, j1
+
+
+@cuda.jit(device=True)
+def _tiles(rows, columns):
+    """How many tiles _tile cuts a rows x columns matrix into."""
+    return pairs(rows) * pairs(columns)
+
+
+@cuda.jit(device=True)
+def _pick(u, four):
+    """four[u] of a tile's four values (00, 01, 10, 11), u a run-time index."""
+    v00, v01, v10, v11 = four
+    return (v11 if u & 1 else v10) if u >> 1 else (v01 if u & 1 else v00)
+
+
+@cuda.jit(device=True)
+def _entry(u, r0, r1, j0, j1, sums):
+    """Entry u of a 2 x 2 tile (u = 0, 1, 2, 3: row r0 or r1, column j0 or j1, in that order):
+    its row, column and sum (of sums: s00, s01, s10, s11), and whether it is the first entry of
+    its place (an odd edge repeats an index; each place is stored or stepped once)."""
+    below, right = u >> 1, u & 1
+    first = not ((below and r1 == r0) or (right and j1 == j0))
+    return (r1 if below else r0), (j1 if right else j0), _pick(u, sums), first
+
+
+@cuda.jit(device=True)
+def _activate_output(sh, c, net, kind, hidden, at, z, draw):
+    """Store output element `at` of a layer (an offset into its rows) from its pre-activation
+    z: z itself for GELU and SiLU, its activation and, with dropout on a hidden layer, its mask
+    and dropped-out value (the draw-th uniform of the epoch)."""
+    dt = sh.dtype.type
+    if c.keep_pre and hidden:
+        sh[c.pre + at] = z
+    a = activation_value(z, kind)
+    sh[c.acts + at] = a
+    if c.dropping and hidden:
+        mask = dt(1.0 / (1.0 - net.dropout)) if uniform(net.seed, draw) >= net.dropout else dt(0)
+        sh[c.masks + at] = mask
+        sh[c.dropped + at] = a * mask
+
+
+@cuda.jit(device=True)
 def _forward(sh, c, layers, net, start, nb):
-    """Z = A @ W + b, activation and dropout, layer by layer; one thread per output element."""
+    """Z = A @ W + b, activation and dropout, layer by layer; one thread per 2 x 2 tile of
+    outputs (rows r0, r1 of A times columns j0, j1 of W)."""
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
-    dt = sh.dtype.type
+    zero = sh.dtype.type(0)
     last = layers.shape[0] - 1
     hidden_units = c.units - c.K
-    scale = dt(1.0 / (1.0 - net.dropout))
     in_at = c.x
     offset = 0  # units of the layers before i
     for i in range(last + 1):
         fan_in, fan_out = layers[i, FAN_IN], layers[i, FAN_OUT]
         w_at, b_at = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
         kind = net.output if i == last else net.hidden
+        hidden = i < last
         here = c.B * offset
-        for e in range(t, nb * fan_out, T):
-            r, j = row_and_column(e, fan_out)
-            # Row r of the layer's input times column j of W.
-            z = flat_dot(sh, dt(0), in_at + r * fan_in, 1, w_at + j, fan_out, fan_in)
-            z += sh[b_at + j]
-            if c.keep_pre and i < last:
-                sh[c.pre + here + e] = z
-            a = activation_value(z, kind)
-            sh[c.acts + here + e] = a
-            if c.dropping and i < last:
-                draw = uniform(net.seed, (start + r) * hidden_units + offset + j)
-                mask = scale if draw >= net.dropout else dt(0)
-                sh[c.masks + here + e] = mask
-                sh[c.dropped + here + e] = a * mask
+        for e in range(t, _tiles(nb, fan_out), T):
+            r0, r1, j0, j1 = _tile(e, nb, fan_out)
+            sums = tile_dot(sh, (zero, zero, zero, zero), in_at + r0 * fan_in,
+                            (r1 - r0) * fan_in, 1, w_at + j0, j1 - j0, fan_out, fan_in)
+            for u in range(4):
+                r, j, z, first = _entry(u, r0, r1, j0, j1, sums)
+                if first:
+                    _activate_output(sh, c, net, kind, hidden, here + r * fan_out + j,
+                                     z + sh[b_at + j], (start + r) * hidden_units + offset + j)
         cuda.syncthreads()
         in_at = (c.dropped if c.dropping else c.acts) + here
         offset += fan_out
@@ -210,28 +258,54 @@ def _output_delta_and_loss(sh, c, net, nb, eps):
 
 
 @cuda.jit(device=True)
+def _store_delta(sh, c, at, g, hidden):
+    """Element `at` of the layer below's delta (an offset into its rows), from g, its row of
+    dZ times its row of W: dropped units pass no gradient, the rest times f'(z)."""
+    if c.dropping:
+        g *= sh[c.masks + at]
+    z = sh[c.pre + at] if c.keep_pre else sh.dtype.type(0)
+    sh[c.deltas + at] = times_derivative(g, sh[c.acts + at], z, hidden)
+
+
+@cuda.jit(device=True)
 def _delta_below(sh, c, layers, i, below, hidden, nb):
     """dA = ((dZ @ W.T) * mask) * f'(z): the delta of layer i - 1, from layer i's delta and
-    weights; below: the units before layer i - 1. One thread per element."""
+    weights; below: the units before layer i - 1. One thread per 2 x 2 tile of dA (rows r0, r1
+    of dZ times rows j0, j1 of W)."""
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
-    dt = sh.dtype.type
+    zero = sh.dtype.type(0)
     fan_in, fan_out, w_at = layers[i, FAN_IN], layers[i, FAN_OUT], layers[i, WEIGHT_OFFSET]
     dz_at = c.deltas + c.B * (below + fan_in)
-    for e in range(t, nb * fan_in, T):
-        r, j = row_and_column(e, fan_in)
-        # Row r of dZ times row j of W, from column j mod O on and wrapping round: neighbouring
-        # threads then read W from different shared-memory banks instead of all from one
-        # (stride O).
-        shift = row_and_column(j, fan_out)[1]
-        dz_row, w_row = dz_at + r * fan_out, w_at + j * fan_out
-        g = flat_dot(sh, dt(0), dz_row + shift, 1, w_row + shift, 1, fan_out - shift)
-        g = flat_dot(sh, g, dz_row, 1, w_row, 1, shift)
-        if c.dropping:
-            g *= sh[c.masks + c.B * below + e]  # dropped units pass no gradient
-        z = sh[c.pre + c.B * below + e] if c.keep_pre else dt(0)
-        sh[c.deltas + c.B * below + e] = times_derivative(
-            g, sh[c.acts + c.B * below + e], z, hidden)
+    for e in range(t, _tiles(nb, fan_in), T):
+        r0, r1, j0, j1 = _tile(e, nb, fan_in)
+        # The sums start at column j0 mod O and wrap round: neighbouring threads (neighbouring
+        # j0) then read W from different shared-memory banks instead of all from one (stride O).
+        shift = row_and_column(j0, fan_out)[1]
+        dz_row, dz_gap = dz_at + r0 * fan_out, (r1 - r0) * fan_out
+        w_row, w_gap = w_at + j0 * fan_out, (j1 - j0) * fan_out
+        g = tile_dot(sh, (zero, zero, zero, zero), dz_row + shift, dz_gap, 1, w_row + shift,
+                     w_gap, 1, fan_out - shift)
+        g = tile_dot(sh, g, dz_row, dz_gap, 1, w_row, w_gap, 1, shift)
+        for u in range(4):
+            r, j, g_rj, first = _entry(u, r0, r1, j0, j1, g)
+            if first:
+                _store_delta(sh, c, c.B * below + r * fan_in + j, g_rj, hidden)
+
+
+@cuda.jit(device=True)
+def _step(sh, slot_1, slot_2, k, g, s_1, s_2, n_weights, alpha, norm, decayed, kept, kind):
+    """Finish parameter k's gradient sum g and apply the optimizer step to it, its optimizer
+    state s_1, s_2 loaded already. Returns its square before the step if it is a weight (for
+    ||W||^2), else 0."""
+    w = sh[k]
+    square = float(w * w) if k < n_weights else 0.0
+    g = finished_gradient(g, w, k, n_weights, alpha, norm)
+    w, s_1, s_2 = optimizer_step(w, g, s_1, s_2, decayed if k < n_weights else kept, kind)
+    slot_1[k] = s_1
+    slot_2[k] = s_2  # the same array as slot_1 for one-slot optimizers
+    sh[k] = w
+    return square
 
 
 @cuda.jit(device=True)
@@ -240,32 +314,40 @@ def _update_layer(sh, slot_1, slot_2, c, layers, i, offset, in_at, nb, n_weights
     """Layer i's gradient (its I x O weights, then its O biases) from its input rows at in_at
     and its delta (offset: the units before layer i), finished and applied at once (no gradient
     buffer). Returns `squares` plus this thread's part of the layer's ||W||^2 before the
-    update (one running sum per thread). One thread per parameter."""
+    update (one running sum per thread). One thread per 2 x 2 tile of weights (columns j0, j1
+    of the input times columns o0, o1 of dZ), then one per bias."""
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
-    dt = sh.dtype.type
+    zero = sh.dtype.type(0)
     fan_in, fan_out = layers[i, FAN_IN], layers[i, FAN_OUT]
     w_at, b_at = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
     dz_at = c.deltas + c.B * offset
-    for e in range(t, (fan_in + 1) * fan_out, T):
-        weight = e < fan_in * fan_out
-        k = w_at + e if weight else b_at + e - fan_in * fan_out
-        # The optimizer state lives in global memory: its loads are issued before the gradient's
-        # sum and arrive while it runs.
-        s_1, s_2 = slot_1[k], slot_2[k]
-        if weight:  # weight (j, o): column j of the input times column o of dZ
-            j, o = row_and_column(e, fan_out)
-            g = flat_dot(sh, dt(0), in_at + j, fan_in, dz_at + o, fan_out, nb)
+    tiles = _tiles(fan_in, fan_out)
+    for e in range(t, tiles + fan_out, T):
+        if e < tiles:
+            j0, j1, o0, o1 = _tile(e, fan_in, fan_out)
+            k00 = w_at + j0 * fan_out + o0
+            k01, k10 = k00 + (o1 - o0), k00 + (j1 - j0) * fan_out
+            k11 = k10 + (o1 - o0)
+            # The optimizer state lives in global memory: its loads are issued before the
+            # gradient's sums and arrive while they run.
+            firsts = slot_1[k00], slot_1[k01], slot_1[k10], slot_1[k11]
+            seconds = slot_2[k00], slot_2[k01], slot_2[k10], slot_2[k11]
+            g = tile_dot(sh, (zero, zero, zero, zero), in_at + j0, j1 - j0, fan_in,
+                         dz_at + o0, o1 - o0, fan_out, nb)
+            for u in range(4):
+                j, o, g_jo, first = _entry(u, j0, j1, o0, o1, g)
+                if first:
+                    squares += _step(sh, slot_1, slot_2, w_at + j * fan_out + o, g_jo,
+                                     _pick(u, firsts), _pick(u, seconds), n_weights, alpha,
+                                     norm, decayed, kept, kind)
         else:  # bias o: the sum of column o of dZ
-            g = flat_sum(sh, dt(0), dz_at + e - fan_in * fan_out, fan_out, nb)
-        w = sh[k]
-        if k < n_weights:
-            squares += float(w * w)
-        g = finished_gradient(g, w, k, n_weights, alpha, norm)
-        w, s_1, s_2 = optimizer_step(w, g, s_1, s_2, decayed if k < n_weights else kept, kind)
-        slot_1[k] = s_1
-        slot_2[k] = s_2  # the same array as slot_1 for one-slot optimizers
-        sh[k] = w
+            o = e - tiles
+            k = b_at + o
+            s_1, s_2 = slot_1[k], slot_2[k]
+            g = flat_sum(sh, zero, dz_at + o, fan_out, nb)
+            squares += _step(sh, slot_1, slot_2, k, g, s_1, s_2, n_weights, alpha, norm,
+                             decayed, kept, kind)
     return squares
 
 
@@ -312,8 +394,12 @@ def _block_model(layers, codes, numbers, b):
     return net, opt
 
 
-# The launch bounds let ptxas fit the registers to THREADS (the simulator takes no such option).
-@cuda.jit(**({} if SIMULATOR else {"launch_bounds": THREADS}))
+# Launch bounds: at most THREADS threads, one block per multiprocessor at least, so ptxas may
+# give each thread up to 65536 / THREADS registers (the simulator takes no such option).
+LAUNCH_BOUNDS = (THREADS, 1)
+
+
+@cuda.jit(**({} if SIMULATOR else {"launch_bounds": LAUNCH_BOUNDS}))
 def train_epoch_fused(params, slot_1, slot_2, totals, features, Y, sw, orders, batch_size,
                       layers, codes, numbers, eps):
     """One epoch of mini-batch training, every batch in this one launch (the CPU train_epoch),

@@ -329,7 +329,7 @@ def column_sums(db, dZ):
 # Offsets into flat arrays held as unsigned integers: numba then skips the negative-index check
 # it makes for signed ones, and the loops below keep running offsets instead of recomputing
 # products. On sm_90 that takes the fused kernel's inner loops from 28-38 machine instructions
-# per multiply-add to 4.3-5.3 (bench/gpu_sass.py).
+# per multiply-add to about 5 (bench/gpu_sass.py).
 OFFSET = numba.uint64
 ONE = numba.uint64(1)
 
@@ -345,17 +345,45 @@ def row_and_column(e, width):
 
 
 @cuda.jit(device=True)
-def flat_dot(flat, acc, a, a_step, b, b_step, n):
-    """acc + the sum over k < n, in increasing k, of flat[a + k * a_step] * flat[b + k * b_step]
-    (two strided runs of one flat array: rows and columns of matrices kept in it)."""
-    a, a_step, b, b_step = OFFSET(a), OFFSET(a_step), OFFSET(b), OFFSET(b_step)
+def pairs(n):
+    """How many pairs split_pair cuts range(n) into: ceil(n / 2)."""
+    return (numba.int64(n) + 1) >> 1
+
+
+@cuda.jit(device=True)
+def split_pair(p, n):
+    """The two members of pair p of range(n), cut into halves: p and p + ceil(n / 2), or p twice
+    when n is odd and p is the last pair. Neighbouring pairs hold neighbouring indices, so
+    neighbouring threads read neighbouring shared-memory words (different banks)."""
+    p, n = numba.int64(p), numba.int64(n)
+    q = p + pairs(n)
+    return p, (q if q < n else p)
+
+
+@cuda.jit(device=True)
+def tile_dot(flat, acc, a, a_gap, a_step, b, b_gap, b_step, n):
+    """A 2 x 2 register tile of strided dot products over one flat array (rows and columns of
+    matrices kept in it). acc: four running sums (s00, s01, s10, s11); returns them plus, for
+    s_uv, the sum over k < n, in increasing k, of
+        flat[a + u * a_gap + k * a_step] * flat[b + v * b_gap + k * b_step].
+    Each step loads four values for four multiply-adds (one sum alone needs two loads per
+    multiply-add), and the four sums' chains of dependent adds run side by side."""
+    a0, a1, b0, b1 = OFFSET(a), OFFSET(a + a_gap), OFFSET(b), OFFSET(b + b_gap)
+    a_step, b_step = OFFSET(a_step), OFFSET(b_step)
+    s00, s01, s10, s11 = acc
     left = OFFSET(n)
     while left > 0:
-        acc += flat[a] * flat[b]
-        a += a_step
-        b += b_step
+        x0, x1, y0, y1 = flat[a0], flat[a1], flat[b0], flat[b1]
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s10 += x1 * y0
+        s11 += x1 * y1
+        a0 += a_step
+        a1 += a_step
+        b0 += b_step
+        b1 += b_step
         left -= ONE
-    return acc
+    return s00, s01, s10, s11
 
 
 @cuda.jit(device=True)

@@ -100,12 +100,13 @@ def _take(path, monkeypatch):
     monkeypatch.setattr(launch, "FUSED_EPOCHS", path == "fused")
 
 
-def _check_epochs(case, path):
-    """train_epoch on the device against the CPU backend's, one or two epochs of case."""
+def _check_epochs(case, path, batch=4):
+    """train_epoch on the device against the CPU backend's, one or two epochs of case (10 rows,
+    in batches of `batch`)."""
     solver, activation, head, sparse, dtype, dropout, hidden = case
     layout, params, features, Y, sw = _problem(head, dtype, hidden, sparse=sparse)
     net = _net(layout, activation, head, dropout=dropout)
-    assert launch.epoch_path(params, layout.table, 4, 4, Y.shape[1], net) == path
+    assert launch.epoch_path(params, layout.table, batch, 4, Y.shape[1], net) == path
     # As the estimators pass them: a one-slot optimizer's slot is both slot arguments.
     two_slots = ops.by_code(ops.OPTIMIZERS, _opt(solver).kind).slots == 2
     host = [params.copy(), np.empty_like(params), np.zeros_like(params)]
@@ -117,9 +118,9 @@ def _check_epochs(case, path):
     step = 5  # as after an earlier partial_fit
     for epoch in range(epochs):
         order = np.random.RandomState(epoch).permutation(len(Y))
-        expected = cpu.train_epoch(TrainState(*host), features, Y, sw, order, 4, net,
+        expected = cpu.train_epoch(TrainState(*host), features, Y, sw, order, batch, net,
                                    _opt(solver, step))
-        total, new_step = gpu.train_epoch(TrainState(*device), *data, gpu.to_device(order), 4,
+        total, new_step = gpu.train_epoch(TrainState(*device), *data, gpu.to_device(order), batch,
                                           _device_net(net), _opt(solver, step))
         assert isinstance(total, float) and isinstance(new_step, int)
         assert new_step == expected[1]
@@ -178,11 +179,15 @@ def test_train_epoch_skips_a_batch_whose_weights_are_all_zero(path, monkeypatch)
     assert_allclose(gpu.to_host(device[0]), host[0], rtol=1e-10, atol=1e-12)
 
 
-def test_the_one_launch_epoch_does_not_depend_on_the_block_size(monkeypatch):
-    """Threads stride over every phase's elements: a block of 4 threads (each doing many
-    elements) trains the same model as the CPU, as the default block does."""
+@pytest.mark.parametrize("batch", [4, 3])
+def test_the_one_launch_epoch_does_not_depend_on_the_block_size(monkeypatch, batch):
+    """Threads stride over every phase's 2 x 2 tiles: a block of 4 threads (each doing many
+    tiles) trains the same model as the CPU, as the default block does. Batches of 3 rows (3,
+    3, 3, 1) and layers of 5, 3 and 2 units give tiles at odd edges, whose repeated row or
+    column must be stored and stepped once."""
     monkeypatch.setattr(fused, "THREADS", 4)
-    _check_epochs(("adam", "tanh", "squared_error", True, np.float64, 0.3, (5, 3)), "fused")
+    _check_epochs(("adam", "tanh", "squared_error", True, np.float64, 0.3, (5, 3)), "fused",
+                  batch)
 
 
 def test_the_one_launch_epoch_is_deterministic():

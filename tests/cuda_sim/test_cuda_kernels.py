@@ -371,27 +371,41 @@ def test_finish_gradient_and_add_into_as_lbfgs_uses_them():
 
 @cuda.jit
 def _strided_sums(out, flat, cases):
-    """Row c of out: flat_dot and flat_sum of case c, both started at 0.5."""
+    """Row c of out: the 2 x 2 tile_dot of case c (its four sums started at 0.5, 1, 1.5 and 2)
+    and flat_sum over its second run (started at 0.5)."""
     c = cuda.threadIdx.x
     if c < cases.shape[0]:
-        a, a_step, b, b_step, n = (cases[c, 0], cases[c, 1], cases[c, 2], cases[c, 3],
-                                   cases[c, 4])
-        out[c, 0] = K.flat_dot(flat, flat.dtype.type(0.5), a, a_step, b, b_step, n)
-        out[c, 1] = K.flat_sum(flat, flat.dtype.type(0.5), b, b_step, n)
+        a, a_gap, a_step, b, b_gap, b_step, n = (cases[c, 0], cases[c, 1], cases[c, 2],
+                                                 cases[c, 3], cases[c, 4], cases[c, 5],
+                                                 cases[c, 6])
+        dt = flat.dtype.type
+        sums = K.tile_dot(flat, (dt(0.5), dt(1.0), dt(1.5), dt(2.0)), a, a_gap, a_step, b,
+                          b_gap, b_step, n)
+        for u in range(4):
+            out[c, u] = sums[u]
+        out[c, 4] = K.flat_sum(flat, dt(0.5), b, b_step, n)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_flat_dot_and_flat_sum_are_strided_sums_in_order(dtype):
+def test_tile_dot_and_flat_sum_are_strided_sums_in_order(dtype):
     flat = _rng(3).normal(size=60).astype(dtype)
-    # (a, a_step, b, b_step, n): a row times a column, two columns, a single term, none at all.
-    cases = np.array([[0, 1, 20, 5, 7], [3, 6, 4, 6, 9], [59, 1, 0, 1, 1], [5, 1, 9, 1, 0]])
-    out = to_device(np.zeros((len(cases), 2), dtype))
+    # (a, a_gap, a_step, b, b_gap, b_step, n): two rows times two columns, two columns times
+    # one column repeated (gap 0, as at an odd edge), a single term, none at all.
+    cases = np.array([[0, 7, 1, 20, 1, 5, 7], [3, 1, 6, 4, 0, 6, 9], [59, 0, 1, 0, 58, 1, 1],
+                      [5, 2, 1, 9, 3, 1, 0]])
+    out = to_device(np.zeros((len(cases), 5), dtype))
     _strided_sums[1, 8](out, to_device(flat), to_device(cases))
-    for (a, a_step, b, b_step, n), (dot, total) in zip(cases, to_host(out)):
-        x, y = flat[a:a + n * a_step:a_step][:n], flat[b:b + n * b_step:b_step][:n]
-        expected_dot, expected_sum = dtype(0.5), dtype(0.5)
-        for u, v in zip(x, y):  # term by term, in order, as the kernel adds
-            expected_dot = dtype(expected_dot + u * v)
-            expected_sum = dtype(expected_sum + v)
-        assert_allclose(dot, expected_dot, **TOL[dtype])
-        assert_allclose(total, expected_sum, **TOL[dtype])
+    def run(start, step, n):
+        return flat[start:start + n * step:step][:n]
+
+    for (a, a_gap, a_step, b, b_gap, b_step, n), got in zip(cases, to_host(out)):
+        for u in range(4):
+            x, y = run(a + (u >> 1) * a_gap, a_step, n), run(b + (u & 1) * b_gap, b_step, n)
+            expected = dtype(0.5 * (u + 1))
+            for p, q in zip(x, y):  # term by term, in order, as the kernel adds
+                expected = dtype(expected + p * q)
+            assert_allclose(got[u], expected, **TOL[dtype])
+        expected_sum = dtype(0.5)
+        for q in run(b, b_step, n):
+            expected_sum = dtype(expected_sum + q)
+        assert_allclose(got[4], expected_sum, **TOL[dtype])

@@ -8,7 +8,9 @@ Sums run in a fixed order, never with atomics, so results are deterministic: eac
 a batch's sample weights itself, and keeps its part of the loss until one block reduction at
 the end of the epoch. Launched only by fastmlp/cuda/launch.py, which checks that the network
 fits (shared_elements) before using it.
-The arithmetic is the per-batch kernels' (kernels.py): the same device functions.
+Activations, losses and optimizer steps are the per-batch kernels' own device functions
+(kernels.py); the products are 2 x 2 register tiles (kernels.tile_dot), each output's terms
+summed in increasing order.
 """
 
 import os

@@ -230,8 +230,9 @@ step "bench/search.py --device cuda --cross-validate (W8-cv)" search.log 40 \
     --out "$OUTDIR/GPU_RESULTS.md"
 highlights search.log "cross_validate|Test scores|Error|shimmed" 4
 
-# ---- (f2) the fused kernel's block size: 256 threads (the default) against 512 (both fit their
-# registers without spills, bench/gpu_sass.py); per-batch times of one W2 network and of 24
+# ---- (f2) the fused kernel's block size: 256 threads (the default, no spills) against 512 (128
+# registers, a few values spilled outside the inner loops, bench/gpu_sass.py); per-batch times of
+# one W2 network and of 24
 for threads in 256 512; do
     step "bench/gpu_profile.py, block of $threads threads" threads.log 45 \
         env FASTMLP_FUSED_THREADS=$threads "${SHIM[@]}" bench/gpu_profile.py
@@ -255,9 +256,11 @@ else
         "$NCU" --kernel-name regex:train_epoch_fused --launch-skip 1 --launch-count 2 \
         --section SpeedOfLight --section LaunchStats --section Occupancy \
         --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
-        --section MemoryWorkloadAnalysis --section InstructionStats \
+        --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
+        --section InstructionStats \
         "${SHIM[@]}" bench/gpu_profile.py
-    highlights ncu.log "train_epoch_fused|Duration|Registers Per|Achieved Occ|Stall|path " 16
+    # Bank conflicts: the register tiles' rows can share banks (bench/GPU_RESULTS.md).
+    highlights ncu.log "train_epoch_fused|Duration|Registers Per|Achieved Occ|Stall|Bank|path " 20
 fi
 
 # ---- memcheck, only with time to spare

@@ -6,7 +6,8 @@
 # contestant; 128 small models trained together (bench/gpu_many.py, issue #24); the W8 search and
 # 5-fold cross-validation of one network on the GPU (bench/search.py); the fused kernel's
 # per-batch time at 256 and 512 threads per block, then Nsight Compute over it
-# (bench/gpu_profile.py); memcheck if time is left.
+# (bench/gpu_profile.py); W2 at batch sizes 32-512 on both paths (bench/gpu_batch_sizes.py);
+# memcheck if time is left.
 # Every step has a timeout and the script goes on after a failing one; the whole run stays under
 # GPU_CHECK_SECONDS (default 540). It installs and downloads nothing.
 #
@@ -17,7 +18,8 @@
 # on a synthetic stand-in of the same shape. Writes these flat files into OUTPUT_DIR:
 # summary.txt, GPU_RESULTS.md, many.txt and logs.tar.gz, which holds the steps' logs
 # (versions.log pytest-cuda.log racecheck.log synccheck.log compare.log many.log search.log
-# threads.log ncu.log memcheck.log): the device machine hands back at most 8 files.
+# threads.log ncu.log batch-sizes.log memcheck.log): the device machine hands back at most 8
+# files.
 # numba-cuda <= 0.30.4 with NumPy 2.5 fails at the first kernel compile (np.row_stack is gone);
 # the Python steps run through bench/with_row_stack.py, which shims it for this run only and
 # says so in each log. fastmlp itself refuses that combination with an error naming the fix.
@@ -262,6 +264,12 @@ else
     # Bank conflicts: the register tiles' rows can share banks (bench/GPU_RESULTS.md).
     highlights ncu.log "train_epoch_fused|Duration|Registers Per|Achieved Occ|Stall|Bank|path " 20
 fi
+
+# ---- (h) up to which batch size the one-block kernel should opt in to more shared memory
+# (launch.FUSED_OPT_IN_ROWS, an estimate so far): W2 on both paths, 32 to 512 rows per batch
+step "bench/gpu_batch_sizes.py (FUSED_OPT_IN_ROWS)" batch-sizes.log 60 \
+    "${SHIM[@]}" bench/gpu_batch_sizes.py --rows 10000 --repeats 2
+highlights batch-sizes.log "^\| float|FUSED_OPT_IN_ROWS should|Error|shimmed" 12
 
 # ---- memcheck, only with time to spare
 if [ -n "$SAN" ] && [ $(( DEADLINE_S - $(elapsed) )) -ge 60 ]; then

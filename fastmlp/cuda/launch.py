@@ -235,7 +235,8 @@ FUSED_EPOCHS = True
 # per-layer kernels took 568 us per 128-row batch and 799 us per 32-row float64 batch, mostly a
 # fixed cost per batch (3L + 2 launches). At 128 rows the one-block kernel should still win
 # (about 4 x 94 us); at 256 the two would be about even, so larger batches keep the default
-# limit and, beyond it, the per-layer kernels. To be confirmed by bench/compare_gpu.py.
+# limit and, beyond it, the per-layer kernels. To be confirmed on a GPU by
+# bench/gpu_batch_sizes.py (a step of bench/gpu_check.sh), which prints the value to set here.
 FUSED_OPT_IN_ROWS = 128
 
 

@@ -193,17 +193,16 @@ def _entry(u, r0, r1, j0, j1, sums):
 
 
 @cuda.jit(device=True)
-def _activate_output(sh, c, net, kind, hidden, at, z, draw):
+def _activate_output(sh, c, net, kind, hidden, at, z, draw, scale):
     """Store output element `at` of a layer (an offset into its rows) from its pre-activation
     z: z itself for GELU and SiLU, its activation and, with dropout on a hidden layer, its mask
-    and dropped-out value (the draw-th uniform of the epoch)."""
-    dt = sh.dtype.type
+    (0 or `scale`, 1 / (1 - rate)) and dropped-out value (the draw-th uniform of the epoch)."""
     if c.keep_pre and hidden:
         sh[c.pre + at] = z
     a = activation_value(z, kind)
     sh[c.acts + at] = a
     if c.dropping and hidden:
-        mask = dt(1.0 / (1.0 - net.dropout)) if uniform(net.seed, draw) >= net.dropout else dt(0)
+        mask = scale if uniform(net.seed, draw) >= net.dropout else sh.dtype.type(0)
         sh[c.masks + at] = mask
         sh[c.dropped + at] = a * mask
 
@@ -215,6 +214,7 @@ def _forward(sh, c, layers, net, start, nb):
     t = cuda.threadIdx.x
     T = cuda.blockDim.x
     zero = sh.dtype.type(0)
+    scale = sh.dtype.type(1.0 / (1.0 - net.dropout))  # once: a float64 division is a call
     last = layers.shape[0] - 1
     hidden_units = c.units - c.K
     in_at = c.x
@@ -233,7 +233,8 @@ def _forward(sh, c, layers, net, start, nb):
                 r, j, z, first = _entry(u, r0, r1, j0, j1, sums)
                 if first:
                     _activate_output(sh, c, net, kind, hidden, here + r * fan_out + j,
-                                     z + sh[b_at + j], (start + r) * hidden_units + offset + j)
+                                     z + sh[b_at + j], (start + r) * hidden_units + offset + j,
+                                     scale)
         cuda.syncthreads()
         in_at = (c.dropped if c.dropping else c.acts) + here
         offset += fan_out
